@@ -1,0 +1,99 @@
+package issuer
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
+	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
+)
+
+// Credential is what the issuer keeps about a live credential. The token
+// itself is never stored: it is returned once, to the caller.
+type Credential struct {
+	// ID is the JWT "jti".
+	ID        string
+	Issuer    string
+	Audience  string
+	Agent     *identityv1.Agent
+	Delegator *identityv1.Delegator
+	Task      *identityv1.Task
+	Scopes    []string
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	Profile   identityv1.Profile
+	// PolicyVersion and DecisionID name the decision that allowed it.
+	PolicyVersion string
+	DecisionID    string
+}
+
+// SelectorKind says which index a Selector walks.
+type SelectorKind int
+
+// Selector kinds.
+const (
+	ByCredential SelectorKind = iota + 1
+	ByTask
+	ByAgent
+	ByDelegator
+)
+
+// Selector names a set of credentials: one credential, or all of a task,
+// an agent or a delegator.
+type Selector struct {
+	Kind SelectorKind
+	ID   string
+}
+
+// Page is one page of a listing.
+type Page struct {
+	Credentials []*Credential
+	// NextToken is empty on the last page.
+	NextToken string
+}
+
+// Store errors.
+var (
+	// ErrNotFound means no live credential matches.
+	ErrNotFound = errors.New("credential not found or no longer live")
+	// ErrTaskCompleted means the task was completed; nothing more is issued for it.
+	ErrTaskCompleted = errors.New("task already completed")
+	// ErrStoreUnavailable wraps a storage failure (Redis down or timing out).
+	ErrStoreUnavailable = errors.New("credential store unavailable")
+	// ErrBadPageToken means a page token was not one the store handed out.
+	ErrBadPageToken = errors.New("malformed page token")
+)
+
+// EventFunc builds the lifecycle event of one credential (revoked), called
+// by the store with the credential as it was stored.
+type EventFunc func(c *Credential) *eventsv1.LifecycleEvent
+
+// store is what the issuer needs from storage. Every write puts its
+// lifecycle events into the outbox in the same atomic step, so that no
+// state change goes unrecorded and none is recorded that did not happen.
+type store interface {
+	// Issue writes the credential (liveness = its key's TTL, ending at
+	// ExpiresAt), its task/agent/delegator indexes, its expiry schedule, the
+	// issued event, and the expired event kept for the sweeper to emit at
+	// ExpiresAt, in one atomic step. ErrTaskCompleted when the task was
+	// completed before.
+	Issue(ctx context.Context, c *Credential, issued, expired *eventsv1.LifecycleEvent) error
+	// AppendEvent writes one event to the outbox (e.g. denied), under the
+	// shard of taskID.
+	AppendEvent(ctx context.Context, taskID string, ev *eventsv1.LifecycleEvent) error
+	// Get returns a live credential. taskID may be empty (the store then
+	// looks in every shard). ErrNotFound when revoked, expired or unknown.
+	Get(ctx context.Context, id, taskID string) (*Credential, error)
+	// List returns live credentials of a task, agent or delegator, page by page.
+	List(ctx context.Context, sel Selector, pageSize int, pageToken string) (Page, error)
+	// Revoke removes every live credential the selector names. Each one is
+	// deleted together with its indexes, its expiry schedule and the event
+	// mkEvent builds for it, atomically; a credential that expired or was
+	// revoked meanwhile yields no event. It returns the ids revoked.
+	Revoke(ctx context.Context, sel Selector, mkEvent EventFunc) ([]string, error)
+	// CompleteTask revokes every live credential of the task (as Revoke), marks
+	// the task completed (Issue then fails with ErrTaskCompleted) and writes
+	// the completed event, in one atomic step. It returns the ids revoked.
+	CompleteTask(ctx context.Context, taskID string, mkEvent EventFunc, completed *eventsv1.LifecycleEvent) ([]string, error)
+}
