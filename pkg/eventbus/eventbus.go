@@ -88,6 +88,8 @@ func subjectSuffix(t eventsv1.EventType) string {
 		return "credential.expired"
 	case eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED:
 		return "task.completed"
+	case eventsv1.EventType_EVENT_TYPE_CREDENTIAL_USE_REFUSED:
+		return "credential.use_refused"
 	default:
 		return "unknown"
 	}

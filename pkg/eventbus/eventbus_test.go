@@ -139,6 +139,10 @@ func TestSubjects(t *testing.T) {
 		{eventsv1.EventType_EVENT_TYPE_CREDENTIAL_REVOKED, "jitid.events.credential.revoked"},
 		{eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED, "jitid.events.credential.expired"},
 		{eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED, "jitid.events.task.completed"},
+		{eventsv1.EventType_EVENT_TYPE_CREDENTIAL_USE_REFUSED, "jitid.events.credential.use_refused"},
+	}
+	if len(tests) != len(eventsv1.EventType_name)-1 {
+		t.Fatalf("%d event types tested, %d defined: add the new ones", len(tests), len(eventsv1.EventType_name)-1)
 	}
 	for _, tt := range tests {
 		if got := c.Subject(tt.typ); got != tt.want {

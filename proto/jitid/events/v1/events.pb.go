@@ -37,6 +37,9 @@ const (
 	EventType_EVENT_TYPE_CREDENTIAL_REVOKED   EventType = 4
 	EventType_EVENT_TYPE_CREDENTIAL_EXPIRED   EventType = 5
 	EventType_EVENT_TYPE_TASK_COMPLETED       EventType = 6
+	// EVENT_TYPE_CREDENTIAL_USE_REFUSED records a presentation past max_uses
+	// (a replay attempt).
+	EventType_EVENT_TYPE_CREDENTIAL_USE_REFUSED EventType = 7
 )
 
 // Enum value maps for EventType.
@@ -49,15 +52,17 @@ var (
 		4: "EVENT_TYPE_CREDENTIAL_REVOKED",
 		5: "EVENT_TYPE_CREDENTIAL_EXPIRED",
 		6: "EVENT_TYPE_TASK_COMPLETED",
+		7: "EVENT_TYPE_CREDENTIAL_USE_REFUSED",
 	}
 	EventType_value = map[string]int32{
-		"EVENT_TYPE_UNSPECIFIED":          0,
-		"EVENT_TYPE_CREDENTIAL_ISSUED":    1,
-		"EVENT_TYPE_CREDENTIAL_DENIED":    2,
-		"EVENT_TYPE_CREDENTIAL_EXCHANGED": 3,
-		"EVENT_TYPE_CREDENTIAL_REVOKED":   4,
-		"EVENT_TYPE_CREDENTIAL_EXPIRED":   5,
-		"EVENT_TYPE_TASK_COMPLETED":       6,
+		"EVENT_TYPE_UNSPECIFIED":            0,
+		"EVENT_TYPE_CREDENTIAL_ISSUED":      1,
+		"EVENT_TYPE_CREDENTIAL_DENIED":      2,
+		"EVENT_TYPE_CREDENTIAL_EXCHANGED":   3,
+		"EVENT_TYPE_CREDENTIAL_REVOKED":     4,
+		"EVENT_TYPE_CREDENTIAL_EXPIRED":     5,
+		"EVENT_TYPE_TASK_COMPLETED":         6,
+		"EVENT_TYPE_CREDENTIAL_USE_REFUSED": 7,
 	}
 )
 
@@ -117,6 +122,8 @@ type LifecycleEvent struct {
 	ParentCredentialId string `protobuf:"bytes,15,opt,name=parent_credential_id,json=parentCredentialId,proto3" json:"parent_credential_id,omitempty"`
 	// credential_ids lists the credentials revoked with a completed task.
 	CredentialIds []string `protobuf:"bytes,16,rep,name=credential_ids,json=credentialIds,proto3" json:"credential_ids,omitempty"`
+	// agent_chain lists the agents above the acting one, nearest parent first.
+	AgentChain    []string `protobuf:"bytes,17,rep,name=agent_chain,json=agentChain,proto3" json:"agent_chain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -263,11 +270,18 @@ func (x *LifecycleEvent) GetCredentialIds() []string {
 	return nil
 }
 
+func (x *LifecycleEvent) GetAgentChain() []string {
+	if x != nil {
+		return x.AgentChain
+	}
+	return nil
+}
+
 var File_jitid_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_jitid_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cjitid/events/v1/events.proto\x12\x0fjitid.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xa8\x05\n" +
+	"\x1cjitid/events/v1/events.proto\x12\x0fjitid.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xc9\x05\n" +
 	"\x0eLifecycleEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1a.jitid.events.v1.EventTypeR\x04type\x12.\n" +
@@ -286,7 +300,9 @@ const file_jitid_events_v1_events_proto_rawDesc = "" +
 	"\x06reason\x18\r \x01(\tR\x06reason\x12\x16\n" +
 	"\x06issuer\x18\x0e \x01(\tR\x06issuer\x120\n" +
 	"\x14parent_credential_id\x18\x0f \x01(\tR\x12parentCredentialId\x12%\n" +
-	"\x0ecredential_ids\x18\x10 \x03(\tR\rcredentialIds*\xf5\x01\n" +
+	"\x0ecredential_ids\x18\x10 \x03(\tR\rcredentialIds\x12\x1f\n" +
+	"\vagent_chain\x18\x11 \x03(\tR\n" +
+	"agentChain*\x9c\x02\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cEVENT_TYPE_CREDENTIAL_ISSUED\x10\x01\x12 \n" +
@@ -294,7 +310,8 @@ const file_jitid_events_v1_events_proto_rawDesc = "" +
 	"\x1fEVENT_TYPE_CREDENTIAL_EXCHANGED\x10\x03\x12!\n" +
 	"\x1dEVENT_TYPE_CREDENTIAL_REVOKED\x10\x04\x12!\n" +
 	"\x1dEVENT_TYPE_CREDENTIAL_EXPIRED\x10\x05\x12\x1d\n" +
-	"\x19EVENT_TYPE_TASK_COMPLETED\x10\x06B7Z5github.com/jitid/jitid/proto/jitid/events/v1;eventsv1b\x06proto3"
+	"\x19EVENT_TYPE_TASK_COMPLETED\x10\x06\x12%\n" +
+	"!EVENT_TYPE_CREDENTIAL_USE_REFUSED\x10\aB7Z5github.com/jitid/jitid/proto/jitid/events/v1;eventsv1b\x06proto3"
 
 var (
 	file_jitid_events_v1_events_proto_rawDescOnce sync.Once

@@ -430,7 +430,10 @@ type Decision struct {
 	// policy_version is the content hash of the policy set that decided.
 	PolicyVersion string `protobuf:"bytes,8,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
 	// decision_id identifies this decision in logs and audit records.
-	DecisionId    string `protobuf:"bytes,9,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	DecisionId string `protobuf:"bytes,9,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	// max_uses, when above zero, limits how many times the credential may be
+	// presented (e.g. 1 for a payment).
+	MaxUses       int32 `protobuf:"varint,10,opt,name=max_uses,json=maxUses,proto3" json:"max_uses,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -528,6 +531,13 @@ func (x *Decision) GetDecisionId() string {
 	return ""
 }
 
+func (x *Decision) GetMaxUses() int32 {
+	if x != nil {
+		return x.MaxUses
+	}
+	return 0
+}
+
 var File_jitid_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_jitid_identity_v1_identity_proto_rawDesc = "" +
@@ -558,7 +568,7 @@ const file_jitid_identity_v1_identity_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\apurpose\x18\x02 \x01(\tR\apurpose\x12@\n" +
 	"\vsensitivity\x18\x03 \x01(\x0e2\x1e.jitid.identity.v1.SensitivityR\vsensitivity\x126\n" +
-	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\xd1\x02\n" +
+	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\xec\x02\n" +
 	"\bDecision\x12\x14\n" +
 	"\x05allow\x18\x01 \x01(\bR\x05allow\x12%\n" +
 	"\x0egranted_scopes\x18\x02 \x03(\tR\rgrantedScopes\x122\n" +
@@ -569,7 +579,9 @@ const file_jitid_identity_v1_identity_proto_rawDesc = "" +
 	"\bpolicies\x18\a \x03(\tR\bpolicies\x12%\n" +
 	"\x0epolicy_version\x18\b \x01(\tR\rpolicyVersion\x12\x1f\n" +
 	"\vdecision_id\x18\t \x01(\tR\n" +
-	"decisionId*_\n" +
+	"decisionId\x12\x19\n" +
+	"\bmax_uses\x18\n" +
+	" \x01(\x05R\amaxUses*_\n" +
 	"\n" +
 	"AgentClass\x12\x1b\n" +
 	"\x17AGENT_CLASS_UNSPECIFIED\x10\x00\x12\x19\n" +

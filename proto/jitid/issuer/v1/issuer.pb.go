@@ -46,8 +46,17 @@ type Credential struct {
 	PolicyVersion   string                 `protobuf:"bytes,13,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
 	Issuer          string                 `protobuf:"bytes,14,opt,name=issuer,proto3" json:"issuer,omitempty"`
 	AgentClass      v1.AgentClass          `protobuf:"varint,15,opt,name=agent_class,json=agentClass,proto3,enum=jitid.identity.v1.AgentClass" json:"agent_class,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// parent_id is the credential a sub-agent's credential was exchanged from.
+	ParentId string `protobuf:"bytes,16,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	// agent_chain lists the agents above this one, nearest parent first.
+	AgentChain []string `protobuf:"bytes,17,rep,name=agent_chain,json=agentChain,proto3" json:"agent_chain,omitempty"`
+	// max_uses limits presentations when above zero; uses counts them.
+	MaxUses int32 `protobuf:"varint,18,opt,name=max_uses,json=maxUses,proto3" json:"max_uses,omitempty"`
+	Uses    int32 `protobuf:"varint,19,opt,name=uses,proto3" json:"uses,omitempty"`
+	// cnf_jkt is the RFC 7638 thumbprint of the key the credential is bound to.
+	CnfJkt        string `protobuf:"bytes,20,opt,name=cnf_jkt,json=cnfJkt,proto3" json:"cnf_jkt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Credential) Reset() {
@@ -185,6 +194,41 @@ func (x *Credential) GetAgentClass() v1.AgentClass {
 	return v1.AgentClass(0)
 }
 
+func (x *Credential) GetParentId() string {
+	if x != nil {
+		return x.ParentId
+	}
+	return ""
+}
+
+func (x *Credential) GetAgentChain() []string {
+	if x != nil {
+		return x.AgentChain
+	}
+	return nil
+}
+
+func (x *Credential) GetMaxUses() int32 {
+	if x != nil {
+		return x.MaxUses
+	}
+	return 0
+}
+
+func (x *Credential) GetUses() int32 {
+	if x != nil {
+		return x.Uses
+	}
+	return 0
+}
+
+func (x *Credential) GetCnfJkt() string {
+	if x != nil {
+		return x.CnfJkt
+	}
+	return ""
+}
+
 // IssueCredentialRequest asks for a credential for one agent, one delegator and one task.
 type IssueCredentialRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -197,7 +241,10 @@ type IssueCredentialRequest struct {
 	Ttl *durationpb.Duration `protobuf:"bytes,5,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// audience is the API the credential is for (JWT "aud"); the issuer's
 	// default audience when empty.
-	Audience      string `protobuf:"bytes,6,opt,name=audience,proto3" json:"audience,omitempty"`
+	Audience string `protobuf:"bytes,6,opt,name=audience,proto3" json:"audience,omitempty"`
+	// cnf_jkt, when set, binds the credential to the agent's key (RFC 7800
+	// "cnf" with the RFC 7638 thumbprint, as DPoP RFC 9449 uses).
+	CnfJkt        string `protobuf:"bytes,7,opt,name=cnf_jkt,json=cnfJkt,proto3" json:"cnf_jkt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -270,6 +317,13 @@ func (x *IssueCredentialRequest) GetTtl() *durationpb.Duration {
 func (x *IssueCredentialRequest) GetAudience() string {
 	if x != nil {
 		return x.Audience
+	}
+	return ""
+}
+
+func (x *IssueCredentialRequest) GetCnfJkt() string {
+	if x != nil {
+		return x.CnfJkt
 	}
 	return ""
 }
@@ -878,6 +932,158 @@ func (x *ListCredentialsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// ExchangeCredentialRequest asks for a sub-agent credential.
+type ExchangeCredentialRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// subject_token is the parent agent's credential.
+	SubjectToken string `protobuf:"bytes,1,opt,name=subject_token,json=subjectToken,proto3" json:"subject_token,omitempty"`
+	// agent is the sub-agent.
+	Agent *v1.Agent `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	// scopes requested; a subset of the parent's.
+	Scopes []string `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// ttl requested; no longer than the parent's remaining life.
+	Ttl *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// sensitivity of the sub-task; no lower than the parent task's (the
+	// parent's when unspecified).
+	Sensitivity   v1.Sensitivity `protobuf:"varint,5,opt,name=sensitivity,proto3,enum=jitid.identity.v1.Sensitivity" json:"sensitivity,omitempty"`
+	Audience      string         `protobuf:"bytes,6,opt,name=audience,proto3" json:"audience,omitempty"`
+	CnfJkt        string         `protobuf:"bytes,7,opt,name=cnf_jkt,json=cnfJkt,proto3" json:"cnf_jkt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExchangeCredentialRequest) Reset() {
+	*x = ExchangeCredentialRequest{}
+	mi := &file_jitid_issuer_v1_issuer_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExchangeCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExchangeCredentialRequest) ProtoMessage() {}
+
+func (x *ExchangeCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jitid_issuer_v1_issuer_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExchangeCredentialRequest.ProtoReflect.Descriptor instead.
+func (*ExchangeCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_jitid_issuer_v1_issuer_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ExchangeCredentialRequest) GetSubjectToken() string {
+	if x != nil {
+		return x.SubjectToken
+	}
+	return ""
+}
+
+func (x *ExchangeCredentialRequest) GetAgent() *v1.Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *ExchangeCredentialRequest) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *ExchangeCredentialRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *ExchangeCredentialRequest) GetSensitivity() v1.Sensitivity {
+	if x != nil {
+		return x.Sensitivity
+	}
+	return v1.Sensitivity(0)
+}
+
+func (x *ExchangeCredentialRequest) GetAudience() string {
+	if x != nil {
+		return x.Audience
+	}
+	return ""
+}
+
+func (x *ExchangeCredentialRequest) GetCnfJkt() string {
+	if x != nil {
+		return x.CnfJkt
+	}
+	return ""
+}
+
+// ExchangeCredentialResponse returns the sub-agent's credential, with its token, once.
+type ExchangeCredentialResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	Decision      *v1.Decision           `protobuf:"bytes,2,opt,name=decision,proto3" json:"decision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExchangeCredentialResponse) Reset() {
+	*x = ExchangeCredentialResponse{}
+	mi := &file_jitid_issuer_v1_issuer_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExchangeCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExchangeCredentialResponse) ProtoMessage() {}
+
+func (x *ExchangeCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jitid_issuer_v1_issuer_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExchangeCredentialResponse.ProtoReflect.Descriptor instead.
+func (*ExchangeCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_jitid_issuer_v1_issuer_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ExchangeCredentialResponse) GetCredential() *Credential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *ExchangeCredentialResponse) GetDecision() *v1.Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
 // GetSigningKeysRequest is empty.
 type GetSigningKeysRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -887,7 +1093,7 @@ type GetSigningKeysRequest struct {
 
 func (x *GetSigningKeysRequest) Reset() {
 	*x = GetSigningKeysRequest{}
-	mi := &file_jitid_issuer_v1_issuer_proto_msgTypes[11]
+	mi := &file_jitid_issuer_v1_issuer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +1105,7 @@ func (x *GetSigningKeysRequest) String() string {
 func (*GetSigningKeysRequest) ProtoMessage() {}
 
 func (x *GetSigningKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jitid_issuer_v1_issuer_proto_msgTypes[11]
+	mi := &file_jitid_issuer_v1_issuer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1118,7 @@ func (x *GetSigningKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSigningKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetSigningKeysRequest) Descriptor() ([]byte, []int) {
-	return file_jitid_issuer_v1_issuer_proto_rawDescGZIP(), []int{11}
+	return file_jitid_issuer_v1_issuer_proto_rawDescGZIP(), []int{13}
 }
 
 // GetSigningKeysResponse carries the public signing keys.
@@ -930,7 +1136,7 @@ type GetSigningKeysResponse struct {
 
 func (x *GetSigningKeysResponse) Reset() {
 	*x = GetSigningKeysResponse{}
-	mi := &file_jitid_issuer_v1_issuer_proto_msgTypes[12]
+	mi := &file_jitid_issuer_v1_issuer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1148,7 @@ func (x *GetSigningKeysResponse) String() string {
 func (*GetSigningKeysResponse) ProtoMessage() {}
 
 func (x *GetSigningKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jitid_issuer_v1_issuer_proto_msgTypes[12]
+	mi := &file_jitid_issuer_v1_issuer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1161,7 @@ func (x *GetSigningKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSigningKeysResponse.ProtoReflect.Descriptor instead.
 func (*GetSigningKeysResponse) Descriptor() ([]byte, []int) {
-	return file_jitid_issuer_v1_issuer_proto_rawDescGZIP(), []int{12}
+	return file_jitid_issuer_v1_issuer_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetSigningKeysResponse) GetJwks() string {
@@ -983,7 +1189,7 @@ var File_jitid_issuer_v1_issuer_proto protoreflect.FileDescriptor
 
 const file_jitid_issuer_v1_issuer_proto_rawDesc = "" +
 	"\n" +
-	"\x1cjitid/issuer/v1/issuer.proto\x12\x0fjitid.issuer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xd4\x04\n" +
+	"\x1cjitid/issuer/v1/issuer.proto\x12\x0fjitid.issuer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xda\x05\n" +
 	"\n" +
 	"Credential\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -1003,14 +1209,21 @@ const file_jitid_issuer_v1_issuer_proto_rawDesc = "" +
 	"\x0epolicy_version\x18\r \x01(\tR\rpolicyVersion\x12\x16\n" +
 	"\x06issuer\x18\x0e \x01(\tR\x06issuer\x12>\n" +
 	"\vagent_class\x18\x0f \x01(\x0e2\x1d.jitid.identity.v1.AgentClassR\n" +
-	"agentClass\"\x92\x02\n" +
+	"agentClass\x12\x1b\n" +
+	"\tparent_id\x18\x10 \x01(\tR\bparentId\x12\x1f\n" +
+	"\vagent_chain\x18\x11 \x03(\tR\n" +
+	"agentChain\x12\x19\n" +
+	"\bmax_uses\x18\x12 \x01(\x05R\amaxUses\x12\x12\n" +
+	"\x04uses\x18\x13 \x01(\x05R\x04uses\x12\x17\n" +
+	"\acnf_jkt\x18\x14 \x01(\tR\x06cnfJkt\"\xab\x02\n" +
 	"\x16IssueCredentialRequest\x12.\n" +
 	"\x05agent\x18\x01 \x01(\v2\x18.jitid.identity.v1.AgentR\x05agent\x12:\n" +
 	"\tdelegator\x18\x02 \x01(\v2\x1c.jitid.identity.v1.DelegatorR\tdelegator\x12+\n" +
 	"\x04task\x18\x03 \x01(\v2\x17.jitid.identity.v1.TaskR\x04task\x12\x16\n" +
 	"\x06scopes\x18\x04 \x03(\tR\x06scopes\x12+\n" +
 	"\x03ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1a\n" +
-	"\baudience\x18\x06 \x01(\tR\baudience\"\x8f\x01\n" +
+	"\baudience\x18\x06 \x01(\tR\baudience\x12\x17\n" +
+	"\acnf_jkt\x18\a \x01(\tR\x06cnfJkt\"\x8f\x01\n" +
 	"\x17IssueCredentialResponse\x12;\n" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x1b.jitid.issuer.v1.CredentialR\n" +
@@ -1051,19 +1264,33 @@ const file_jitid_issuer_v1_issuer_proto_rawDesc = "" +
 	"\bselector\"\x80\x01\n" +
 	"\x17ListCredentialsResponse\x12=\n" +
 	"\vcredentials\x18\x01 \x03(\v2\x1b.jitid.issuer.v1.CredentialR\vcredentials\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x17\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xac\x02\n" +
+	"\x19ExchangeCredentialRequest\x12#\n" +
+	"\rsubject_token\x18\x01 \x01(\tR\fsubjectToken\x12.\n" +
+	"\x05agent\x18\x02 \x01(\v2\x18.jitid.identity.v1.AgentR\x05agent\x12\x16\n" +
+	"\x06scopes\x18\x03 \x03(\tR\x06scopes\x12+\n" +
+	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12@\n" +
+	"\vsensitivity\x18\x05 \x01(\x0e2\x1e.jitid.identity.v1.SensitivityR\vsensitivity\x12\x1a\n" +
+	"\baudience\x18\x06 \x01(\tR\baudience\x12\x17\n" +
+	"\acnf_jkt\x18\a \x01(\tR\x06cnfJkt\"\x92\x01\n" +
+	"\x1aExchangeCredentialResponse\x12;\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x1b.jitid.issuer.v1.CredentialR\n" +
+	"credential\x127\n" +
+	"\bdecision\x18\x02 \x01(\v2\x1b.jitid.identity.v1.DecisionR\bdecision\"\x17\n" +
 	"\x15GetSigningKeysRequest\"\x80\x01\n" +
 	"\x16GetSigningKeysResponse\x12\x12\n" +
 	"\x04jwks\x18\x01 \x01(\tR\x04jwks\x12\x16\n" +
 	"\x06issuer\x18\x02 \x01(\tR\x06issuer\x12:\n" +
 	"\vdefault_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"defaultTtl2\xfc\x04\n" +
+	"defaultTtl2\xeb\x05\n" +
 	"\rIssuerService\x12d\n" +
 	"\x0fIssueCredential\x12'.jitid.issuer.v1.IssueCredentialRequest\x1a(.jitid.issuer.v1.IssueCredentialResponse\x12s\n" +
 	"\x14IntrospectCredential\x12,.jitid.issuer.v1.IntrospectCredentialRequest\x1a-.jitid.issuer.v1.IntrospectCredentialResponse\x12j\n" +
 	"\x11RevokeCredentials\x12).jitid.issuer.v1.RevokeCredentialsRequest\x1a*.jitid.issuer.v1.RevokeCredentialsResponse\x12[\n" +
 	"\fCompleteTask\x12$.jitid.issuer.v1.CompleteTaskRequest\x1a%.jitid.issuer.v1.CompleteTaskResponse\x12d\n" +
-	"\x0fListCredentials\x12'.jitid.issuer.v1.ListCredentialsRequest\x1a(.jitid.issuer.v1.ListCredentialsResponse\x12a\n" +
+	"\x0fListCredentials\x12'.jitid.issuer.v1.ListCredentialsRequest\x1a(.jitid.issuer.v1.ListCredentialsResponse\x12m\n" +
+	"\x12ExchangeCredential\x12*.jitid.issuer.v1.ExchangeCredentialRequest\x1a+.jitid.issuer.v1.ExchangeCredentialResponse\x12a\n" +
 	"\x0eGetSigningKeys\x12&.jitid.issuer.v1.GetSigningKeysRequest\x1a'.jitid.issuer.v1.GetSigningKeysResponseB7Z5github.com/jitid/jitid/proto/jitid/issuer/v1;issuerv1b\x06proto3"
 
 var (
@@ -1078,7 +1305,7 @@ func file_jitid_issuer_v1_issuer_proto_rawDescGZIP() []byte {
 	return file_jitid_issuer_v1_issuer_proto_rawDescData
 }
 
-var file_jitid_issuer_v1_issuer_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_jitid_issuer_v1_issuer_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_jitid_issuer_v1_issuer_proto_goTypes = []any{
 	(*Credential)(nil),                   // 0: jitid.issuer.v1.Credential
 	(*IssueCredentialRequest)(nil),       // 1: jitid.issuer.v1.IssueCredentialRequest
@@ -1091,50 +1318,59 @@ var file_jitid_issuer_v1_issuer_proto_goTypes = []any{
 	(*CompleteTaskResponse)(nil),         // 8: jitid.issuer.v1.CompleteTaskResponse
 	(*ListCredentialsRequest)(nil),       // 9: jitid.issuer.v1.ListCredentialsRequest
 	(*ListCredentialsResponse)(nil),      // 10: jitid.issuer.v1.ListCredentialsResponse
-	(*GetSigningKeysRequest)(nil),        // 11: jitid.issuer.v1.GetSigningKeysRequest
-	(*GetSigningKeysResponse)(nil),       // 12: jitid.issuer.v1.GetSigningKeysResponse
-	(*timestamppb.Timestamp)(nil),        // 13: google.protobuf.Timestamp
-	(v1.Sensitivity)(0),                  // 14: jitid.identity.v1.Sensitivity
-	(v1.Profile)(0),                      // 15: jitid.identity.v1.Profile
-	(v1.AgentClass)(0),                   // 16: jitid.identity.v1.AgentClass
-	(*v1.Agent)(nil),                     // 17: jitid.identity.v1.Agent
-	(*v1.Delegator)(nil),                 // 18: jitid.identity.v1.Delegator
-	(*v1.Task)(nil),                      // 19: jitid.identity.v1.Task
-	(*durationpb.Duration)(nil),          // 20: google.protobuf.Duration
-	(*v1.Decision)(nil),                  // 21: jitid.identity.v1.Decision
+	(*ExchangeCredentialRequest)(nil),    // 11: jitid.issuer.v1.ExchangeCredentialRequest
+	(*ExchangeCredentialResponse)(nil),   // 12: jitid.issuer.v1.ExchangeCredentialResponse
+	(*GetSigningKeysRequest)(nil),        // 13: jitid.issuer.v1.GetSigningKeysRequest
+	(*GetSigningKeysResponse)(nil),       // 14: jitid.issuer.v1.GetSigningKeysResponse
+	(*timestamppb.Timestamp)(nil),        // 15: google.protobuf.Timestamp
+	(v1.Sensitivity)(0),                  // 16: jitid.identity.v1.Sensitivity
+	(v1.Profile)(0),                      // 17: jitid.identity.v1.Profile
+	(v1.AgentClass)(0),                   // 18: jitid.identity.v1.AgentClass
+	(*v1.Agent)(nil),                     // 19: jitid.identity.v1.Agent
+	(*v1.Delegator)(nil),                 // 20: jitid.identity.v1.Delegator
+	(*v1.Task)(nil),                      // 21: jitid.identity.v1.Task
+	(*durationpb.Duration)(nil),          // 22: google.protobuf.Duration
+	(*v1.Decision)(nil),                  // 23: jitid.identity.v1.Decision
 }
 var file_jitid_issuer_v1_issuer_proto_depIdxs = []int32{
-	13, // 0: jitid.issuer.v1.Credential.issued_at:type_name -> google.protobuf.Timestamp
-	13, // 1: jitid.issuer.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 2: jitid.issuer.v1.Credential.task_sensitivity:type_name -> jitid.identity.v1.Sensitivity
-	15, // 3: jitid.issuer.v1.Credential.profile:type_name -> jitid.identity.v1.Profile
-	16, // 4: jitid.issuer.v1.Credential.agent_class:type_name -> jitid.identity.v1.AgentClass
-	17, // 5: jitid.issuer.v1.IssueCredentialRequest.agent:type_name -> jitid.identity.v1.Agent
-	18, // 6: jitid.issuer.v1.IssueCredentialRequest.delegator:type_name -> jitid.identity.v1.Delegator
-	19, // 7: jitid.issuer.v1.IssueCredentialRequest.task:type_name -> jitid.identity.v1.Task
-	20, // 8: jitid.issuer.v1.IssueCredentialRequest.ttl:type_name -> google.protobuf.Duration
+	15, // 0: jitid.issuer.v1.Credential.issued_at:type_name -> google.protobuf.Timestamp
+	15, // 1: jitid.issuer.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 2: jitid.issuer.v1.Credential.task_sensitivity:type_name -> jitid.identity.v1.Sensitivity
+	17, // 3: jitid.issuer.v1.Credential.profile:type_name -> jitid.identity.v1.Profile
+	18, // 4: jitid.issuer.v1.Credential.agent_class:type_name -> jitid.identity.v1.AgentClass
+	19, // 5: jitid.issuer.v1.IssueCredentialRequest.agent:type_name -> jitid.identity.v1.Agent
+	20, // 6: jitid.issuer.v1.IssueCredentialRequest.delegator:type_name -> jitid.identity.v1.Delegator
+	21, // 7: jitid.issuer.v1.IssueCredentialRequest.task:type_name -> jitid.identity.v1.Task
+	22, // 8: jitid.issuer.v1.IssueCredentialRequest.ttl:type_name -> google.protobuf.Duration
 	0,  // 9: jitid.issuer.v1.IssueCredentialResponse.credential:type_name -> jitid.issuer.v1.Credential
-	21, // 10: jitid.issuer.v1.IssueCredentialResponse.decision:type_name -> jitid.identity.v1.Decision
+	23, // 10: jitid.issuer.v1.IssueCredentialResponse.decision:type_name -> jitid.identity.v1.Decision
 	0,  // 11: jitid.issuer.v1.IntrospectCredentialResponse.credential:type_name -> jitid.issuer.v1.Credential
 	0,  // 12: jitid.issuer.v1.ListCredentialsResponse.credentials:type_name -> jitid.issuer.v1.Credential
-	20, // 13: jitid.issuer.v1.GetSigningKeysResponse.default_ttl:type_name -> google.protobuf.Duration
-	1,  // 14: jitid.issuer.v1.IssuerService.IssueCredential:input_type -> jitid.issuer.v1.IssueCredentialRequest
-	3,  // 15: jitid.issuer.v1.IssuerService.IntrospectCredential:input_type -> jitid.issuer.v1.IntrospectCredentialRequest
-	5,  // 16: jitid.issuer.v1.IssuerService.RevokeCredentials:input_type -> jitid.issuer.v1.RevokeCredentialsRequest
-	7,  // 17: jitid.issuer.v1.IssuerService.CompleteTask:input_type -> jitid.issuer.v1.CompleteTaskRequest
-	9,  // 18: jitid.issuer.v1.IssuerService.ListCredentials:input_type -> jitid.issuer.v1.ListCredentialsRequest
-	11, // 19: jitid.issuer.v1.IssuerService.GetSigningKeys:input_type -> jitid.issuer.v1.GetSigningKeysRequest
-	2,  // 20: jitid.issuer.v1.IssuerService.IssueCredential:output_type -> jitid.issuer.v1.IssueCredentialResponse
-	4,  // 21: jitid.issuer.v1.IssuerService.IntrospectCredential:output_type -> jitid.issuer.v1.IntrospectCredentialResponse
-	6,  // 22: jitid.issuer.v1.IssuerService.RevokeCredentials:output_type -> jitid.issuer.v1.RevokeCredentialsResponse
-	8,  // 23: jitid.issuer.v1.IssuerService.CompleteTask:output_type -> jitid.issuer.v1.CompleteTaskResponse
-	10, // 24: jitid.issuer.v1.IssuerService.ListCredentials:output_type -> jitid.issuer.v1.ListCredentialsResponse
-	12, // 25: jitid.issuer.v1.IssuerService.GetSigningKeys:output_type -> jitid.issuer.v1.GetSigningKeysResponse
-	20, // [20:26] is the sub-list for method output_type
-	14, // [14:20] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	19, // 13: jitid.issuer.v1.ExchangeCredentialRequest.agent:type_name -> jitid.identity.v1.Agent
+	22, // 14: jitid.issuer.v1.ExchangeCredentialRequest.ttl:type_name -> google.protobuf.Duration
+	16, // 15: jitid.issuer.v1.ExchangeCredentialRequest.sensitivity:type_name -> jitid.identity.v1.Sensitivity
+	0,  // 16: jitid.issuer.v1.ExchangeCredentialResponse.credential:type_name -> jitid.issuer.v1.Credential
+	23, // 17: jitid.issuer.v1.ExchangeCredentialResponse.decision:type_name -> jitid.identity.v1.Decision
+	22, // 18: jitid.issuer.v1.GetSigningKeysResponse.default_ttl:type_name -> google.protobuf.Duration
+	1,  // 19: jitid.issuer.v1.IssuerService.IssueCredential:input_type -> jitid.issuer.v1.IssueCredentialRequest
+	3,  // 20: jitid.issuer.v1.IssuerService.IntrospectCredential:input_type -> jitid.issuer.v1.IntrospectCredentialRequest
+	5,  // 21: jitid.issuer.v1.IssuerService.RevokeCredentials:input_type -> jitid.issuer.v1.RevokeCredentialsRequest
+	7,  // 22: jitid.issuer.v1.IssuerService.CompleteTask:input_type -> jitid.issuer.v1.CompleteTaskRequest
+	9,  // 23: jitid.issuer.v1.IssuerService.ListCredentials:input_type -> jitid.issuer.v1.ListCredentialsRequest
+	11, // 24: jitid.issuer.v1.IssuerService.ExchangeCredential:input_type -> jitid.issuer.v1.ExchangeCredentialRequest
+	13, // 25: jitid.issuer.v1.IssuerService.GetSigningKeys:input_type -> jitid.issuer.v1.GetSigningKeysRequest
+	2,  // 26: jitid.issuer.v1.IssuerService.IssueCredential:output_type -> jitid.issuer.v1.IssueCredentialResponse
+	4,  // 27: jitid.issuer.v1.IssuerService.IntrospectCredential:output_type -> jitid.issuer.v1.IntrospectCredentialResponse
+	6,  // 28: jitid.issuer.v1.IssuerService.RevokeCredentials:output_type -> jitid.issuer.v1.RevokeCredentialsResponse
+	8,  // 29: jitid.issuer.v1.IssuerService.CompleteTask:output_type -> jitid.issuer.v1.CompleteTaskResponse
+	10, // 30: jitid.issuer.v1.IssuerService.ListCredentials:output_type -> jitid.issuer.v1.ListCredentialsResponse
+	12, // 31: jitid.issuer.v1.IssuerService.ExchangeCredential:output_type -> jitid.issuer.v1.ExchangeCredentialResponse
+	14, // 32: jitid.issuer.v1.IssuerService.GetSigningKeys:output_type -> jitid.issuer.v1.GetSigningKeysResponse
+	26, // [26:33] is the sub-list for method output_type
+	19, // [19:26] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_jitid_issuer_v1_issuer_proto_init() }
@@ -1159,7 +1395,7 @@ func file_jitid_issuer_v1_issuer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jitid_issuer_v1_issuer_proto_rawDesc), len(file_jitid_issuer_v1_issuer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	IssuerService_RevokeCredentials_FullMethodName    = "/jitid.issuer.v1.IssuerService/RevokeCredentials"
 	IssuerService_CompleteTask_FullMethodName         = "/jitid.issuer.v1.IssuerService/CompleteTask"
 	IssuerService_ListCredentials_FullMethodName      = "/jitid.issuer.v1.IssuerService/ListCredentials"
+	IssuerService_ExchangeCredential_FullMethodName   = "/jitid.issuer.v1.IssuerService/ExchangeCredential"
 	IssuerService_GetSigningKeys_FullMethodName       = "/jitid.issuer.v1.IssuerService/GetSigningKeys"
 )
 
@@ -47,6 +48,9 @@ type IssuerServiceClient interface {
 	CompleteTask(ctx context.Context, in *CompleteTaskRequest, opts ...grpc.CallOption) (*CompleteTaskResponse, error)
 	// ListCredentials lists live credentials; metadata only, never tokens.
 	ListCredentials(ctx context.Context, in *ListCredentialsRequest, opts ...grpc.CallOption) (*ListCredentialsResponse, error)
+	// ExchangeCredential trades an agent's credential (the subject token) for a
+	// narrower one for a sub-agent (RFC 8693 token exchange semantics).
+	ExchangeCredential(ctx context.Context, in *ExchangeCredentialRequest, opts ...grpc.CallOption) (*ExchangeCredentialResponse, error)
 	// GetSigningKeys returns the public keys that verify credentials (a JWK Set).
 	GetSigningKeys(ctx context.Context, in *GetSigningKeysRequest, opts ...grpc.CallOption) (*GetSigningKeysResponse, error)
 }
@@ -109,6 +113,16 @@ func (c *issuerServiceClient) ListCredentials(ctx context.Context, in *ListCrede
 	return out, nil
 }
 
+func (c *issuerServiceClient) ExchangeCredential(ctx context.Context, in *ExchangeCredentialRequest, opts ...grpc.CallOption) (*ExchangeCredentialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExchangeCredentialResponse)
+	err := c.cc.Invoke(ctx, IssuerService_ExchangeCredential_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *issuerServiceClient) GetSigningKeys(ctx context.Context, in *GetSigningKeysRequest, opts ...grpc.CallOption) (*GetSigningKeysResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetSigningKeysResponse)
@@ -137,6 +151,9 @@ type IssuerServiceServer interface {
 	CompleteTask(context.Context, *CompleteTaskRequest) (*CompleteTaskResponse, error)
 	// ListCredentials lists live credentials; metadata only, never tokens.
 	ListCredentials(context.Context, *ListCredentialsRequest) (*ListCredentialsResponse, error)
+	// ExchangeCredential trades an agent's credential (the subject token) for a
+	// narrower one for a sub-agent (RFC 8693 token exchange semantics).
+	ExchangeCredential(context.Context, *ExchangeCredentialRequest) (*ExchangeCredentialResponse, error)
 	// GetSigningKeys returns the public keys that verify credentials (a JWK Set).
 	GetSigningKeys(context.Context, *GetSigningKeysRequest) (*GetSigningKeysResponse, error)
 	mustEmbedUnimplementedIssuerServiceServer()
@@ -163,6 +180,9 @@ func (UnimplementedIssuerServiceServer) CompleteTask(context.Context, *CompleteT
 }
 func (UnimplementedIssuerServiceServer) ListCredentials(context.Context, *ListCredentialsRequest) (*ListCredentialsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListCredentials not implemented")
+}
+func (UnimplementedIssuerServiceServer) ExchangeCredential(context.Context, *ExchangeCredentialRequest) (*ExchangeCredentialResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExchangeCredential not implemented")
 }
 func (UnimplementedIssuerServiceServer) GetSigningKeys(context.Context, *GetSigningKeysRequest) (*GetSigningKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetSigningKeys not implemented")
@@ -278,6 +298,24 @@ func _IssuerService_ListCredentials_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IssuerService_ExchangeCredential_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExchangeCredentialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IssuerServiceServer).ExchangeCredential(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IssuerService_ExchangeCredential_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IssuerServiceServer).ExchangeCredential(ctx, req.(*ExchangeCredentialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _IssuerService_GetSigningKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetSigningKeysRequest)
 	if err := dec(in); err != nil {
@@ -322,6 +360,10 @@ var IssuerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListCredentials",
 			Handler:    _IssuerService_ListCredentials_Handler,
+		},
+		{
+			MethodName: "ExchangeCredential",
+			Handler:    _IssuerService_ExchangeCredential_Handler,
 		},
 		{
 			MethodName: "GetSigningKeys",

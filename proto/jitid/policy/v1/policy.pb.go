@@ -26,6 +26,56 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Effect is what a policy says when it applies.
+type Effect int32
+
+const (
+	Effect_EFFECT_UNSPECIFIED Effect = 0
+	Effect_EFFECT_PERMIT      Effect = 1
+	Effect_EFFECT_FORBID      Effect = 2
+)
+
+// Enum value maps for Effect.
+var (
+	Effect_name = map[int32]string{
+		0: "EFFECT_UNSPECIFIED",
+		1: "EFFECT_PERMIT",
+		2: "EFFECT_FORBID",
+	}
+	Effect_value = map[string]int32{
+		"EFFECT_UNSPECIFIED": 0,
+		"EFFECT_PERMIT":      1,
+		"EFFECT_FORBID":      2,
+	}
+)
+
+func (x Effect) Enum() *Effect {
+	p := new(Effect)
+	*p = x
+	return p
+}
+
+func (x Effect) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Effect) Descriptor() protoreflect.EnumDescriptor {
+	return file_jitid_policy_v1_policy_proto_enumTypes[0].Descriptor()
+}
+
+func (Effect) Type() protoreflect.EnumType {
+	return &file_jitid_policy_v1_policy_proto_enumTypes[0]
+}
+
+func (x Effect) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Effect.Descriptor instead.
+func (Effect) EnumDescriptor() ([]byte, []int) {
+	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{0}
+}
+
 // EvaluateRequest is one request for a decision.
 type EvaluateRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -177,6 +227,398 @@ func (x *EvaluateResponse) GetDecision() *v1.Decision {
 	return nil
 }
 
+// ExplainRequest asks for a decision with its explanation.
+type ExplainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *EvaluateRequest       `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRequest) Reset() {
+	*x = ExplainRequest{}
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRequest) ProtoMessage() {}
+
+func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
+func (*ExplainRequest) Descriptor() ([]byte, []int) {
+	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ExplainRequest) GetRequest() *EvaluateRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+// PolicyResult is what one policy did for one scope.
+type PolicyResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// policy_id is the policy's @id, or file:index without one.
+	PolicyId string `protobuf:"bytes,1,opt,name=policy_id,json=policyId,proto3" json:"policy_id,omitempty"`
+	Effect   Effect `protobuf:"varint,2,opt,name=effect,proto3,enum=jitid.policy.v1.Effect" json:"effect,omitempty"`
+	// applied is true when the policy's scope and conditions matched.
+	Applied bool `protobuf:"varint,3,opt,name=applied,proto3" json:"applied,omitempty"`
+	// determining is true when the policy decided the scope's outcome.
+	Determining bool `protobuf:"varint,4,opt,name=determining,proto3" json:"determining,omitempty"`
+	// error is set when evaluating the policy failed (it then did not apply).
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// position is "file:line:column" of the policy.
+	Position string `protobuf:"bytes,6,opt,name=position,proto3" json:"position,omitempty"`
+	// reason is the policy's @reason annotation.
+	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyResult) Reset() {
+	*x = PolicyResult{}
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyResult) ProtoMessage() {}
+
+func (x *PolicyResult) ProtoReflect() protoreflect.Message {
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyResult.ProtoReflect.Descriptor instead.
+func (*PolicyResult) Descriptor() ([]byte, []int) {
+	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PolicyResult) GetPolicyId() string {
+	if x != nil {
+		return x.PolicyId
+	}
+	return ""
+}
+
+func (x *PolicyResult) GetEffect() Effect {
+	if x != nil {
+		return x.Effect
+	}
+	return Effect_EFFECT_UNSPECIFIED
+}
+
+func (x *PolicyResult) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *PolicyResult) GetDetermining() bool {
+	if x != nil {
+		return x.Determining
+	}
+	return false
+}
+
+func (x *PolicyResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *PolicyResult) GetPosition() string {
+	if x != nil {
+		return x.Position
+	}
+	return ""
+}
+
+func (x *PolicyResult) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ScopeExplanation explains the outcome for one requested scope.
+type ScopeExplanation struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Scope    string                 `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	Granted  bool                   `protobuf:"varint,2,opt,name=granted,proto3" json:"granted,omitempty"`
+	Policies []*PolicyResult        `protobuf:"bytes,3,rep,name=policies,proto3" json:"policies,omitempty"`
+	// narrowed_by says what removed a permitted scope, e.g. "delegator entitlements".
+	NarrowedBy    string `protobuf:"bytes,4,opt,name=narrowed_by,json=narrowedBy,proto3" json:"narrowed_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScopeExplanation) Reset() {
+	*x = ScopeExplanation{}
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScopeExplanation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScopeExplanation) ProtoMessage() {}
+
+func (x *ScopeExplanation) ProtoReflect() protoreflect.Message {
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScopeExplanation.ProtoReflect.Descriptor instead.
+func (*ScopeExplanation) Descriptor() ([]byte, []int) {
+	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ScopeExplanation) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *ScopeExplanation) GetGranted() bool {
+	if x != nil {
+		return x.Granted
+	}
+	return false
+}
+
+func (x *ScopeExplanation) GetPolicies() []*PolicyResult {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *ScopeExplanation) GetNarrowedBy() string {
+	if x != nil {
+		return x.NarrowedBy
+	}
+	return ""
+}
+
+// ExplainResponse is the decision and the reasoning behind it.
+type ExplainResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Decision      *v1.Decision           `protobuf:"bytes,1,opt,name=decision,proto3" json:"decision,omitempty"`
+	Scopes        []*ScopeExplanation    `protobuf:"bytes,2,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainResponse) Reset() {
+	*x = ExplainResponse{}
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainResponse) ProtoMessage() {}
+
+func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
+func (*ExplainResponse) Descriptor() ([]byte, []int) {
+	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ExplainResponse) GetDecision() *v1.Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetScopes() []*ScopeExplanation {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+// GetPolicySetRequest is empty.
+type GetPolicySetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPolicySetRequest) Reset() {
+	*x = GetPolicySetRequest{}
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPolicySetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPolicySetRequest) ProtoMessage() {}
+
+func (x *GetPolicySetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPolicySetRequest.ProtoReflect.Descriptor instead.
+func (*GetPolicySetRequest) Descriptor() ([]byte, []int) {
+	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+}
+
+// GetPolicySetResponse describes the policy set in use.
+type GetPolicySetResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// version is the content hash of the set in use.
+	Version  string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	LoadedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=loaded_at,json=loadedAt,proto3" json:"loaded_at,omitempty"`
+	// source is the file or directory the set was loaded from.
+	Source    string   `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	PolicyIds []string `protobuf:"bytes,4,rep,name=policy_ids,json=policyIds,proto3" json:"policy_ids,omitempty"`
+	// last_error is the last failed reload; the set in use stays the last good one.
+	LastError     string                 `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastErrorAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_error_at,json=lastErrorAt,proto3" json:"last_error_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPolicySetResponse) Reset() {
+	*x = GetPolicySetResponse{}
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPolicySetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPolicySetResponse) ProtoMessage() {}
+
+func (x *GetPolicySetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPolicySetResponse.ProtoReflect.Descriptor instead.
+func (*GetPolicySetResponse) Descriptor() ([]byte, []int) {
+	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetPolicySetResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *GetPolicySetResponse) GetLoadedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LoadedAt
+	}
+	return nil
+}
+
+func (x *GetPolicySetResponse) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *GetPolicySetResponse) GetPolicyIds() []string {
+	if x != nil {
+		return x.PolicyIds
+	}
+	return nil
+}
+
+func (x *GetPolicySetResponse) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *GetPolicySetResponse) GetLastErrorAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastErrorAt
+	}
+	return nil
+}
+
 var File_jitid_policy_v1_policy_proto protoreflect.FileDescriptor
 
 const file_jitid_policy_v1_policy_proto_rawDesc = "" +
@@ -193,9 +635,44 @@ const file_jitid_policy_v1_policy_proto_rawDesc = "" +
 	"\vagent_chain\x18\b \x03(\v2\x18.jitid.identity.v1.AgentR\n" +
 	"agentChain\"K\n" +
 	"\x10EvaluateResponse\x127\n" +
-	"\bdecision\x18\x01 \x01(\v2\x1b.jitid.identity.v1.DecisionR\bdecision2`\n" +
+	"\bdecision\x18\x01 \x01(\v2\x1b.jitid.identity.v1.DecisionR\bdecision\"L\n" +
+	"\x0eExplainRequest\x12:\n" +
+	"\arequest\x18\x01 \x01(\v2 .jitid.policy.v1.EvaluateRequestR\arequest\"\xe2\x01\n" +
+	"\fPolicyResult\x12\x1b\n" +
+	"\tpolicy_id\x18\x01 \x01(\tR\bpolicyId\x12/\n" +
+	"\x06effect\x18\x02 \x01(\x0e2\x17.jitid.policy.v1.EffectR\x06effect\x12\x18\n" +
+	"\aapplied\x18\x03 \x01(\bR\aapplied\x12 \n" +
+	"\vdetermining\x18\x04 \x01(\bR\vdetermining\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1a\n" +
+	"\bposition\x18\x06 \x01(\tR\bposition\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"\x9e\x01\n" +
+	"\x10ScopeExplanation\x12\x14\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x18\n" +
+	"\agranted\x18\x02 \x01(\bR\agranted\x129\n" +
+	"\bpolicies\x18\x03 \x03(\v2\x1d.jitid.policy.v1.PolicyResultR\bpolicies\x12\x1f\n" +
+	"\vnarrowed_by\x18\x04 \x01(\tR\n" +
+	"narrowedBy\"\x85\x01\n" +
+	"\x0fExplainResponse\x127\n" +
+	"\bdecision\x18\x01 \x01(\v2\x1b.jitid.identity.v1.DecisionR\bdecision\x129\n" +
+	"\x06scopes\x18\x02 \x03(\v2!.jitid.policy.v1.ScopeExplanationR\x06scopes\"\x15\n" +
+	"\x13GetPolicySetRequest\"\xff\x01\n" +
+	"\x14GetPolicySetResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x127\n" +
+	"\tloaded_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bloadedAt\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12\x1d\n" +
+	"\n" +
+	"policy_ids\x18\x04 \x03(\tR\tpolicyIds\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\x12>\n" +
+	"\rlast_error_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt*F\n" +
+	"\x06Effect\x12\x16\n" +
+	"\x12EFFECT_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rEFFECT_PERMIT\x10\x01\x12\x11\n" +
+	"\rEFFECT_FORBID\x10\x022\x8b\x02\n" +
 	"\rPolicyService\x12O\n" +
-	"\bEvaluate\x12 .jitid.policy.v1.EvaluateRequest\x1a!.jitid.policy.v1.EvaluateResponseB7Z5github.com/jitid/jitid/proto/jitid/policy/v1;policyv1b\x06proto3"
+	"\bEvaluate\x12 .jitid.policy.v1.EvaluateRequest\x1a!.jitid.policy.v1.EvaluateResponse\x12L\n" +
+	"\aExplain\x12\x1f.jitid.policy.v1.ExplainRequest\x1a .jitid.policy.v1.ExplainResponse\x12[\n" +
+	"\fGetPolicySet\x12$.jitid.policy.v1.GetPolicySetRequest\x1a%.jitid.policy.v1.GetPolicySetResponseB7Z5github.com/jitid/jitid/proto/jitid/policy/v1;policyv1b\x06proto3"
 
 var (
 	file_jitid_policy_v1_policy_proto_rawDescOnce sync.Once
@@ -209,32 +686,51 @@ func file_jitid_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_jitid_policy_v1_policy_proto_rawDescData
 }
 
-var file_jitid_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_jitid_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_jitid_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_jitid_policy_v1_policy_proto_goTypes = []any{
-	(*EvaluateRequest)(nil),       // 0: jitid.policy.v1.EvaluateRequest
-	(*EvaluateResponse)(nil),      // 1: jitid.policy.v1.EvaluateResponse
-	(*v1.Agent)(nil),              // 2: jitid.identity.v1.Agent
-	(*v1.Delegator)(nil),          // 3: jitid.identity.v1.Delegator
-	(*v1.Task)(nil),               // 4: jitid.identity.v1.Task
-	(*durationpb.Duration)(nil),   // 5: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
-	(*v1.Decision)(nil),           // 7: jitid.identity.v1.Decision
+	(Effect)(0),                   // 0: jitid.policy.v1.Effect
+	(*EvaluateRequest)(nil),       // 1: jitid.policy.v1.EvaluateRequest
+	(*EvaluateResponse)(nil),      // 2: jitid.policy.v1.EvaluateResponse
+	(*ExplainRequest)(nil),        // 3: jitid.policy.v1.ExplainRequest
+	(*PolicyResult)(nil),          // 4: jitid.policy.v1.PolicyResult
+	(*ScopeExplanation)(nil),      // 5: jitid.policy.v1.ScopeExplanation
+	(*ExplainResponse)(nil),       // 6: jitid.policy.v1.ExplainResponse
+	(*GetPolicySetRequest)(nil),   // 7: jitid.policy.v1.GetPolicySetRequest
+	(*GetPolicySetResponse)(nil),  // 8: jitid.policy.v1.GetPolicySetResponse
+	(*v1.Agent)(nil),              // 9: jitid.identity.v1.Agent
+	(*v1.Delegator)(nil),          // 10: jitid.identity.v1.Delegator
+	(*v1.Task)(nil),               // 11: jitid.identity.v1.Task
+	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*v1.Decision)(nil),           // 14: jitid.identity.v1.Decision
 }
 var file_jitid_policy_v1_policy_proto_depIdxs = []int32{
-	2, // 0: jitid.policy.v1.EvaluateRequest.agent:type_name -> jitid.identity.v1.Agent
-	3, // 1: jitid.policy.v1.EvaluateRequest.delegator:type_name -> jitid.identity.v1.Delegator
-	4, // 2: jitid.policy.v1.EvaluateRequest.task:type_name -> jitid.identity.v1.Task
-	5, // 3: jitid.policy.v1.EvaluateRequest.ttl:type_name -> google.protobuf.Duration
-	6, // 4: jitid.policy.v1.EvaluateRequest.time:type_name -> google.protobuf.Timestamp
-	2, // 5: jitid.policy.v1.EvaluateRequest.agent_chain:type_name -> jitid.identity.v1.Agent
-	7, // 6: jitid.policy.v1.EvaluateResponse.decision:type_name -> jitid.identity.v1.Decision
-	0, // 7: jitid.policy.v1.PolicyService.Evaluate:input_type -> jitid.policy.v1.EvaluateRequest
-	1, // 8: jitid.policy.v1.PolicyService.Evaluate:output_type -> jitid.policy.v1.EvaluateResponse
-	8, // [8:9] is the sub-list for method output_type
-	7, // [7:8] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	9,  // 0: jitid.policy.v1.EvaluateRequest.agent:type_name -> jitid.identity.v1.Agent
+	10, // 1: jitid.policy.v1.EvaluateRequest.delegator:type_name -> jitid.identity.v1.Delegator
+	11, // 2: jitid.policy.v1.EvaluateRequest.task:type_name -> jitid.identity.v1.Task
+	12, // 3: jitid.policy.v1.EvaluateRequest.ttl:type_name -> google.protobuf.Duration
+	13, // 4: jitid.policy.v1.EvaluateRequest.time:type_name -> google.protobuf.Timestamp
+	9,  // 5: jitid.policy.v1.EvaluateRequest.agent_chain:type_name -> jitid.identity.v1.Agent
+	14, // 6: jitid.policy.v1.EvaluateResponse.decision:type_name -> jitid.identity.v1.Decision
+	1,  // 7: jitid.policy.v1.ExplainRequest.request:type_name -> jitid.policy.v1.EvaluateRequest
+	0,  // 8: jitid.policy.v1.PolicyResult.effect:type_name -> jitid.policy.v1.Effect
+	4,  // 9: jitid.policy.v1.ScopeExplanation.policies:type_name -> jitid.policy.v1.PolicyResult
+	14, // 10: jitid.policy.v1.ExplainResponse.decision:type_name -> jitid.identity.v1.Decision
+	5,  // 11: jitid.policy.v1.ExplainResponse.scopes:type_name -> jitid.policy.v1.ScopeExplanation
+	13, // 12: jitid.policy.v1.GetPolicySetResponse.loaded_at:type_name -> google.protobuf.Timestamp
+	13, // 13: jitid.policy.v1.GetPolicySetResponse.last_error_at:type_name -> google.protobuf.Timestamp
+	1,  // 14: jitid.policy.v1.PolicyService.Evaluate:input_type -> jitid.policy.v1.EvaluateRequest
+	3,  // 15: jitid.policy.v1.PolicyService.Explain:input_type -> jitid.policy.v1.ExplainRequest
+	7,  // 16: jitid.policy.v1.PolicyService.GetPolicySet:input_type -> jitid.policy.v1.GetPolicySetRequest
+	2,  // 17: jitid.policy.v1.PolicyService.Evaluate:output_type -> jitid.policy.v1.EvaluateResponse
+	6,  // 18: jitid.policy.v1.PolicyService.Explain:output_type -> jitid.policy.v1.ExplainResponse
+	8,  // 19: jitid.policy.v1.PolicyService.GetPolicySet:output_type -> jitid.policy.v1.GetPolicySetResponse
+	17, // [17:20] is the sub-list for method output_type
+	14, // [14:17] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_jitid_policy_v1_policy_proto_init() }
@@ -247,13 +743,14 @@ func file_jitid_policy_v1_policy_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jitid_policy_v1_policy_proto_rawDesc), len(file_jitid_policy_v1_policy_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   2,
+			NumEnums:      1,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_jitid_policy_v1_policy_proto_goTypes,
 		DependencyIndexes: file_jitid_policy_v1_policy_proto_depIdxs,
+		EnumInfos:         file_jitid_policy_v1_policy_proto_enumTypes,
 		MessageInfos:      file_jitid_policy_v1_policy_proto_msgTypes,
 	}.Build()
 	File_jitid_policy_v1_policy_proto = out.File

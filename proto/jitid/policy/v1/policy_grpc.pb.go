@@ -21,7 +21,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PolicyService_Evaluate_FullMethodName = "/jitid.policy.v1.PolicyService/Evaluate"
+	PolicyService_Evaluate_FullMethodName     = "/jitid.policy.v1.PolicyService/Evaluate"
+	PolicyService_Explain_FullMethodName      = "/jitid.policy.v1.PolicyService/Explain"
+	PolicyService_GetPolicySet_FullMethodName = "/jitid.policy.v1.PolicyService/GetPolicySet"
 )
 
 // PolicyServiceClient is the client API for PolicyService service.
@@ -33,6 +35,11 @@ type PolicyServiceClient interface {
 	// Evaluate judges the agent, the delegator, the task's sensitivity and the
 	// time of execution together, for every requested scope.
 	Evaluate(ctx context.Context, in *EvaluateRequest, opts ...grpc.CallOption) (*EvaluateResponse, error)
+	// Explain evaluates like Evaluate and says, scope by scope, which policies
+	// applied and which did not, and why.
+	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
+	// GetPolicySet describes the policy set in use.
+	GetPolicySet(ctx context.Context, in *GetPolicySetRequest, opts ...grpc.CallOption) (*GetPolicySetResponse, error)
 }
 
 type policyServiceClient struct {
@@ -53,6 +60,26 @@ func (c *policyServiceClient) Evaluate(ctx context.Context, in *EvaluateRequest,
 	return out, nil
 }
 
+func (c *policyServiceClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainResponse)
+	err := c.cc.Invoke(ctx, PolicyService_Explain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyServiceClient) GetPolicySet(ctx context.Context, in *GetPolicySetRequest, opts ...grpc.CallOption) (*GetPolicySetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPolicySetResponse)
+	err := c.cc.Invoke(ctx, PolicyService_GetPolicySet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PolicyServiceServer is the server API for PolicyService service.
 // All implementations must embed UnimplementedPolicyServiceServer
 // for forward compatibility.
@@ -62,6 +89,11 @@ type PolicyServiceServer interface {
 	// Evaluate judges the agent, the delegator, the task's sensitivity and the
 	// time of execution together, for every requested scope.
 	Evaluate(context.Context, *EvaluateRequest) (*EvaluateResponse, error)
+	// Explain evaluates like Evaluate and says, scope by scope, which policies
+	// applied and which did not, and why.
+	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
+	// GetPolicySet describes the policy set in use.
+	GetPolicySet(context.Context, *GetPolicySetRequest) (*GetPolicySetResponse, error)
 	mustEmbedUnimplementedPolicyServiceServer()
 }
 
@@ -74,6 +106,12 @@ type UnimplementedPolicyServiceServer struct{}
 
 func (UnimplementedPolicyServiceServer) Evaluate(context.Context, *EvaluateRequest) (*EvaluateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Evaluate not implemented")
+}
+func (UnimplementedPolicyServiceServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
+}
+func (UnimplementedPolicyServiceServer) GetPolicySet(context.Context, *GetPolicySetRequest) (*GetPolicySetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPolicySet not implemented")
 }
 func (UnimplementedPolicyServiceServer) mustEmbedUnimplementedPolicyServiceServer() {}
 func (UnimplementedPolicyServiceServer) testEmbeddedByValue()                       {}
@@ -114,6 +152,42 @@ func _PolicyService_Evaluate_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PolicyService_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).Explain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_Explain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).Explain(ctx, req.(*ExplainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PolicyService_GetPolicySet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPolicySetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).GetPolicySet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_GetPolicySet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).GetPolicySet(ctx, req.(*GetPolicySetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PolicyService_ServiceDesc is the grpc.ServiceDesc for PolicyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -124,6 +198,14 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Evaluate",
 			Handler:    _PolicyService_Evaluate_Handler,
+		},
+		{
+			MethodName: "Explain",
+			Handler:    _PolicyService_Explain_Handler,
+		},
+		{
+			MethodName: "GetPolicySet",
+			Handler:    _PolicyService_GetPolicySet_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
