@@ -1,0 +1,238 @@
+// Package grpcapi is the gRPC face of the policy engine: it maps
+// jitid.policy.v1 messages onto the policy package and its errors onto gRPC
+// status codes.
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
+	policyv1 "github.com/jitid/jitid/proto/jitid/policy/v1"
+	"github.com/jitid/jitid/services/policy/internal/policy"
+)
+
+// Server implements policyv1.PolicyServiceServer over a policy.Engine.
+type Server struct {
+	policyv1.UnimplementedPolicyServiceServer
+	engine *policy.Engine
+	log    *slog.Logger
+}
+
+// New returns a Server deciding with engine.
+func New(engine *policy.Engine, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{engine: engine, log: log}
+}
+
+// Register adds s to gs and reports the service SERVING on hs: an Engine
+// always holds a loaded set, so the service can decide from now on.
+func Register(gs grpc.ServiceRegistrar, hs *health.Server, s *Server) {
+	policyv1.RegisterPolicyServiceServer(gs, s)
+	if hs != nil {
+		hs.SetServingStatus(policyv1.PolicyService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	}
+}
+
+// Evaluate implements policyv1.PolicyServiceServer.
+func (s *Server) Evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*policyv1.EvaluateResponse, error) {
+	d, err := s.engine.Evaluate(ctx, toRequest(req))
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return &policyv1.EvaluateResponse{Decision: toDecision(&d)}, nil
+}
+
+// Explain implements policyv1.PolicyServiceServer. It lists, per scope, the
+// policies that decided and those that failed to evaluate; policies that did
+// not apply are not listed yet.
+func (s *Server) Explain(ctx context.Context, req *policyv1.ExplainRequest) (*policyv1.ExplainResponse, error) {
+	if req.GetRequest() == nil {
+		return nil, status.Error(codes.InvalidArgument, "request: required")
+	}
+	d, err := s.engine.Evaluate(ctx, toRequest(req.GetRequest()))
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	set := s.engine.Set()
+	resp := &policyv1.ExplainResponse{Decision: toDecision(&d)}
+	for _, r := range d.Scopes {
+		se := &policyv1.ScopeExplanation{Scope: r.Scope, Granted: r.Granted, NarrowedBy: r.NarrowedBy}
+		for _, id := range r.Determining {
+			info, _ := set.Policy(id)
+			se.Policies = append(se.Policies, toPolicyResult(info, true, ""))
+		}
+		for _, pe := range r.Errors {
+			info, _ := set.Policy(pe.PolicyID)
+			se.Policies = append(se.Policies, toPolicyResult(info, false, pe.Message))
+		}
+		resp.Scopes = append(resp.Scopes, se)
+	}
+	return resp, nil
+}
+
+// GetPolicySet implements policyv1.PolicyServiceServer.
+func (s *Server) GetPolicySet(context.Context, *policyv1.GetPolicySetRequest) (*policyv1.GetPolicySetResponse, error) {
+	st := s.engine.Status()
+	resp := &policyv1.GetPolicySetResponse{
+		Version:   st.Set.Version(),
+		LoadedAt:  timestamppb.New(st.LoadedAt),
+		Source:    st.Set.Source(),
+		PolicyIds: st.Set.PolicyIDs(),
+	}
+	if st.LastError != nil {
+		// Load errors describe policy files (file, line, policy), never
+		// request data, so operators may see them.
+		resp.LastError = st.LastError.Error()
+		resp.LastErrorAt = timestamppb.New(st.LastErrAt)
+	}
+	return resp, nil
+}
+
+// toStatus maps an engine error to a status. Only request mistakes carry
+// their message to the caller; anything else is logged and reported as
+// Internal without detail.
+func (s *Server) toStatus(ctx context.Context, err error) error {
+	var fe *policy.FieldError
+	switch {
+	case errors.As(err, &fe):
+		return status.Error(codes.InvalidArgument, fe.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "canceled")
+	}
+	s.log.ErrorContext(ctx, "evaluate failed", "error", err)
+	return status.Error(codes.Internal, "internal error")
+}
+
+func toPolicyResult(info policy.Info, determining bool, evalErr string) *policyv1.PolicyResult {
+	effect := policyv1.Effect_EFFECT_PERMIT
+	if info.Forbid {
+		effect = policyv1.Effect_EFFECT_FORBID
+	}
+	return &policyv1.PolicyResult{
+		PolicyId:    info.ID,
+		Effect:      effect,
+		Applied:     determining,
+		Determining: determining,
+		Error:       evalErr,
+		Position:    fmt.Sprintf("%s:%d:%d", info.File, info.Line, info.Column),
+		Reason:      info.Reason,
+	}
+}
+
+func toRequest(r *policyv1.EvaluateRequest) policy.Request {
+	req := policy.Request{
+		Agent: toAgent(r.GetAgent()),
+		Delegator: policy.Delegator{
+			ID:           r.GetDelegator().GetId(),
+			Attributes:   r.GetDelegator().GetAttributes(),
+			Entitlements: r.GetDelegator().GetEntitlements(),
+			TimeZone:     r.GetDelegator().GetTimeZone(),
+		},
+		Task: policy.Task{
+			ID:          r.GetTask().GetId(),
+			Purpose:     r.GetTask().GetPurpose(),
+			Sensitivity: toSensitivity(r.GetTask().GetSensitivity()),
+		},
+		Scopes:   r.GetScopes(),
+		Audience: r.GetAudience(),
+	}
+	for _, a := range r.GetAgentChain() {
+		req.AgentChain = append(req.AgentChain, toAgent(a))
+	}
+	if t := r.GetDelegator().GetAuthenticatedAt(); t != nil {
+		req.Delegator.AuthenticatedAt = t.AsTime()
+	}
+	if t := r.GetTask().GetDeadline(); t != nil {
+		req.Task.Deadline = t.AsTime()
+	}
+	if d := r.GetTtl(); d != nil {
+		req.TTL = d.AsDuration()
+	}
+	if t := r.GetTime(); t != nil {
+		req.Time = t.AsTime()
+	}
+	return req
+}
+
+func toAgent(a *identityv1.Agent) policy.Agent {
+	return policy.Agent{
+		ID:         a.GetId(),
+		Class:      toAgentClass(a.GetClass()),
+		Platform:   a.GetPlatform(),
+		Attributes: a.GetAttributes(),
+	}
+}
+
+// Unknown enum numbers map to values the domain rejects, so that a newer
+// client's value is INVALID_ARGUMENT rather than a guess.
+const unknownEnum = -1
+
+func toAgentClass(c identityv1.AgentClass) policy.AgentClass {
+	switch c {
+	case identityv1.AgentClass_AGENT_CLASS_UNSPECIFIED:
+		return policy.AgentClassUnspecified
+	case identityv1.AgentClass_AGENT_CLASS_EPHEMERAL:
+		return policy.AgentClassEphemeral
+	case identityv1.AgentClass_AGENT_CLASS_RECURRING:
+		return policy.AgentClassRecurring
+	}
+	return unknownEnum
+}
+
+func toSensitivity(s identityv1.Sensitivity) policy.Sensitivity {
+	switch s {
+	case identityv1.Sensitivity_SENSITIVITY_UNSPECIFIED:
+		return policy.SensitivityUnspecified
+	case identityv1.Sensitivity_SENSITIVITY_LOW:
+		return policy.SensitivityLow
+	case identityv1.Sensitivity_SENSITIVITY_MEDIUM:
+		return policy.SensitivityMedium
+	case identityv1.Sensitivity_SENSITIVITY_HIGH:
+		return policy.SensitivityHigh
+	case identityv1.Sensitivity_SENSITIVITY_CRITICAL:
+		return policy.SensitivityCritical
+	}
+	return unknownEnum
+}
+
+func toProfile(p policy.Profile) identityv1.Profile {
+	switch p {
+	case policy.ProfileMinimal:
+		return identityv1.Profile_PROFILE_MINIMAL
+	case policy.ProfileFull:
+		return identityv1.Profile_PROFILE_FULL
+	}
+	return identityv1.Profile_PROFILE_UNSPECIFIED
+}
+
+func toDecision(d *policy.Decision) *identityv1.Decision {
+	out := &identityv1.Decision{
+		Allow:         d.Allow,
+		GrantedScopes: d.GrantedScopes,
+		Profile:       toProfile(d.Profile),
+		Obligations:   d.Obligations,
+		Reasons:       d.Reasons,
+		Policies:      d.Policies,
+		PolicyVersion: d.PolicyVersion,
+		DecisionId:    d.DecisionID,
+	}
+	if d.MaxTTL > 0 {
+		out.MaxTtl = durationpb.New(d.MaxTTL)
+	}
+	return out
+}

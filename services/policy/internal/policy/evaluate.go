@@ -1,0 +1,296 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cedar-policy/cedar-go"
+)
+
+// Cedar names of the jitid model; see the package comment.
+const (
+	AgentType     cedar.EntityType = "Jitid::Agent"
+	DelegatorType cedar.EntityType = "Jitid::Delegator"
+	TaskType      cedar.EntityType = "Jitid::Task"
+	ActionType    cedar.EntityType = "Jitid::Action"
+)
+
+// Decision is the answer to one Request.
+type Decision struct {
+	// Allow is true when at least one scope is granted.
+	Allow bool
+	// GrantedScopes, in request order, are never more than requested and
+	// never outside the delegator's entitlements when those are given.
+	GrantedScopes []string
+	// MaxTTL is min(requested TTL, time to the task deadline, every
+	// determining permit's @max_ttl); zero on a denial.
+	MaxTTL time.Duration
+	// Profile is FULL when a determining permit says so, else MINIMAL;
+	// unspecified on a denial.
+	Profile Profile
+	// Obligations are the union of the determining permits' @obligation,
+	// sorted.
+	Obligations []string
+	// Reasons explain each scope not granted.
+	Reasons []string
+	// Policies are the ids of the policies that decided, sorted: the
+	// permits of granted scopes and the forbids of forbidden ones.
+	Policies      []string
+	PolicyVersion string
+	DecisionID    string
+	// Scopes holds the outcome of each distinct requested scope, in request
+	// order, for explanations.
+	Scopes []ScopeResult
+}
+
+// ScopeResult is the outcome for one requested scope.
+type ScopeResult struct {
+	Scope   string
+	Granted bool
+	// Determining lists the ids of the policies that decided the scope
+	// (sorted): the satisfied forbids when it was forbidden, else the
+	// satisfied permits.
+	Determining []string
+	// Errors are the policies that failed to evaluate for this scope.
+	Errors []PolicyError
+	// NarrowedBy says what removed a scope Cedar permitted, e.g.
+	// "delegator entitlements".
+	NarrowedBy string
+	// Reason says why the scope was not granted; empty when granted.
+	Reason string
+}
+
+// PolicyError is one policy whose evaluation failed.
+type PolicyError struct {
+	PolicyID string
+	Message  string
+}
+
+// NarrowedByEntitlements is ScopeResult.NarrowedBy when the delegator does
+// not hold the scope.
+const NarrowedByEntitlements = "delegator entitlements"
+
+// evaluate decides req, which must be valid, at time now. It never parses
+// Cedar text.
+func (s *Set) evaluate(req *Request, now time.Time) Decision {
+	now = now.UTC()
+	d := Decision{PolicyVersion: s.version}
+	ttl := req.TTL
+	deadlinePassed := false
+	if !req.Task.Deadline.IsZero() {
+		left := req.Task.Deadline.Sub(now)
+		if left <= 0 {
+			deadlinePassed = true
+		} else if left < ttl {
+			ttl = left
+		}
+	}
+	entities, principal, resource := s.entities(req)
+	base := baseContext(req, now)
+	var entitled map[string]bool
+	if len(req.Delegator.Entitlements) > 0 {
+		entitled = make(map[string]bool, len(req.Delegator.Entitlements))
+		for _, e := range req.Delegator.Entitlements {
+			entitled[e] = true
+		}
+	}
+
+	seen := make(map[string]bool, len(req.Scopes))
+	var policies, obligations []string
+	for _, scope := range req.Scopes {
+		if seen[scope] {
+			continue
+		}
+		seen[scope] = true
+		r := s.evaluateScope(entities, principal, resource, base, scope)
+		switch {
+		case !r.Granted:
+		case deadlinePassed:
+			r.Granted = false
+			r.Reason = fmt.Sprintf("scope %q: the task deadline has passed", scope)
+		case entitled != nil && !entitled[scope]:
+			r.Granted = false
+			r.NarrowedBy = NarrowedByEntitlements
+			r.Reason = fmt.Sprintf("scope %q is not among the delegator's entitlements", scope)
+		}
+		if r.Granted {
+			d.GrantedScopes = append(d.GrantedScopes, scope)
+			for _, id := range r.Determining {
+				m := s.meta[cedar.PolicyID(id)]
+				if m.maxTTL > 0 && m.maxTTL < ttl {
+					ttl = m.maxTTL
+				}
+				if m.profile > d.Profile {
+					d.Profile = m.profile
+				}
+				obligations = append(obligations, m.obligations...)
+			}
+			policies = append(policies, r.Determining...)
+		} else {
+			d.Reasons = append(d.Reasons, r.Reason)
+			if r.NarrowedBy == "" {
+				policies = append(policies, r.Determining...)
+			}
+		}
+		d.Scopes = append(d.Scopes, r)
+	}
+	d.Allow = len(d.GrantedScopes) > 0
+	if d.Allow {
+		d.MaxTTL = ttl
+		// Profile values grow with what is kept; MINIMAL unless someone
+		// asked for FULL.
+		d.Profile = max(d.Profile, ProfileMinimal)
+	}
+	d.Policies = sortedUnique(policies)
+	d.Obligations = sortedUnique(obligations)
+	return d
+}
+
+func (s *Set) evaluateScope(entities cedar.EntityMap, principal, resource cedar.EntityUID, base cedar.RecordMap, scope string) ScopeResult {
+	ctx := make(cedar.RecordMap, len(base)+1)
+	for k, v := range base {
+		ctx[k] = v
+	}
+	ctx["scope"] = cedar.String(scope)
+	decision, diag := cedar.Authorize(s.cedar, entities, cedar.Request{
+		Principal: principal,
+		Action:    cedar.NewEntityUID(ActionType, cedar.String(scope)),
+		Resource:  resource,
+		Context:   cedar.NewRecord(ctx),
+	})
+	r := ScopeResult{Scope: scope, Granted: decision == cedar.Allow}
+	for _, reason := range diag.Reasons {
+		r.Determining = append(r.Determining, string(reason.PolicyID))
+	}
+	slices.Sort(r.Determining)
+	var failedForbid string
+	for _, e := range diag.Errors {
+		r.Errors = append(r.Errors, PolicyError{PolicyID: string(e.PolicyID), Message: e.Message})
+		if s.meta[e.PolicyID].effect == cedar.Forbid && (failedForbid == "" || string(e.PolicyID) < failedForbid) {
+			failedForbid = string(e.PolicyID)
+		}
+	}
+	switch {
+	case failedForbid != "" && r.Granted:
+		// Cedar skips a policy that fails to evaluate. For a forbid that
+		// would turn a policy bug (a missing `has` guard) into a grant, so
+		// jitid fails closed instead.
+		r.Granted = false
+		r.Determining = []string{failedForbid}
+		r.Reason = fmt.Sprintf("scope %q: forbid policy %q failed to evaluate", scope, failedForbid)
+	case r.Granted:
+	case len(r.Determining) == 0:
+		r.Reason = fmt.Sprintf("no policy permits scope %q", scope)
+	default:
+		// Forbidden: the first forbid with a @reason speaks for all.
+		r.Reason = fmt.Sprintf("scope %q: forbidden by policy %q", scope, r.Determining[0])
+		for _, id := range r.Determining {
+			if m := s.meta[cedar.PolicyID(id)]; m.reason != "" {
+				r.Reason = fmt.Sprintf("scope %q: %s", scope, m.reason)
+				break
+			}
+		}
+	}
+	return r
+}
+
+// entities builds the Cedar entities of req: the agent (in its chain), the
+// chain's agents, the delegator and the task.
+func (s *Set) entities(req *Request) (cedar.EntityMap, cedar.EntityUID, cedar.EntityUID) {
+	em := make(cedar.EntityMap, 3+len(req.AgentChain))
+	principal := cedar.NewEntityUID(AgentType, cedar.String(req.Agent.ID))
+	parents := chainUIDs(req.AgentChain)
+	for i := range req.AgentChain {
+		// The chain lists the nearest parent first, so the agents above
+		// chain[i] are chain[i+1:]: `principal in X` holds for every X up
+		// the chain, and so does `X in Y` between chain agents.
+		a := &req.AgentChain[i]
+		uid := cedar.NewEntityUID(AgentType, cedar.String(a.ID))
+		em[uid] = agentEntity(uid, a, chainUIDs(req.AgentChain[i+1:]))
+	}
+	em[principal] = agentEntity(principal, &req.Agent, parents)
+
+	d := &req.Delegator
+	duid := cedar.NewEntityUID(DelegatorType, cedar.String(d.ID))
+	entitlements := make([]cedar.Value, len(d.Entitlements))
+	for i, e := range d.Entitlements {
+		entitlements[i] = cedar.String(e)
+	}
+	dattrs := cedar.RecordMap{
+		"id":           cedar.String(d.ID),
+		"attributes":   stringRecord(d.Attributes),
+		"entitlements": cedar.NewSet(entitlements...),
+	}
+	if d.TimeZone != "" {
+		dattrs["time_zone"] = cedar.String(d.TimeZone)
+	}
+	if !d.AuthenticatedAt.IsZero() {
+		dattrs["authenticated_at"] = cedar.NewDatetime(d.AuthenticatedAt)
+	}
+	em[duid] = cedar.Entity{UID: duid, Attributes: cedar.NewRecord(dattrs)}
+
+	t := &req.Task
+	tuid := cedar.NewEntityUID(TaskType, cedar.String(t.ID))
+	tattrs := cedar.RecordMap{
+		"id":                cedar.String(t.ID),
+		"purpose":           cedar.String(t.Purpose),
+		"sensitivity":       cedar.String(t.Sensitivity.String()),
+		"sensitivity_level": cedar.Long(t.Sensitivity),
+	}
+	if !t.Deadline.IsZero() {
+		tattrs["deadline"] = cedar.NewDatetime(t.Deadline)
+	}
+	em[tuid] = cedar.Entity{UID: tuid, Attributes: cedar.NewRecord(tattrs)}
+	return em, principal, tuid
+}
+
+func chainUIDs(chain []Agent) cedar.EntityUIDSet {
+	uids := make([]cedar.EntityUID, len(chain))
+	for i := range chain {
+		uids[i] = cedar.NewEntityUID(AgentType, cedar.String(chain[i].ID))
+	}
+	return cedar.NewEntityUIDSet(uids...)
+}
+
+func agentEntity(uid cedar.EntityUID, a *Agent, parents cedar.EntityUIDSet) cedar.Entity {
+	return cedar.Entity{
+		UID:     uid,
+		Parents: parents,
+		Attributes: cedar.NewRecord(cedar.RecordMap{
+			"id":         cedar.String(a.ID),
+			"class":      cedar.String(a.Class.String()),
+			"platform":   cedar.String(a.Platform),
+			"attributes": stringRecord(a.Attributes),
+		}),
+	}
+}
+
+func baseContext(req *Request, now time.Time) cedar.RecordMap {
+	return cedar.RecordMap{
+		"delegator":   cedar.NewEntityUID(DelegatorType, cedar.String(req.Delegator.ID)),
+		"sensitivity": cedar.String(req.Task.Sensitivity.String()),
+		"ttl":         cedar.NewDuration(req.TTL),
+		"ttl_seconds": cedar.Long(req.TTL / time.Second),
+		"time":        cedar.NewDatetime(now),
+		"hour":        cedar.Long(now.Hour()),
+		"weekday":     cedar.String(now.Weekday().String()),
+		"audience":    cedar.String(req.Audience),
+	}
+}
+
+func stringRecord(m map[string]string) cedar.Record {
+	rm := make(cedar.RecordMap, len(m))
+	for k, v := range m {
+		rm[cedar.String(k)] = cedar.String(v)
+	}
+	return cedar.NewRecord(rm)
+}
+
+func sortedUnique(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	slices.Sort(s)
+	return slices.Compact(s)
+}
