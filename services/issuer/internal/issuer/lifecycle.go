@@ -1,0 +1,136 @@
+package issuer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
+	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
+)
+
+// Page sizes of List.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+)
+
+// Introspect says whether token is an active credential (RFC 7662
+// semantics): signed by one of the issuer's keys, within its validity
+// window, and still live in the store. A forged, malformed, expired,
+// revoked or unknown token is inactive (nil, nil), not an error; only a
+// store failure is an error, since then the answer is unknown.
+func (s *Issuer) Introspect(ctx context.Context, token string) (*Credential, error) {
+	if token == "" {
+		return nil, nil
+	}
+	claimed, err := s.signer.Verify(token)
+	if err != nil {
+		// The reason, never the token.
+		s.log.DebugContext(ctx, "introspection: token refused", "error", err)
+		return nil, nil
+	}
+	c, err := s.store.Get(ctx, claimed.ID, claimed.Task.GetId())
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("look up credential %s: %w", claimed.ID, err)
+	}
+	// A valid signature over an id the store knows, but for someone else,
+	// would mean a signing key or the store went wrong: never active.
+	if c.Delegator.GetId() != claimed.Delegator.GetId() || c.Agent.GetId() != claimed.Agent.GetId() ||
+		c.Task.GetId() != claimed.Task.GetId() {
+		s.log.ErrorContext(ctx, "introspection: token and stored credential disagree", "credential_id", c.ID)
+		return nil, nil
+	}
+	return c, nil
+}
+
+// Revoke revokes every live credential sel names, writing one revoked event
+// per credential with its delegation context and reason. It returns the ids
+// revoked; revoking by credential id something not live is ErrNotFound.
+func (s *Issuer) Revoke(ctx context.Context, sel Selector, reason string) ([]string, error) {
+	if err := validateSelector(sel); err != nil {
+		return nil, err
+	}
+	if err := validateText("reason", reason, MaxReasonBytes); err != nil {
+		return nil, err
+	}
+	ids, err := s.store.Revoke(ctx, sel, func(c *Credential) *eventsv1.LifecycleEvent {
+		return s.credentialEvent(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_REVOKED, c, s.now(), reason)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("revoke by %s %q: %w", selectorField(sel.Kind), sel.ID, err)
+	}
+	if sel.Kind == ByCredential && len(ids) == 0 {
+		return nil, ErrNotFound
+	}
+	s.log.InfoContext(ctx, "credentials revoked", "by", selectorField(sel.Kind), "id", sel.ID,
+		"count", len(ids), "credential_ids", ids, "reason", reason)
+	return ids, nil
+}
+
+// CompleteTask revokes every live credential of the task and records the
+// task's end; nothing more is issued for it (ErrTaskCompleted). It returns
+// the ids revoked.
+func (s *Issuer) CompleteTask(ctx context.Context, taskID, reason string) ([]string, error) {
+	if err := validateID("task_id", taskID); err != nil {
+		return nil, err
+	}
+	if err := validateText("reason", reason, MaxReasonBytes); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	revokeReason := "task completed"
+	if reason != "" {
+		revokeReason += ": " + reason
+	}
+	completed := &eventsv1.LifecycleEvent{
+		Id:     s.newID(),
+		Type:   eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED,
+		Time:   timestamppb.New(now),
+		Task:   &identityv1.Task{Id: taskID},
+		Reason: reason,
+		Issuer: s.cfg.Issuer,
+	}
+	ids, err := s.store.CompleteTask(ctx, taskID, func(c *Credential) *eventsv1.LifecycleEvent {
+		return s.credentialEvent(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_REVOKED, c, s.now(), revokeReason)
+	}, completed)
+	if err != nil {
+		return nil, fmt.Errorf("complete task %q: %w", taskID, err)
+	}
+	s.log.InfoContext(ctx, "task completed", "task_id", taskID, "revoked", len(ids), "credential_ids", ids, "reason", reason)
+	return ids, nil
+}
+
+// List returns live credentials of a task, an agent or a delegator, page
+// by page; metadata only, the store has no tokens. pageSize 0 means
+// DefaultPageSize.
+func (s *Issuer) List(ctx context.Context, sel Selector, pageSize int, pageToken string) (Page, error) {
+	if sel.Kind == ByCredential {
+		return Page{}, invalid("selector", "list by task_id, agent_id or delegator_id")
+	}
+	if err := validateSelector(sel); err != nil {
+		return Page{}, err
+	}
+	switch {
+	case pageSize < 0 || pageSize > MaxPageSize:
+		return Page{}, invalid("page_size", "must be between 0 and %d", MaxPageSize)
+	case pageSize == 0:
+		pageSize = DefaultPageSize
+	}
+	if err := validateText("page_token", pageToken, 4*MaxIDBytes); err != nil {
+		return Page{}, err
+	}
+	p, err := s.store.List(ctx, sel, pageSize, pageToken)
+	if errors.Is(err, ErrBadPageToken) {
+		return Page{}, &InvalidArgumentError{Field: "page_token", Reason: err.Error()}
+	}
+	if err != nil {
+		return Page{}, fmt.Errorf("list by %s %q: %w", selectorField(sel.Kind), sel.ID, err)
+	}
+	return p, nil
+}

@@ -1,0 +1,76 @@
+package signing
+
+import (
+	"strings"
+
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/jitid/jitid/pkg/credverify"
+	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
+	"github.com/jitid/jitid/services/issuer/internal/issuer"
+)
+
+// Claims returns the claim set of c's token. The claim set is
+// credverify.Claims, the one resource servers verify, so that the issuer
+// and every verifier read the same format:
+//
+//   - iss, aud, jti, iat, nbf (= iat), exp (RFC 7519)
+//   - sub: the delegator; act: {sub: agent} (RFC 8693 delegation)
+//   - client_id: the agent, scope: space separated (RFC 9068)
+//   - task: {id, purpose, sensitivity}
+func Claims(c *issuer.Credential) *credverify.Claims {
+	iat := jwt.NewNumericDate(c.IssuedAt)
+	return &credverify.Claims{
+		Claims: jwt.Claims{
+			Issuer:    c.Issuer,
+			Subject:   c.Delegator.GetId(),
+			Audience:  jwt.Audience{c.Audience},
+			ID:        c.ID,
+			IssuedAt:  iat,
+			NotBefore: iat,
+			Expiry:    jwt.NewNumericDate(c.ExpiresAt),
+		},
+		Scope:    strings.Join(c.Scopes, " "),
+		ClientID: c.Agent.GetId(),
+		Act:      &credverify.Actor{Sub: c.Agent.GetId()},
+		Task: credverify.TaskClaim{
+			ID:          c.Task.GetId(),
+			Purpose:     c.Task.GetPurpose(),
+			Sensitivity: sensitivityName(c.Task.GetSensitivity()),
+		},
+	}
+}
+
+// credential is the inverse of Claims, as far as a token tells.
+func credential(c *credverify.Claims) *issuer.Credential {
+	cred := &issuer.Credential{
+		ID:        c.ID,
+		Issuer:    c.Issuer,
+		Agent:     &identityv1.Agent{Id: c.Agent()},
+		Delegator: &identityv1.Delegator{Id: c.Subject},
+		Task: &identityv1.Task{
+			Id:          c.Task.ID,
+			Purpose:     c.Task.Purpose,
+			Sensitivity: identityv1.Sensitivity(identityv1.Sensitivity_value["SENSITIVITY_"+c.Task.Sensitivity]),
+		},
+		Scopes: c.Scopes(),
+	}
+	if len(c.Audience) > 0 {
+		cred.Audience = c.Audience[0]
+	}
+	if c.IssuedAt != nil {
+		cred.IssuedAt = c.IssuedAt.Time()
+	}
+	if c.Expiry != nil {
+		cred.ExpiresAt = c.Expiry.Time()
+	}
+	return cred
+}
+
+// sensitivityName is the claim form of a sensitivity: "LOW", "MEDIUM", …
+func sensitivityName(s identityv1.Sensitivity) string {
+	if s == identityv1.Sensitivity_SENSITIVITY_UNSPECIFIED {
+		return ""
+	}
+	return strings.TrimPrefix(s.String(), "SENSITIVITY_")
+}
