@@ -1,0 +1,233 @@
+package grpcapi_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/jitid/jitid/pkg/grpcserver"
+	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
+	policyv1 "github.com/jitid/jitid/proto/jitid/policy/v1"
+	"github.com/jitid/jitid/services/policy/internal/grpcapi"
+	"github.com/jitid/jitid/services/policy/internal/policy"
+	"github.com/jitid/jitid/services/policy/internal/policymetrics"
+	"github.com/jitid/jitid/services/policy/policies"
+)
+
+type testServer struct {
+	client    policyv1.PolicyServiceClient
+	health    healthpb.HealthClient
+	adminAddr string
+	version   string
+}
+
+// start serves the default set on real sockets (127.0.0.1:0).
+func start(t *testing.T) testServer {
+	t.Helper()
+	set, err := policy.LoadFS(policies.Default(), policies.Source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	engine := policy.NewEngine(set, policy.EngineOptions{Logger: log})
+	srv := grpcserver.New(grpcserver.Options{Name: "policy", GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Logger: log})
+	if err := policymetrics.Register(srv.Registry(), engine); err != nil {
+		t.Fatal(err)
+	}
+	grpcapi.Register(srv.GRPC(), srv.Health(), grpcapi.New(engine, log))
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	conn, err := grpc.NewClient(srv.GRPCAddress(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return testServer{
+		client:    policyv1.NewPolicyServiceClient(conn),
+		health:    healthpb.NewHealthClient(conn),
+		adminAddr: srv.AdminAddress(),
+		version:   set.Version(),
+	}
+}
+
+func evaluateRequest() *policyv1.EvaluateRequest {
+	return &policyv1.EvaluateRequest{
+		Agent:     &identityv1.Agent{Id: "agent:research-7f3a", Class: identityv1.AgentClass_AGENT_CLASS_RECURRING},
+		Delegator: &identityv1.Delegator{Id: "user:alice@example.com", Attributes: map[string]string{"age_verified": "true"}},
+		Task:      &identityv1.Task{Id: "task-1", Purpose: "tickets", Sensitivity: identityv1.Sensitivity_SENSITIVITY_MEDIUM},
+		Scopes:    []string{"tickets:purchase", "tickets:read"},
+		Ttl:       durationpb.New(time.Hour),
+		Time:      timestamppb.New(time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)),
+	}
+}
+
+func TestEvaluate(t *testing.T) {
+	t.Parallel()
+	ts := start(t)
+	tests := []struct {
+		name string
+		mod  func(*policyv1.EvaluateRequest)
+		want *identityv1.Decision
+	}{
+		{
+			name: "medium recurring with purchase",
+			want: &identityv1.Decision{
+				Allow:         true,
+				GrantedScopes: []string{"tickets:purchase", "tickets:read"},
+				MaxTtl:        durationpb.New(15 * time.Minute),
+				Profile:       identityv1.Profile_PROFILE_FULL,
+				Obligations:   []string{"age_verified"},
+				Policies:      []string{"medium-sensitivity", "recurring-full-profile", "tickets-purchase-age-verified"},
+			},
+		},
+		{
+			name: "critical denied",
+			mod: func(r *policyv1.EvaluateRequest) {
+				r.Task.Sensitivity = identityv1.Sensitivity_SENSITIVITY_CRITICAL
+				r.Scopes = []string{"tickets:read"}
+			},
+			want: &identityv1.Decision{
+				Reasons:  []string{`scope "tickets:read": needs human approval`},
+				Policies: []string{"critical-needs-human"},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			req := evaluateRequest()
+			if tt.mod != nil {
+				tt.mod(req)
+			}
+			resp, err := ts.client.Evaluate(context.Background(), req)
+			if err != nil {
+				t.Fatalf("Evaluate: %v", err)
+			}
+			got := resp.GetDecision()
+			if got.GetDecisionId() == "" || got.GetPolicyVersion() != ts.version {
+				t.Errorf("decision id %q, version %q; want an id and %q", got.GetDecisionId(), got.GetPolicyVersion(), ts.version)
+			}
+			got = proto.CloneOf(got)
+			got.DecisionId, got.PolicyVersion = "", ""
+			if diff := cmp.Diff(tt.want, got, protocmp.Transform()); diff != "" {
+				t.Errorf("decision (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestEvaluateInvalidArgument(t *testing.T) {
+	t.Parallel()
+	ts := start(t)
+	tests := []struct {
+		name string
+		mod  func(*policyv1.EvaluateRequest)
+	}{
+		{"no agent", func(r *policyv1.EvaluateRequest) { r.Agent = nil }},
+		{"no delegator id", func(r *policyv1.EvaluateRequest) { r.Delegator.Id = "" }},
+		{"no task", func(r *policyv1.EvaluateRequest) { r.Task = nil }},
+		{"unspecified sensitivity", func(r *policyv1.EvaluateRequest) { r.Task.Sensitivity = 0 }},
+		{"unknown sensitivity", func(r *policyv1.EvaluateRequest) { r.Task.Sensitivity = 42 }},
+		{"unknown class", func(r *policyv1.EvaluateRequest) { r.Agent.Class = 42 }},
+		{"no scopes", func(r *policyv1.EvaluateRequest) { r.Scopes = nil }},
+		{"no ttl", func(r *policyv1.EvaluateRequest) { r.Ttl = nil }},
+		{"negative ttl", func(r *policyv1.EvaluateRequest) { r.Ttl = durationpb.New(-time.Minute) }},
+		{"oversized task id", func(r *policyv1.EvaluateRequest) { r.Task.Id = strings.Repeat("x", 257) }},
+		{"oversized purpose", func(r *policyv1.EvaluateRequest) { r.Task.Purpose = strings.Repeat("x", 1025) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			req := evaluateRequest()
+			tt.mod(req)
+			_, err := ts.client.Evaluate(context.Background(), req)
+			if got := status.Code(err); got != codes.InvalidArgument {
+				t.Errorf("Evaluate code = %v (%v), want InvalidArgument", got, err)
+			}
+		})
+	}
+	t.Run("explain without request", func(t *testing.T) {
+		t.Parallel()
+		_, err := ts.client.Explain(context.Background(), &policyv1.ExplainRequest{})
+		if got := status.Code(err); got != codes.InvalidArgument {
+			t.Errorf("Explain code = %v, want InvalidArgument", got)
+		}
+	})
+}
+
+func TestExplain(t *testing.T) {
+	t.Parallel()
+	ts := start(t)
+	req := evaluateRequest()
+	req.Delegator.Attributes = nil
+	resp, err := ts.client.Explain(context.Background(), &policyv1.ExplainRequest{Request: req})
+	if err != nil {
+		t.Fatalf("Explain: %v", err)
+	}
+	want := []*policyv1.ScopeExplanation{
+		{Scope: "tickets:purchase", Policies: []*policyv1.PolicyResult{{
+			PolicyId: "tickets-purchase-needs-age-verified", Effect: policyv1.Effect_EFFECT_FORBID,
+			Applied: true, Determining: true, Reason: "tickets:purchase needs a delegator whose age is verified",
+		}}},
+		{Scope: "tickets:read", Granted: true, Policies: []*policyv1.PolicyResult{
+			{PolicyId: "medium-sensitivity", Effect: policyv1.Effect_EFFECT_PERMIT, Applied: true, Determining: true},
+			{PolicyId: "recurring-full-profile", Effect: policyv1.Effect_EFFECT_PERMIT, Applied: true, Determining: true},
+		}},
+	}
+	if diff := cmp.Diff(want, resp.GetScopes(), protocmp.Transform(),
+		protocmp.IgnoreFields(&policyv1.PolicyResult{}, "position")); diff != "" {
+		t.Errorf("scopes (-want +got):\n%s", diff)
+	}
+}
+
+func TestGetPolicySetHealthAndMetrics(t *testing.T) {
+	t.Parallel()
+	ts := start(t)
+	ctx := context.Background()
+	hc, err := ts.health.Check(ctx, &healthpb.HealthCheckRequest{Service: policyv1.PolicyService_ServiceDesc.ServiceName})
+	if err != nil || hc.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health = %v, %v; want SERVING", hc.GetStatus(), err)
+	}
+	ps, err := ts.client.GetPolicySet(ctx, &policyv1.GetPolicySetRequest{})
+	if err != nil {
+		t.Fatalf("GetPolicySet: %v", err)
+	}
+	if ps.GetVersion() != ts.version || ps.GetSource() != policies.Source || len(ps.GetPolicyIds()) != 8 || ps.GetLastError() != "" {
+		t.Errorf("GetPolicySet = %v", ps)
+	}
+	resp, err := http.Get("http://" + ts.adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	wantLine := `jitid_policy_set_info{source="` + policies.Source + `",version="` + ts.version + `"} 1`
+	if !strings.Contains(string(body), wantLine) {
+		t.Errorf("/metrics lacks %s", wantLine)
+	}
+}
