@@ -148,16 +148,13 @@ func (s *Set) evaluate(req *Request, now time.Time) Decision {
 }
 
 func (s *Set) evaluateScope(entities cedar.EntityMap, principal, resource cedar.EntityUID, base cedar.RecordMap, scope string) ScopeResult {
-	ctx := make(cedar.RecordMap, len(base)+1)
-	for k, v := range base {
-		ctx[k] = v
-	}
-	ctx["scope"] = cedar.String(scope)
+	// NewRecord copies the map, so one map serves every scope of a request.
+	base["scope"] = cedar.String(scope)
 	decision, diag := cedar.Authorize(s.cedar, entities, cedar.Request{
 		Principal: principal,
 		Action:    cedar.NewEntityUID(ActionType, cedar.String(scope)),
 		Resource:  resource,
-		Context:   cedar.NewRecord(ctx),
+		Context:   cedar.NewRecord(base),
 	})
 	r := ScopeResult{Scope: scope, Granted: decision == cedar.Allow}
 	for _, reason := range diag.Reasons {
@@ -267,16 +264,16 @@ func agentEntity(uid cedar.EntityUID, a *Agent, parents cedar.EntityUIDSet) ceda
 }
 
 func baseContext(req *Request, now time.Time) cedar.RecordMap {
-	return cedar.RecordMap{
-		"delegator":   cedar.NewEntityUID(DelegatorType, cedar.String(req.Delegator.ID)),
-		"sensitivity": cedar.String(req.Task.Sensitivity.String()),
-		"ttl":         cedar.NewDuration(req.TTL),
-		"ttl_seconds": cedar.Long(req.TTL / time.Second),
-		"time":        cedar.NewDatetime(now),
-		"hour":        cedar.Long(now.Hour()),
-		"weekday":     cedar.String(now.Weekday().String()),
-		"audience":    cedar.String(req.Audience),
-	}
+	m := make(cedar.RecordMap, 9) // one slot left for "scope", set per scope
+	m["delegator"] = cedar.NewEntityUID(DelegatorType, cedar.String(req.Delegator.ID))
+	m["sensitivity"] = cedar.String(req.Task.Sensitivity.String())
+	m["ttl"] = cedar.NewDuration(req.TTL)
+	m["ttl_seconds"] = cedar.Long(req.TTL / time.Second)
+	m["time"] = cedar.NewDatetime(now)
+	m["hour"] = cedar.Long(now.Hour())
+	m["weekday"] = cedar.String(now.Weekday().String())
+	m["audience"] = cedar.String(req.Audience)
+	return m
 }
 
 func stringRecord(m map[string]string) cedar.Record {
