@@ -13,6 +13,7 @@ import (
 	v1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -123,9 +124,14 @@ type LifecycleEvent struct {
 	// credential_ids lists the credentials revoked with a completed task.
 	CredentialIds []string `protobuf:"bytes,16,rep,name=credential_ids,json=credentialIds,proto3" json:"credential_ids,omitempty"`
 	// agent_chain lists the agents above the acting one, nearest parent first.
-	AgentChain    []string `protobuf:"bytes,17,rep,name=agent_chain,json=agentChain,proto3" json:"agent_chain,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AgentChain []string `protobuf:"bytes,17,rep,name=agent_chain,json=agentChain,proto3" json:"agent_chain,omitempty"`
+	// requested_scopes and requested_ttl are what the agent asked for (issued,
+	// denied, exchanged), so that a decision can be replayed against another
+	// policy set.
+	RequestedScopes []string             `protobuf:"bytes,18,rep,name=requested_scopes,json=requestedScopes,proto3" json:"requested_scopes,omitempty"`
+	RequestedTtl    *durationpb.Duration `protobuf:"bytes,19,opt,name=requested_ttl,json=requestedTtl,proto3" json:"requested_ttl,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *LifecycleEvent) Reset() {
@@ -277,11 +283,25 @@ func (x *LifecycleEvent) GetAgentChain() []string {
 	return nil
 }
 
+func (x *LifecycleEvent) GetRequestedScopes() []string {
+	if x != nil {
+		return x.RequestedScopes
+	}
+	return nil
+}
+
+func (x *LifecycleEvent) GetRequestedTtl() *durationpb.Duration {
+	if x != nil {
+		return x.RequestedTtl
+	}
+	return nil
+}
+
 var File_jitid_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_jitid_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cjitid/events/v1/events.proto\x12\x0fjitid.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xc9\x05\n" +
+	"\x1cjitid/events/v1/events.proto\x12\x0fjitid.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xb4\x06\n" +
 	"\x0eLifecycleEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1a.jitid.events.v1.EventTypeR\x04type\x12.\n" +
@@ -302,7 +322,9 @@ const file_jitid_events_v1_events_proto_rawDesc = "" +
 	"\x14parent_credential_id\x18\x0f \x01(\tR\x12parentCredentialId\x12%\n" +
 	"\x0ecredential_ids\x18\x10 \x03(\tR\rcredentialIds\x12\x1f\n" +
 	"\vagent_chain\x18\x11 \x03(\tR\n" +
-	"agentChain*\x9c\x02\n" +
+	"agentChain\x12)\n" +
+	"\x10requested_scopes\x18\x12 \x03(\tR\x0frequestedScopes\x12>\n" +
+	"\rrequested_ttl\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\frequestedTtl*\x9c\x02\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cEVENT_TYPE_CREDENTIAL_ISSUED\x10\x01\x12 \n" +
@@ -335,6 +357,7 @@ var file_jitid_events_v1_events_proto_goTypes = []any{
 	(*v1.Delegator)(nil),          // 4: jitid.identity.v1.Delegator
 	(*v1.Task)(nil),               // 5: jitid.identity.v1.Task
 	(*v1.Decision)(nil),           // 6: jitid.identity.v1.Decision
+	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
 }
 var file_jitid_events_v1_events_proto_depIdxs = []int32{
 	0, // 0: jitid.events.v1.LifecycleEvent.type:type_name -> jitid.events.v1.EventType
@@ -345,11 +368,12 @@ var file_jitid_events_v1_events_proto_depIdxs = []int32{
 	2, // 5: jitid.events.v1.LifecycleEvent.issued_at:type_name -> google.protobuf.Timestamp
 	2, // 6: jitid.events.v1.LifecycleEvent.expires_at:type_name -> google.protobuf.Timestamp
 	6, // 7: jitid.events.v1.LifecycleEvent.decision:type_name -> jitid.identity.v1.Decision
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	7, // 8: jitid.events.v1.LifecycleEvent.requested_ttl:type_name -> google.protobuf.Duration
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_jitid_events_v1_events_proto_init() }
