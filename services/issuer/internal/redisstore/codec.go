@@ -1,0 +1,129 @@
+package redisstore
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jitid/jitid/services/issuer/internal/issuer"
+	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
+)
+
+// Fields of a credential hash. Agent, delegator and task are kept as
+// protobuf binary so that attributes survive as they were; times are Unix
+// nanoseconds so that a credential reads back exactly as written.
+const (
+	fIssuer        = "iss"
+	fAudience      = "aud"
+	fAgent         = "agent"
+	fDelegator     = "delegator"
+	fTask          = "task"
+	fScopes        = "scopes"
+	fIssuedAt      = "iat"
+	fExpiresAt     = "exp"
+	fProfile       = "profile"
+	fPolicyVersion = "policy_version"
+	fDecisionID    = "decision_id"
+)
+
+// credentialArgs appends the credential hash as field, value pairs.
+func credentialArgs(args []any, c *issuer.Credential) ([]any, error) {
+	agent, err := proto.Marshal(c.Agent)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: encode agent: %w", err)
+	}
+	delegator, err := proto.Marshal(c.Delegator)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: encode delegator: %w", err)
+	}
+	task, err := proto.Marshal(c.Task)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: encode task: %w", err)
+	}
+	scopes, err := json.Marshal(c.Scopes)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: encode scopes: %w", err)
+	}
+	return append(args,
+		fIssuer, c.Issuer,
+		fAudience, c.Audience,
+		fAgent, agent,
+		fDelegator, delegator,
+		fTask, task,
+		fScopes, scopes,
+		fIssuedAt, strconv.FormatInt(c.IssuedAt.UnixNano(), 10),
+		fExpiresAt, strconv.FormatInt(c.ExpiresAt.UnixNano(), 10),
+		fProfile, strconv.Itoa(int(c.Profile)),
+		fPolicyVersion, c.PolicyVersion,
+		fDecisionID, c.DecisionID,
+	), nil
+}
+
+// decodeCredential reads a credential hash; ok is false when the hash is
+// empty (the key is gone).
+func decodeCredential(id string, h map[string]string) (c *issuer.Credential, ok bool, err error) {
+	if len(h) == 0 {
+		return nil, false, nil
+	}
+	c = &issuer.Credential{
+		ID:            id,
+		Issuer:        h[fIssuer],
+		Audience:      h[fAudience],
+		Agent:         &identityv1.Agent{},
+		Delegator:     &identityv1.Delegator{},
+		Task:          &identityv1.Task{},
+		PolicyVersion: h[fPolicyVersion],
+		DecisionID:    h[fDecisionID],
+	}
+	if err := proto.Unmarshal([]byte(h[fAgent]), c.Agent); err != nil {
+		return nil, false, fmt.Errorf("redisstore: credential %s: agent: %w", id, err)
+	}
+	if err := proto.Unmarshal([]byte(h[fDelegator]), c.Delegator); err != nil {
+		return nil, false, fmt.Errorf("redisstore: credential %s: delegator: %w", id, err)
+	}
+	if err := proto.Unmarshal([]byte(h[fTask]), c.Task); err != nil {
+		return nil, false, fmt.Errorf("redisstore: credential %s: task: %w", id, err)
+	}
+	if s := h[fScopes]; s != "" {
+		if err := json.Unmarshal([]byte(s), &c.Scopes); err != nil {
+			return nil, false, fmt.Errorf("redisstore: credential %s: scopes: %w", id, err)
+		}
+	}
+	iat, err := strconv.ParseInt(h[fIssuedAt], 10, 64)
+	if err != nil {
+		return nil, false, fmt.Errorf("redisstore: credential %s: issued at: %w", id, err)
+	}
+	exp, err := strconv.ParseInt(h[fExpiresAt], 10, 64)
+	if err != nil {
+		return nil, false, fmt.Errorf("redisstore: credential %s: expires at: %w", id, err)
+	}
+	profile, err := strconv.Atoi(h[fProfile])
+	if err != nil {
+		return nil, false, fmt.Errorf("redisstore: credential %s: profile: %w", id, err)
+	}
+	c.IssuedAt = time.Unix(0, iat)
+	c.ExpiresAt = time.Unix(0, exp)
+	c.Profile = identityv1.Profile(profile)
+	return c, true, nil
+}
+
+// expiredRecord is what the sweeper needs when a credential expires: its
+// expired event (id, subject, CloudEvents JSON) and the ids of the indexes
+// to clean. It is a run of netstrings ("<len>:<bytes>"), cheap to build here
+// and to split in Lua, and safe for any byte in an id.
+func expiredRecord(fields ...[]byte) []byte {
+	n := 0
+	for _, f := range fields {
+		n += len(f) + 12
+	}
+	b := make([]byte, 0, n)
+	for _, f := range fields {
+		b = strconv.AppendInt(b, int64(len(f)), 10)
+		b = append(b, ':')
+		b = append(b, f...)
+	}
+	return b
+}

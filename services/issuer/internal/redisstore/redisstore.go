@@ -1,0 +1,198 @@
+// Package redisstore keeps the issuer's live credentials in Redis: one hash
+// per credential whose TTL is the truth for liveness, set indexes by task,
+// agent and delegator, an expiry schedule swept into credential.expired
+// events, and an outbox stream per shard that every write appends its
+// lifecycle events to in the same Lua script, for the relay to publish.
+//
+// Every key is "<prefix>:{<shard>}:…", the shard being a hash of the task
+// id, so all keys a script touches share one hash tag and the store runs
+// unchanged on Redis Cluster:
+//
+//	<prefix>:{<shard>}:cred:<id>           hash, credential metadata; PEXPIREAT expiry
+//	<prefix>:{<shard>}:task:<task id>      set of credential ids; TTL = latest expiry
+//	<prefix>:{<shard>}:agent:<agent id>    set, shard-local part of the agent's index
+//	<prefix>:{<shard>}:delegator:<id>      set, shard-local part of the delegator's index
+//	<prefix>:{<shard>}:expiry              sorted set, credential id by expiry ms
+//	<prefix>:{<shard>}:expired             hash, credential id → pre-encoded expired event
+//	<prefix>:{<shard>}:done:<task id>      string, the task was completed (DoneTTL)
+//	<prefix>:{<shard>}:outbox              stream of events: id, subject, data
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jitid/jitid/pkg/eventbus"
+	"github.com/jitid/jitid/services/issuer/internal/issuer"
+)
+
+// Defaults of Options.
+const (
+	DefaultPrefix  = "jitid"
+	DefaultShards  = 16
+	DefaultDoneTTL = 7 * 24 * time.Hour
+)
+
+// Options configure a Store. The zero value means the defaults.
+type Options struct {
+	// Prefix is the first part of every key (DefaultPrefix when empty).
+	Prefix string
+	// Shards is the number of hash-tag shards (DefaultShards when zero). It
+	// is fixed for the life of a deployment: changing it strands every key.
+	Shards int
+	// Source is the CloudEvents source of the events written
+	// (eventbus.DefaultSource when empty).
+	Source string
+	// Events names the subjects events are published on.
+	Events eventbus.Config
+	// DoneTTL is how long a completed task is remembered, refusing new
+	// credentials for it (DefaultDoneTTL when zero). Keep it longer than the
+	// longest credential TTL.
+	DoneTTL time.Duration
+	// Clock is the time source of the sweeper (time.Now when nil).
+	Clock func() time.Time
+	// Logger receives sweeper failures (slog.Default when nil).
+	Logger *slog.Logger
+	// Notify, when set, is called after every write that appended to an
+	// outbox, e.g. the relay's Notify, so events go out without waiting for
+	// the relay's next poll.
+	Notify func()
+}
+
+// Store is the Redis implementation of the issuer's credential store.
+type Store struct {
+	rdb    redis.UniversalClient
+	opts   Options
+	shards []shard
+}
+
+// shard holds the key names of one shard.
+type shard struct {
+	prefix  string // "<prefix>:{<n>}:"
+	expiry  string
+	expired string
+	outbox  string
+}
+
+func (s shard) cred(id string) string      { return s.prefix + "cred:" + id }
+func (s shard) task(id string) string      { return s.prefix + "task:" + id }
+func (s shard) agent(id string) string     { return s.prefix + "agent:" + id }
+func (s shard) delegator(id string) string { return s.prefix + "delegator:" + id }
+func (s shard) done(taskID string) string  { return s.prefix + "done:" + taskID }
+
+func (o Options) withDefaults() Options {
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.Shards <= 0 {
+		o.Shards = DefaultShards
+	}
+	if o.Source == "" {
+		o.Source = eventbus.DefaultSource
+	}
+	if o.DoneTTL <= 0 {
+		o.DoneTTL = DefaultDoneTTL
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// New returns a Store over rdb, which may be a single node, a failover or a
+// cluster client.
+func New(rdb redis.UniversalClient, opts Options) *Store {
+	opts = opts.withDefaults()
+	s := &Store{rdb: rdb, opts: opts, shards: make([]shard, opts.Shards)}
+	for i := range s.shards {
+		p := shardPrefix(opts.Prefix, i)
+		s.shards[i] = shard{prefix: p, expiry: p + "expiry", expired: p + "expired", outbox: p + "outbox"}
+	}
+	return s
+}
+
+func shardPrefix(prefix string, n int) string {
+	return prefix + ":{" + strconv.Itoa(n) + "}:"
+}
+
+// OutboxKeys returns the outbox stream of every shard for a key prefix and
+// shard count, for the relay. Empty prefix and zero shards mean the defaults.
+func OutboxKeys(prefix string, shards int) []string {
+	o := Options{Prefix: prefix, Shards: shards}.withDefaults()
+	keys := make([]string, o.Shards)
+	for i := range keys {
+		keys[i] = shardPrefix(o.Prefix, i) + "outbox"
+	}
+	return keys
+}
+
+// OutboxKeys returns the outbox stream of every shard.
+func (s *Store) OutboxKeys() []string {
+	keys := make([]string, len(s.shards))
+	for i, sh := range s.shards {
+		keys[i] = sh.outbox
+	}
+	return keys
+}
+
+// ShardOf returns the shard that holds a task's keys.
+func (s *Store) ShardOf(taskID string) int {
+	return int(crc32.ChecksumIEEE([]byte(taskID)) % uint32(len(s.shards)))
+}
+
+func (s *Store) shardOf(taskID string) shard { return s.shards[s.ShardOf(taskID)] }
+
+func (s *Store) notify() {
+	if s.opts.Notify != nil {
+		s.opts.Notify()
+	}
+}
+
+// storeErr wraps a Redis failure: connection failures, timeouts and a Redis
+// that is loading, failing over or read-only are issuer.ErrStoreUnavailable;
+// anything else (a script error is a bug) is returned wrapped as it is.
+func storeErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if unavailable(err) {
+		return fmt.Errorf("redisstore: %s: %w: %w", op, issuer.ErrStoreUnavailable, err)
+	}
+	return fmt.Errorf("redisstore: %s: %w", op, err)
+}
+
+func unavailable(err error) bool {
+	var netErr net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		errors.Is(err, redis.ErrClosed), errors.Is(err, redis.ErrPoolTimeout),
+		errors.Is(err, redis.ErrPoolExhausted), errors.As(err, &netErr):
+		return true
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		msg := rerr.Error()
+		for _, p := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY", "BUSY ", "MOVED", "ASK"} {
+			if strings.HasPrefix(msg, p) {
+				return true
+			}
+		}
+		return false
+	}
+	// Connection resets and EOFs surface as plain errors from the client.
+	msg := err.Error()
+	return strings.Contains(msg, "connection refused") || strings.Contains(msg, "EOF") ||
+		strings.Contains(msg, "connection reset") || strings.Contains(msg, "broken pipe")
+}

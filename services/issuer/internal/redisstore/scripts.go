@@ -1,0 +1,145 @@
+package redisstore
+
+import "github.com/redis/go-redis/v9"
+
+// The scripts below are the only writers of the store's keys. Each touches
+// the keys of one shard only, all under one hash tag, so each runs on one
+// Redis Cluster node as one atomic step. KEYS are always declared, except
+// in the sweeper, which derives index and credential keys from the shard
+// prefix it is given: they share the declared keys' hash tag, hence their
+// slot, which Redis Cluster accepts.
+
+// issueScript writes a credential, its indexes, its expiry schedule, its
+// expired event and its issued event.
+//
+// KEYS: cred, task index, agent index, delegator index, expiry, expired
+// events, done marker, outbox.
+// ARGV: id, expires-at ms, issued event id, subject, payload, expired
+// record, then the credential hash as field, value pairs.
+// Returns 1 when written, 0 when the task is completed, -1 when the id is
+// already live.
+var issueScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[7]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local id = ARGV[1]
+local exp = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('PEXPIREAT', KEYS[1], exp)
+for i = 2, 4 do
+  redis.call('SADD', KEYS[i], id)
+  if redis.call('PEXPIRETIME', KEYS[i]) < exp then
+    redis.call('PEXPIREAT', KEYS[i], exp)
+  end
+end
+redis.call('ZADD', KEYS[5], exp, id)
+redis.call('HSET', KEYS[6], id, ARGV[6])
+redis.call('XADD', KEYS[8], '*', 'id', ARGV[3], 'subject', ARGV[4], 'data', ARGV[5])
+return 1
+`)
+
+// revokeBody revokes the credentials laid out from KEYS[first] and
+// ARGV[firstArg] on, four keys (cred, task, agent, delegator index) and
+// four arguments (id, event id, subject, payload) each. A credential whose
+// key is already gone (expired, or revoked by someone else) is skipped and
+// yields no event: DEL is the arbiter.
+const revokeBody = `
+local function revoke(first, firstArg, n, out)
+  for i = 0, n - 1 do
+    local k = first + i * 4
+    local a = firstArg + i * 4
+    local id = ARGV[a]
+    if redis.call('DEL', KEYS[k]) == 1 then
+      redis.call('SREM', KEYS[k + 1], id)
+      redis.call('SREM', KEYS[k + 2], id)
+      redis.call('SREM', KEYS[k + 3], id)
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('HDEL', KEYS[2], id)
+      redis.call('XADD', KEYS[3], '*', 'id', ARGV[a + 1], 'subject', ARGV[a + 2], 'data', ARGV[a + 3])
+      out[#out + 1] = id
+    end
+  end
+  return out
+end
+`
+
+// revokeScript revokes some credentials of one shard.
+//
+// KEYS: expiry, expired events, outbox, then four per credential.
+// ARGV: four per credential.
+// Returns the ids revoked.
+var revokeScript = redis.NewScript(revokeBody + `
+return revoke(4, 1, #ARGV / 4, {})
+`)
+
+// completeScript revokes every live credential of a task, marks the task
+// completed and writes the completed event, provided the caller's view of
+// the task is still exact: the task index holds exactly the members it
+// read, and every candidate it built an event for is still live. Otherwise
+// nothing is written and the caller reads again, so that a credential issued
+// between the read and this script is not left behind the completed mark,
+// and the completed event lists exactly the credentials revoked.
+//
+// KEYS: expiry, expired events, outbox, done marker, task index, then four
+// per candidate.
+// ARGV: n candidates, m members, done TTL ms, completed event id, subject,
+// payload, then four per candidate, then the m members.
+// Returns {0} on a conflict, otherwise {1 or 2, ids revoked...}: 1 when the
+// task was marked completed now, 2 when it was already.
+var completeScript = redis.NewScript(revokeBody + `
+local n = tonumber(ARGV[1])
+local m = tonumber(ARGV[2])
+local firstMember = 7 + n * 4
+if redis.call('SCARD', KEYS[5]) ~= m then return {0} end
+for i = firstMember, firstMember + m - 1 do
+  if redis.call('SISMEMBER', KEYS[5], ARGV[i]) == 0 then return {0} end
+end
+for i = 0, n - 1 do
+  if redis.call('EXISTS', KEYS[6 + i * 4]) == 0 then return {0} end
+end
+local state = 1
+if redis.call('EXISTS', KEYS[4]) == 1 then state = 2 end
+local out = revoke(6, 7, n, {state})
+if state == 1 then
+  redis.call('SET', KEYS[4], '1', 'PX', ARGV[3])
+  redis.call('XADD', KEYS[3], '*', 'id', ARGV[4], 'subject', ARGV[5], 'data', ARGV[6])
+end
+return out
+`)
+
+// sweepScript moves the expired events of credentials due by now to the
+// outbox and removes what is left of them. Two replicas sweeping the same
+// shard serialize on the script; the first removes the schedule entry, the
+// second finds none, so each expired event is written once.
+//
+// KEYS: expiry, expired events, outbox.
+// ARGV: now ms, limit, shard key prefix ("<prefix>:{<shard>}:").
+// Returns the number of credentials swept.
+var sweepScript = redis.NewScript(`
+local function fields(s)
+  local out = {}
+  local i = 1
+  while i <= #s do
+    local c = string.find(s, ':', i, true)
+    local n = tonumber(string.sub(s, i, c - 1))
+    out[#out + 1] = string.sub(s, c + 1, c + n)
+    i = c + n + 1
+  end
+  return out
+end
+local p = ARGV[3]
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local rec = redis.call('HGET', KEYS[2], id)
+  if rec then
+    local f = fields(rec)
+    redis.call('XADD', KEYS[3], '*', 'id', f[1], 'subject', f[2], 'data', f[3])
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('SREM', p .. 'task:' .. f[4], id)
+    redis.call('SREM', p .. 'agent:' .. f[5], id)
+    redis.call('SREM', p .. 'delegator:' .. f[6], id)
+  end
+  redis.call('DEL', p .. 'cred:' .. id)
+end
+return #ids
+`)
