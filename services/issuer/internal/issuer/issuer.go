@@ -54,8 +54,8 @@ type Config struct {
 	Clock func() time.Time
 	// Logger is slog.Default() when nil.
 	Logger *slog.Logger
-	// Source makes credential and event ids; NewUUIDv7 when nil.
-	Source IDSource
+	// NewID makes credential ids (jti) and event ids; NewUUIDv7 when nil.
+	NewID IDSource
 }
 
 // Issuer issues credentials and keeps their lifecycle.
@@ -87,8 +87,8 @@ func New(cfg Config, policy decider, st store, sg signer) (*Issuer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Source == nil {
-		cfg.Source = NewUUIDv7
+	if cfg.NewID == nil {
+		cfg.NewID = NewUUIDv7
 	}
 	return &Issuer{
 		cfg:    cfg,
@@ -96,7 +96,7 @@ func New(cfg Config, policy decider, st store, sg signer) (*Issuer, error) {
 		store:  st,
 		signer: sg,
 		now:    cfg.Clock,
-		newID:  cfg.Source,
+		newID:  cfg.NewID,
 		log:    cfg.Logger,
 	}, nil
 }

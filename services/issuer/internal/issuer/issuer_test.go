@@ -179,7 +179,7 @@ func newFixture(t *testing.T, p policyFunc, now time.Time) *fixture {
 		return p(ctx, r)
 	})
 	f.iss, err = issuer.New(issuer.Config{
-		Issuer: testIssuer, DefaultAudience: "jitid", MaxTTL: time.Hour, Clock: clock, Source: seqIDs(),
+		Issuer: testIssuer, DefaultAudience: "jitid", MaxTTL: time.Hour, Clock: clock, NewID: seqIDs(),
 	}, counted, f.store, keys)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,234 @@
+// Package grpcapi serves jitid.issuer.v1.IssuerService: it turns requests
+// into calls of the issuer domain, results into responses, and domain
+// errors into gRPC status codes, in one place (toStatus).
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
+	"github.com/jitid/jitid/services/issuer/internal/issuer"
+)
+
+// ErrorDomain is the domain of the google.rpc.ErrorInfo details the service sends.
+const ErrorDomain = "jitid.dev"
+
+// Messages of the statuses whose text callers may match on.
+const (
+	MsgPolicyUnavailable = "policy service unavailable: no credential issued (fail closed)"
+	MsgStoreUnavailable  = "credential store unavailable"
+	MsgInternal          = "internal error"
+)
+
+// Server implements issuerv1.IssuerServiceServer.
+type Server struct {
+	issuerv1.UnimplementedIssuerServiceServer
+	iss *issuer.Issuer
+	log *slog.Logger
+}
+
+// New returns a Server over iss. log receives the causes of errors that are
+// not sent to callers (slog.Default when nil).
+func New(iss *issuer.Issuer, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{iss: iss, log: log}
+}
+
+// Register registers the service on r.
+func (s *Server) Register(r grpc.ServiceRegistrar) {
+	issuerv1.RegisterIssuerServiceServer(r, s)
+}
+
+// IssueCredential asks policy and, when it allows, mints a credential.
+func (s *Server) IssueCredential(ctx context.Context, req *issuerv1.IssueCredentialRequest) (*issuerv1.IssueCredentialResponse, error) {
+	r := &issuer.IssueRequest{
+		Agent:     req.GetAgent(),
+		Delegator: req.GetDelegator(),
+		Task:      req.GetTask(),
+		Scopes:    req.GetScopes(),
+		Audience:  req.GetAudience(),
+		CnfJKT:    req.GetCnfJkt(),
+	}
+	if req.Ttl != nil {
+		if err := req.GetTtl().CheckValid(); err != nil {
+			return nil, s.toStatus(ctx, &issuer.InvalidArgumentError{Field: "ttl", Reason: err.Error()})
+		}
+		r.TTL = req.GetTtl().AsDuration()
+	}
+	got, err := s.iss.Issue(ctx, r)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	cred := toProto(got.Credential)
+	cred.Token = got.Token
+	return &issuerv1.IssueCredentialResponse{Credential: cred, Decision: got.Decision}, nil
+}
+
+// IntrospectCredential says whether a token is active; an unknown, forged,
+// expired or revoked token is active: false, not an error.
+func (s *Server) IntrospectCredential(ctx context.Context, req *issuerv1.IntrospectCredentialRequest) (*issuerv1.IntrospectCredentialResponse, error) {
+	c, err := s.iss.Introspect(ctx, req.GetToken())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	if c == nil {
+		return &issuerv1.IntrospectCredentialResponse{}, nil
+	}
+	return &issuerv1.IntrospectCredentialResponse{Active: true, Credential: toProto(c)}, nil
+}
+
+// RevokeCredentials revokes by exactly one of credential, task, agent or
+// delegator id.
+func (s *Server) RevokeCredentials(ctx context.Context, req *issuerv1.RevokeCredentialsRequest) (*issuerv1.RevokeCredentialsResponse, error) {
+	var sel issuer.Selector
+	switch v := req.GetSelector().(type) {
+	case *issuerv1.RevokeCredentialsRequest_CredentialId:
+		sel = issuer.Selector{Kind: issuer.ByCredential, ID: v.CredentialId}
+	case *issuerv1.RevokeCredentialsRequest_TaskId:
+		sel = issuer.Selector{Kind: issuer.ByTask, ID: v.TaskId}
+	case *issuerv1.RevokeCredentialsRequest_AgentId:
+		sel = issuer.Selector{Kind: issuer.ByAgent, ID: v.AgentId}
+	case *issuerv1.RevokeCredentialsRequest_DelegatorId:
+		sel = issuer.Selector{Kind: issuer.ByDelegator, ID: v.DelegatorId}
+	}
+	ids, err := s.iss.Revoke(ctx, sel, req.GetReason())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return &issuerv1.RevokeCredentialsResponse{Revoked: int64(len(ids)), CredentialIds: ids}, nil
+}
+
+// CompleteTask revokes every credential of a task and records its end.
+func (s *Server) CompleteTask(ctx context.Context, req *issuerv1.CompleteTaskRequest) (*issuerv1.CompleteTaskResponse, error) {
+	ids, err := s.iss.CompleteTask(ctx, req.GetTaskId(), req.GetReason())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return &issuerv1.CompleteTaskResponse{Revoked: int64(len(ids)), CredentialIds: ids}, nil
+}
+
+// ListCredentials lists live credentials of a task, an agent or a
+// delegator; metadata only.
+func (s *Server) ListCredentials(ctx context.Context, req *issuerv1.ListCredentialsRequest) (*issuerv1.ListCredentialsResponse, error) {
+	var sel issuer.Selector
+	switch v := req.GetSelector().(type) {
+	case *issuerv1.ListCredentialsRequest_TaskId:
+		sel = issuer.Selector{Kind: issuer.ByTask, ID: v.TaskId}
+	case *issuerv1.ListCredentialsRequest_AgentId:
+		sel = issuer.Selector{Kind: issuer.ByAgent, ID: v.AgentId}
+	case *issuerv1.ListCredentialsRequest_DelegatorId:
+		sel = issuer.Selector{Kind: issuer.ByDelegator, ID: v.DelegatorId}
+	}
+	page, err := s.iss.List(ctx, sel, int(req.GetPageSize()), req.GetPageToken())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	resp := &issuerv1.ListCredentialsResponse{NextPageToken: page.NextToken}
+	for _, c := range page.Credentials {
+		resp.Credentials = append(resp.Credentials, toProto(c))
+	}
+	return resp, nil
+}
+
+// GetSigningKeys returns the JWK Set that verifies credentials.
+func (s *Server) GetSigningKeys(context.Context, *issuerv1.GetSigningKeysRequest) (*issuerv1.GetSigningKeysResponse, error) {
+	return &issuerv1.GetSigningKeysResponse{
+		Jwks:       string(s.iss.SigningKeys()),
+		Issuer:     s.iss.IssuerName(),
+		DefaultTtl: durationpb.New(s.iss.MaxTTL()),
+	}, nil
+}
+
+// toProto is a credential's metadata; the token is set by IssueCredential only.
+func toProto(c *issuer.Credential) *issuerv1.Credential {
+	return &issuerv1.Credential{
+		Id:              c.ID,
+		IssuedAt:        timestamppb.New(c.IssuedAt),
+		ExpiresAt:       timestamppb.New(c.ExpiresAt),
+		Scopes:          c.Scopes,
+		AgentId:         c.Agent.GetId(),
+		DelegatorId:     c.Delegator.GetId(),
+		TaskId:          c.Task.GetId(),
+		Audience:        c.Audience,
+		TaskPurpose:     c.Task.GetPurpose(),
+		TaskSensitivity: c.Task.GetSensitivity(),
+		Profile:         c.Profile,
+		PolicyVersion:   c.PolicyVersion,
+		Issuer:          c.Issuer,
+		AgentClass:      c.Agent.GetClass(),
+	}
+}
+
+// toStatus maps a domain error to the status sent to the caller. Causes the
+// caller cannot act on (store and policy failures, bugs) are logged, not sent.
+//
+//	*InvalidArgumentError  INVALID_ARGUMENT     field named; BadRequest detail
+//	*DeniedError           PERMISSION_DENIED    reasons; ErrorInfo detail
+//	ErrPolicyUnavailable   UNAVAILABLE          fail closed, said so
+//	ErrStoreUnavailable    UNAVAILABLE
+//	ErrTaskCompleted       FAILED_PRECONDITION
+//	ErrNotFound            NOT_FOUND
+//	context ended          CANCELED / DEADLINE_EXCEEDED
+//	anything else          INTERNAL             generic message
+func (s *Server) toStatus(ctx context.Context, err error) error {
+	var (
+		invalid *issuer.InvalidArgumentError
+		denied  *issuer.DeniedError
+	)
+	switch {
+	case errors.As(err, &invalid):
+		return withDetails(status.New(codes.InvalidArgument, invalid.Error()), &errdetails.BadRequest{
+			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: invalid.Field, Description: invalid.Reason}},
+		})
+	case errors.As(err, &denied):
+		d := denied.Decision
+		return withDetails(status.New(codes.PermissionDenied, denied.Error()), &errdetails.ErrorInfo{
+			Reason: "POLICY_DENIED",
+			Domain: ErrorDomain,
+			Metadata: map[string]string{
+				"reasons":        strings.Join(d.GetReasons(), "; "),
+				"policies":       strings.Join(d.GetPolicies(), ","),
+				"policy_version": d.GetPolicyVersion(),
+				"decision_id":    d.GetDecisionId(),
+			},
+		})
+	case errors.Is(err, issuer.ErrPolicyUnavailable):
+		s.log.WarnContext(ctx, "no credential issued: policy unavailable", "error", err)
+		return status.Error(codes.Unavailable, MsgPolicyUnavailable)
+	case errors.Is(err, issuer.ErrStoreUnavailable):
+		s.log.WarnContext(ctx, "credential store unavailable", "error", err)
+		return status.Error(codes.Unavailable, MsgStoreUnavailable)
+	case errors.Is(err, issuer.ErrTaskCompleted):
+		return status.Error(codes.FailedPrecondition, "task already completed: no credential issued")
+	case errors.Is(err, issuer.ErrNotFound):
+		return status.Error(codes.NotFound, "credential not found or no longer live")
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "request canceled")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+	default:
+		s.log.ErrorContext(ctx, "internal error", "error", err)
+		return status.Error(codes.Internal, MsgInternal)
+	}
+}
+
+// withDetails adds a google.rpc detail to st; st alone when it cannot.
+func withDetails(st *status.Status, detail protoadapt.MessageV1) error {
+	if ds, err := st.WithDetails(detail); err == nil {
+		return ds.Err()
+	}
+	return st.Err()
+}
