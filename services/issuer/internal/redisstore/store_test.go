@@ -641,3 +641,7 @@ func TestCompleteTaskRereadsWhenIssuedMeanwhile(t *testing.T) {
 		t.Errorf("revoked events for %d credentials, want 2", n)
 	}
 }
+
+// The issuer's store interface is unexported; handing a *Store to
+// issuer.New checks at compile time that it implements it.
+var _ = func() { _, _ = issuer.New(issuer.Config{}, nil, (*redisstore.Store)(nil), nil) }
