@@ -91,9 +91,14 @@ type EvaluateRequest struct {
 	// audience the credential is for.
 	Audience string `protobuf:"bytes,7,opt,name=audience,proto3" json:"audience,omitempty"`
 	// agent_chain lists the agents above a sub-agent, nearest parent first.
-	AgentChain    []*v1.Agent `protobuf:"bytes,8,rep,name=agent_chain,json=agentChain,proto3" json:"agent_chain,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AgentChain []*v1.Agent `protobuf:"bytes,8,rep,name=agent_chain,json=agentChain,proto3" json:"agent_chain,omitempty"`
+	// agent_chain_scopes, when set, has one entry per agent_chain entry, in the
+	// same order: the scopes that agent holds (its credential's scopes). A
+	// sub-agent is never granted a scope that any agent above it lacks. When
+	// empty the chain does not narrow the grant.
+	AgentChainScopes []*HeldScopes `protobuf:"bytes,9,rep,name=agent_chain_scopes,json=agentChainScopes,proto3" json:"agent_chain_scopes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *EvaluateRequest) Reset() {
@@ -182,6 +187,58 @@ func (x *EvaluateRequest) GetAgentChain() []*v1.Agent {
 	return nil
 }
 
+func (x *EvaluateRequest) GetAgentChainScopes() []*HeldScopes {
+	if x != nil {
+		return x.AgentChainScopes
+	}
+	return nil
+}
+
+// HeldScopes lists the scopes one agent holds.
+type HeldScopes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scopes        []string               `protobuf:"bytes,1,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldScopes) Reset() {
+	*x = HeldScopes{}
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldScopes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldScopes) ProtoMessage() {}
+
+func (x *HeldScopes) ProtoReflect() protoreflect.Message {
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldScopes.ProtoReflect.Descriptor instead.
+func (*HeldScopes) Descriptor() ([]byte, []int) {
+	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HeldScopes) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
 // EvaluateResponse carries the decision.
 type EvaluateResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -192,7 +249,7 @@ type EvaluateResponse struct {
 
 func (x *EvaluateResponse) Reset() {
 	*x = EvaluateResponse{}
-	mi := &file_jitid_policy_v1_policy_proto_msgTypes[1]
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -204,7 +261,7 @@ func (x *EvaluateResponse) String() string {
 func (*EvaluateResponse) ProtoMessage() {}
 
 func (x *EvaluateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jitid_policy_v1_policy_proto_msgTypes[1]
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -217,7 +274,7 @@ func (x *EvaluateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateResponse.ProtoReflect.Descriptor instead.
 func (*EvaluateResponse) Descriptor() ([]byte, []int) {
-	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{1}
+	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *EvaluateResponse) GetDecision() *v1.Decision {
@@ -237,7 +294,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_jitid_policy_v1_policy_proto_msgTypes[2]
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -249,7 +306,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jitid_policy_v1_policy_proto_msgTypes[2]
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -262,7 +319,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ExplainRequest) GetRequest() *EvaluateRequest {
@@ -287,14 +344,17 @@ type PolicyResult struct {
 	// position is "file:line:column" of the policy.
 	Position string `protobuf:"bytes,6,opt,name=position,proto3" json:"position,omitempty"`
 	// reason is the policy's @reason annotation.
-	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	// explanation says why the policy applied or not, e.g. "action scope does
+	// not match" or "when clause at line 12 is false".
+	Explanation   string `protobuf:"bytes,8,opt,name=explanation,proto3" json:"explanation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PolicyResult) Reset() {
 	*x = PolicyResult{}
-	mi := &file_jitid_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -306,7 +366,7 @@ func (x *PolicyResult) String() string {
 func (*PolicyResult) ProtoMessage() {}
 
 func (x *PolicyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_jitid_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -319,7 +379,7 @@ func (x *PolicyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyResult.ProtoReflect.Descriptor instead.
 func (*PolicyResult) Descriptor() ([]byte, []int) {
-	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PolicyResult) GetPolicyId() string {
@@ -371,6 +431,13 @@ func (x *PolicyResult) GetReason() string {
 	return ""
 }
 
+func (x *PolicyResult) GetExplanation() string {
+	if x != nil {
+		return x.Explanation
+	}
+	return ""
+}
+
 // ScopeExplanation explains the outcome for one requested scope.
 type ScopeExplanation struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -385,7 +452,7 @@ type ScopeExplanation struct {
 
 func (x *ScopeExplanation) Reset() {
 	*x = ScopeExplanation{}
-	mi := &file_jitid_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +464,7 @@ func (x *ScopeExplanation) String() string {
 func (*ScopeExplanation) ProtoMessage() {}
 
 func (x *ScopeExplanation) ProtoReflect() protoreflect.Message {
-	mi := &file_jitid_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +477,7 @@ func (x *ScopeExplanation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScopeExplanation.ProtoReflect.Descriptor instead.
 func (*ScopeExplanation) Descriptor() ([]byte, []int) {
-	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ScopeExplanation) GetScope() string {
@@ -452,7 +519,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_jitid_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +531,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jitid_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +544,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ExplainResponse) GetDecision() *v1.Decision {
@@ -503,7 +570,7 @@ type GetPolicySetRequest struct {
 
 func (x *GetPolicySetRequest) Reset() {
 	*x = GetPolicySetRequest{}
-	mi := &file_jitid_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +582,7 @@ func (x *GetPolicySetRequest) String() string {
 func (*GetPolicySetRequest) ProtoMessage() {}
 
 func (x *GetPolicySetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jitid_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +595,7 @@ func (x *GetPolicySetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicySetRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicySetRequest) Descriptor() ([]byte, []int) {
-	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 // GetPolicySetResponse describes the policy set in use.
@@ -549,7 +616,7 @@ type GetPolicySetResponse struct {
 
 func (x *GetPolicySetResponse) Reset() {
 	*x = GetPolicySetResponse{}
-	mi := &file_jitid_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +628,7 @@ func (x *GetPolicySetResponse) String() string {
 func (*GetPolicySetResponse) ProtoMessage() {}
 
 func (x *GetPolicySetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jitid_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_jitid_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +641,7 @@ func (x *GetPolicySetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicySetResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicySetResponse) Descriptor() ([]byte, []int) {
-	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_jitid_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetPolicySetResponse) GetVersion() string {
@@ -623,7 +690,7 @@ var File_jitid_policy_v1_policy_proto protoreflect.FileDescriptor
 
 const file_jitid_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1cjitid/policy/v1/policy.proto\x12\x0fjitid.policy.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xf6\x02\n" +
+	"\x1cjitid/policy/v1/policy.proto\x12\x0fjitid.policy.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xc1\x03\n" +
 	"\x0fEvaluateRequest\x12.\n" +
 	"\x05agent\x18\x01 \x01(\v2\x18.jitid.identity.v1.AgentR\x05agent\x12:\n" +
 	"\tdelegator\x18\x02 \x01(\v2\x1c.jitid.identity.v1.DelegatorR\tdelegator\x12+\n" +
@@ -633,11 +700,15 @@ const file_jitid_policy_v1_policy_proto_rawDesc = "" +
 	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
 	"\baudience\x18\a \x01(\tR\baudience\x129\n" +
 	"\vagent_chain\x18\b \x03(\v2\x18.jitid.identity.v1.AgentR\n" +
-	"agentChain\"K\n" +
+	"agentChain\x12I\n" +
+	"\x12agent_chain_scopes\x18\t \x03(\v2\x1b.jitid.policy.v1.HeldScopesR\x10agentChainScopes\"$\n" +
+	"\n" +
+	"HeldScopes\x12\x16\n" +
+	"\x06scopes\x18\x01 \x03(\tR\x06scopes\"K\n" +
 	"\x10EvaluateResponse\x127\n" +
 	"\bdecision\x18\x01 \x01(\v2\x1b.jitid.identity.v1.DecisionR\bdecision\"L\n" +
 	"\x0eExplainRequest\x12:\n" +
-	"\arequest\x18\x01 \x01(\v2 .jitid.policy.v1.EvaluateRequestR\arequest\"\xe2\x01\n" +
+	"\arequest\x18\x01 \x01(\v2 .jitid.policy.v1.EvaluateRequestR\arequest\"\x84\x02\n" +
 	"\fPolicyResult\x12\x1b\n" +
 	"\tpolicy_id\x18\x01 \x01(\tR\bpolicyId\x12/\n" +
 	"\x06effect\x18\x02 \x01(\x0e2\x17.jitid.policy.v1.EffectR\x06effect\x12\x18\n" +
@@ -645,7 +716,8 @@ const file_jitid_policy_v1_policy_proto_rawDesc = "" +
 	"\vdetermining\x18\x04 \x01(\bR\vdetermining\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1a\n" +
 	"\bposition\x18\x06 \x01(\tR\bposition\x12\x16\n" +
-	"\x06reason\x18\a \x01(\tR\x06reason\"\x9e\x01\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12 \n" +
+	"\vexplanation\x18\b \x01(\tR\vexplanation\"\x9e\x01\n" +
 	"\x10ScopeExplanation\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x18\n" +
 	"\agranted\x18\x02 \x01(\bR\agranted\x129\n" +
@@ -687,50 +759,52 @@ func file_jitid_policy_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_jitid_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_jitid_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_jitid_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_jitid_policy_v1_policy_proto_goTypes = []any{
 	(Effect)(0),                   // 0: jitid.policy.v1.Effect
 	(*EvaluateRequest)(nil),       // 1: jitid.policy.v1.EvaluateRequest
-	(*EvaluateResponse)(nil),      // 2: jitid.policy.v1.EvaluateResponse
-	(*ExplainRequest)(nil),        // 3: jitid.policy.v1.ExplainRequest
-	(*PolicyResult)(nil),          // 4: jitid.policy.v1.PolicyResult
-	(*ScopeExplanation)(nil),      // 5: jitid.policy.v1.ScopeExplanation
-	(*ExplainResponse)(nil),       // 6: jitid.policy.v1.ExplainResponse
-	(*GetPolicySetRequest)(nil),   // 7: jitid.policy.v1.GetPolicySetRequest
-	(*GetPolicySetResponse)(nil),  // 8: jitid.policy.v1.GetPolicySetResponse
-	(*v1.Agent)(nil),              // 9: jitid.identity.v1.Agent
-	(*v1.Delegator)(nil),          // 10: jitid.identity.v1.Delegator
-	(*v1.Task)(nil),               // 11: jitid.identity.v1.Task
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*v1.Decision)(nil),           // 14: jitid.identity.v1.Decision
+	(*HeldScopes)(nil),            // 2: jitid.policy.v1.HeldScopes
+	(*EvaluateResponse)(nil),      // 3: jitid.policy.v1.EvaluateResponse
+	(*ExplainRequest)(nil),        // 4: jitid.policy.v1.ExplainRequest
+	(*PolicyResult)(nil),          // 5: jitid.policy.v1.PolicyResult
+	(*ScopeExplanation)(nil),      // 6: jitid.policy.v1.ScopeExplanation
+	(*ExplainResponse)(nil),       // 7: jitid.policy.v1.ExplainResponse
+	(*GetPolicySetRequest)(nil),   // 8: jitid.policy.v1.GetPolicySetRequest
+	(*GetPolicySetResponse)(nil),  // 9: jitid.policy.v1.GetPolicySetResponse
+	(*v1.Agent)(nil),              // 10: jitid.identity.v1.Agent
+	(*v1.Delegator)(nil),          // 11: jitid.identity.v1.Delegator
+	(*v1.Task)(nil),               // 12: jitid.identity.v1.Task
+	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*v1.Decision)(nil),           // 15: jitid.identity.v1.Decision
 }
 var file_jitid_policy_v1_policy_proto_depIdxs = []int32{
-	9,  // 0: jitid.policy.v1.EvaluateRequest.agent:type_name -> jitid.identity.v1.Agent
-	10, // 1: jitid.policy.v1.EvaluateRequest.delegator:type_name -> jitid.identity.v1.Delegator
-	11, // 2: jitid.policy.v1.EvaluateRequest.task:type_name -> jitid.identity.v1.Task
-	12, // 3: jitid.policy.v1.EvaluateRequest.ttl:type_name -> google.protobuf.Duration
-	13, // 4: jitid.policy.v1.EvaluateRequest.time:type_name -> google.protobuf.Timestamp
-	9,  // 5: jitid.policy.v1.EvaluateRequest.agent_chain:type_name -> jitid.identity.v1.Agent
-	14, // 6: jitid.policy.v1.EvaluateResponse.decision:type_name -> jitid.identity.v1.Decision
-	1,  // 7: jitid.policy.v1.ExplainRequest.request:type_name -> jitid.policy.v1.EvaluateRequest
-	0,  // 8: jitid.policy.v1.PolicyResult.effect:type_name -> jitid.policy.v1.Effect
-	4,  // 9: jitid.policy.v1.ScopeExplanation.policies:type_name -> jitid.policy.v1.PolicyResult
-	14, // 10: jitid.policy.v1.ExplainResponse.decision:type_name -> jitid.identity.v1.Decision
-	5,  // 11: jitid.policy.v1.ExplainResponse.scopes:type_name -> jitid.policy.v1.ScopeExplanation
-	13, // 12: jitid.policy.v1.GetPolicySetResponse.loaded_at:type_name -> google.protobuf.Timestamp
-	13, // 13: jitid.policy.v1.GetPolicySetResponse.last_error_at:type_name -> google.protobuf.Timestamp
-	1,  // 14: jitid.policy.v1.PolicyService.Evaluate:input_type -> jitid.policy.v1.EvaluateRequest
-	3,  // 15: jitid.policy.v1.PolicyService.Explain:input_type -> jitid.policy.v1.ExplainRequest
-	7,  // 16: jitid.policy.v1.PolicyService.GetPolicySet:input_type -> jitid.policy.v1.GetPolicySetRequest
-	2,  // 17: jitid.policy.v1.PolicyService.Evaluate:output_type -> jitid.policy.v1.EvaluateResponse
-	6,  // 18: jitid.policy.v1.PolicyService.Explain:output_type -> jitid.policy.v1.ExplainResponse
-	8,  // 19: jitid.policy.v1.PolicyService.GetPolicySet:output_type -> jitid.policy.v1.GetPolicySetResponse
-	17, // [17:20] is the sub-list for method output_type
-	14, // [14:17] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	10, // 0: jitid.policy.v1.EvaluateRequest.agent:type_name -> jitid.identity.v1.Agent
+	11, // 1: jitid.policy.v1.EvaluateRequest.delegator:type_name -> jitid.identity.v1.Delegator
+	12, // 2: jitid.policy.v1.EvaluateRequest.task:type_name -> jitid.identity.v1.Task
+	13, // 3: jitid.policy.v1.EvaluateRequest.ttl:type_name -> google.protobuf.Duration
+	14, // 4: jitid.policy.v1.EvaluateRequest.time:type_name -> google.protobuf.Timestamp
+	10, // 5: jitid.policy.v1.EvaluateRequest.agent_chain:type_name -> jitid.identity.v1.Agent
+	2,  // 6: jitid.policy.v1.EvaluateRequest.agent_chain_scopes:type_name -> jitid.policy.v1.HeldScopes
+	15, // 7: jitid.policy.v1.EvaluateResponse.decision:type_name -> jitid.identity.v1.Decision
+	1,  // 8: jitid.policy.v1.ExplainRequest.request:type_name -> jitid.policy.v1.EvaluateRequest
+	0,  // 9: jitid.policy.v1.PolicyResult.effect:type_name -> jitid.policy.v1.Effect
+	5,  // 10: jitid.policy.v1.ScopeExplanation.policies:type_name -> jitid.policy.v1.PolicyResult
+	15, // 11: jitid.policy.v1.ExplainResponse.decision:type_name -> jitid.identity.v1.Decision
+	6,  // 12: jitid.policy.v1.ExplainResponse.scopes:type_name -> jitid.policy.v1.ScopeExplanation
+	14, // 13: jitid.policy.v1.GetPolicySetResponse.loaded_at:type_name -> google.protobuf.Timestamp
+	14, // 14: jitid.policy.v1.GetPolicySetResponse.last_error_at:type_name -> google.protobuf.Timestamp
+	1,  // 15: jitid.policy.v1.PolicyService.Evaluate:input_type -> jitid.policy.v1.EvaluateRequest
+	4,  // 16: jitid.policy.v1.PolicyService.Explain:input_type -> jitid.policy.v1.ExplainRequest
+	8,  // 17: jitid.policy.v1.PolicyService.GetPolicySet:input_type -> jitid.policy.v1.GetPolicySetRequest
+	3,  // 18: jitid.policy.v1.PolicyService.Evaluate:output_type -> jitid.policy.v1.EvaluateResponse
+	7,  // 19: jitid.policy.v1.PolicyService.Explain:output_type -> jitid.policy.v1.ExplainResponse
+	9,  // 20: jitid.policy.v1.PolicyService.GetPolicySet:output_type -> jitid.policy.v1.GetPolicySetResponse
+	18, // [18:21] is the sub-list for method output_type
+	15, // [15:18] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_jitid_policy_v1_policy_proto_init() }
@@ -744,7 +818,7 @@ func file_jitid_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jitid_policy_v1_policy_proto_rawDesc), len(file_jitid_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
