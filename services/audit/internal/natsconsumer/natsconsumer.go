@@ -155,6 +155,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if cons == nil {
 			var err error
 			if cons, err = c.setup(ctx); err != nil {
+				if ctx.Err() != nil {
+					break
+				}
 				c.log.Warn("event stream not reachable; retrying", "error", err, "retry_in", backoff.peek())
 				backoff.wait(ctx)
 				continue
@@ -166,6 +169,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 		batch, err := cons.Fetch(c.opts.BatchSize, jetstream.FetchContext(fctx))
 		if err != nil {
 			cancel()
+			if ctx.Err() != nil {
+				break
+			}
 			c.log.Warn("fetch from event stream failed", "error", err)
 			cons = nil
 			backoff.wait(ctx)
@@ -199,7 +205,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 // setup makes sure the stream and the durable consumer exist; both calls
 // are idempotent, so every replica makes them at every (re)start.
 func (c *Consumer) setup(ctx context.Context) (jetstream.Consumer, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// While NATS is down a request waits for this long, so it is also
+	// how often the outage is logged.
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	s, err := eventbus.EnsureStream(ctx, c.js, c.opts.Bus)
 	if err != nil {

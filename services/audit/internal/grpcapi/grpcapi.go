@@ -1,0 +1,169 @@
+// Package grpcapi is jitid.audit.v1.AuditService over the audit domain:
+// it turns requests into domain calls, records into protos, and domain
+// errors into gRPC status codes (toStatus).
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
+	"github.com/jitid/jitid/services/audit/internal/audit"
+)
+
+// Server implements auditv1.AuditServiceServer.
+type Server struct {
+	auditv1.UnimplementedAuditServiceServer
+	svc *audit.Service
+	log *slog.Logger
+}
+
+// New returns a Server over svc.
+func New(svc *audit.Service, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{svc: svc, log: log}
+}
+
+// Register adds the AuditService to gs.
+func (s *Server) Register(gs *grpc.Server) { auditv1.RegisterAuditServiceServer(gs, s) }
+
+// QueryEvents returns one page of recorded events, oldest first.
+func (s *Server) QueryEvents(ctx context.Context, req *auditv1.QueryEventsRequest) (*auditv1.QueryEventsResponse, error) {
+	f, err := toFilter(req.GetFilter())
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	page, err := s.svc.QueryEvents(ctx, audit.PageRequest{Filter: f, PageSize: int(req.GetPageSize()), PageToken: req.GetPageToken()})
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	resp := &auditv1.QueryEventsResponse{
+		Records:       make([]*auditv1.AuditRecord, 0, len(page.Records)),
+		NextPageToken: page.NextPageToken,
+	}
+	for i := range page.Records {
+		r, err := toProto(&page.Records[i])
+		if err != nil {
+			return nil, s.toStatus(err)
+		}
+		resp.Records = append(resp.Records, r)
+	}
+	return resp, nil
+}
+
+// TailEvents streams matching records after after_sequence, then new
+// ones as they are recorded, until the client goes away.
+func (s *Server) TailEvents(req *auditv1.TailEventsRequest, stream grpc.ServerStreamingServer[auditv1.TailEventsResponse]) error {
+	f, err := toFilter(req.GetFilter())
+	if err != nil {
+		return s.toStatus(err)
+	}
+	err = s.svc.Tail(stream.Context(), f, req.GetAfterSequence(), func(r *audit.Record) error {
+		pr, err := toProto(r)
+		if err != nil {
+			return err
+		}
+		return stream.Send(&auditv1.TailEventsResponse{Record: pr})
+	})
+	return s.toStatus(err)
+}
+
+// VerifyLog walks the hash chain and names the first bad record.
+func (s *Server) VerifyLog(ctx context.Context, _ *auditv1.VerifyLogRequest) (*auditv1.VerifyLogResponse, error) {
+	v, err := s.svc.Verify(ctx)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	if !v.OK {
+		s.log.Warn("audit log failed verification", "first_bad_sequence", v.FirstBad, "problem", v.Problem)
+	}
+	return &auditv1.VerifyLogResponse{Ok: v.OK, RecordsChecked: v.Checked, FirstBadSequence: v.FirstBad, Problem: v.Problem}, nil
+}
+
+// errBadRequest reports a request field that is malformed before it
+// reaches the domain (an invalid timestamp).
+var errBadRequest = errors.New("invalid request")
+
+// errUndecodable reports a stored record whose event bytes do not decode:
+// the store is damaged, and VerifyLog will say where.
+var errUndecodable = errors.New("stored record cannot be decoded")
+
+func toFilter(f *auditv1.EventFilter) (audit.Filter, error) {
+	out := audit.Filter{
+		TaskID:       f.GetTaskId(),
+		AgentID:      f.GetAgentId(),
+		DelegatorID:  f.GetDelegatorId(),
+		CredentialID: f.GetCredentialId(),
+		Types:        f.GetTypes(),
+	}
+	var err error
+	if out.Start, err = toTime("filter.start_time", f.GetStartTime()); err != nil {
+		return audit.Filter{}, err
+	}
+	if out.End, err = toTime("filter.end_time", f.GetEndTime()); err != nil {
+		return audit.Filter{}, err
+	}
+	return out, nil
+}
+
+func toTime(field string, ts *timestamppb.Timestamp) (time.Time, error) {
+	if ts == nil {
+		return time.Time{}, nil
+	}
+	if err := ts.CheckValid(); err != nil {
+		return time.Time{}, fmt.Errorf("%w: %s: %v", errBadRequest, field, err)
+	}
+	return ts.AsTime(), nil
+}
+
+func toProto(r *audit.Record) (*auditv1.AuditRecord, error) {
+	ev, err := r.DecodeEvent()
+	if err != nil {
+		return nil, fmt.Errorf("%w: record %d: %v", errUndecodable, r.Sequence, err)
+	}
+	return &auditv1.AuditRecord{
+		Sequence:   r.Sequence,
+		Event:      ev,
+		RecordedAt: timestamppb.New(r.RecordedAt),
+		PrevHash:   r.PrevHash,
+		Hash:       r.Hash,
+	}, nil
+}
+
+// toStatus maps every error of this service to a gRPC status. Domain
+// messages are written for the caller and sent as they are; anything
+// unknown is logged and becomes a generic INTERNAL, so that no storage
+// detail leaks to clients.
+func (s *Server) toStatus(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, audit.ErrInvalidFilter), errors.Is(err, audit.ErrInvalidPageSize),
+		errors.Is(err, audit.ErrInvalidPageToken), errors.Is(err, audit.ErrInvalidSequence),
+		errors.Is(err, errBadRequest):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, errUndecodable):
+		s.log.Error("audit record cannot be decoded", "error", err)
+		return status.Error(codes.DataLoss, err.Error()+"; run VerifyLog")
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "canceled")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+	}
+	// A send on a stream whose client is gone already carries a status.
+	if st, ok := status.FromError(err); ok {
+		return st.Err()
+	}
+	s.log.Error("audit request failed", "error", err)
+	return status.Error(codes.Internal, "internal error")
+}
