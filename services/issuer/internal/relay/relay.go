@@ -491,19 +491,23 @@ func (r *Relay) publish(ctx context.Context, entries []entry) error {
 	return firstErr
 }
 
-// remove acknowledges and deletes entries, per stream in one MULTI, so that
-// an entry is never left acknowledged (no longer delivered) but not deleted.
+// remove deletes and then acknowledges entries, in one pipeline. Deleting
+// first makes a crash in between harmless: an entry deleted but still
+// pending comes back from the pending read without fields and is then only
+// acknowledged, while one acknowledged but not deleted would never be
+// delivered again and stay in the outbox for good. (No MULTI: a cluster
+// client cannot run one across the shards' slots.)
 func (r *Relay) remove(ctx context.Context, done [][]string) error {
 	if !slices.ContainsFunc(done, func(ids []string) bool { return len(ids) > 0 }) {
 		return nil
 	}
-	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, ids := range done {
 			if len(ids) == 0 {
 				continue
 			}
-			p.XAck(ctx, r.opts.Streams[i], r.opts.Group, ids...)
 			p.XDel(ctx, r.opts.Streams[i], ids...)
+			p.XAck(ctx, r.opts.Streams[i], r.opts.Group, ids...)
 		}
 		return nil
 	})
