@@ -447,7 +447,9 @@ func TestIssuerService(t *testing.T) {
 			{"unknown class", func(r *issuerv1.IssueCredentialRequest) { r.Agent.Class = 7 }, "agent.class"},
 			{"no delegator", func(r *issuerv1.IssueCredentialRequest) { r.Delegator = nil }, "delegator"},
 			{"no sensitivity", func(r *issuerv1.IssueCredentialRequest) { r.Task.Sensitivity = 0 }, "task.sensitivity"},
-			{"past deadline", func(r *issuerv1.IssueCredentialRequest) { r.Task.Deadline = timestamppb.New(time.Now().Add(-time.Minute)) }, "task.deadline"},
+			{"past deadline", func(r *issuerv1.IssueCredentialRequest) {
+				r.Task.Deadline = timestamppb.New(time.Now().Add(-time.Minute))
+			}, "task.deadline"},
 			{"empty scopes", func(r *issuerv1.IssueCredentialRequest) { r.Scopes = nil }, "scopes"},
 			{"no ttl", func(r *issuerv1.IssueCredentialRequest) { r.Ttl = nil }, "ttl"},
 			{"zero ttl", func(r *issuerv1.IssueCredentialRequest) { r.Ttl = durationpb.New(0) }, "ttl"},
@@ -514,4 +516,3 @@ func proto(c *issuerv1.Credential) *issuerv1.Credential {
 		PolicyVersion: c.PolicyVersion, Issuer: c.Issuer, AgentClass: c.AgentClass,
 	}
 }
-

@@ -680,4 +680,3 @@ func TestSelectorValidation(t *testing.T) {
 		t.Errorf("List(page size too big) error = %v", err)
 	}
 }
-

@@ -1,0 +1,168 @@
+// Package config is the issuer's configuration: one typed Config, read from
+// flags and JITID_* environment variables (docs/configuration.md) and
+// validated once, before anything starts.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/jitid/jitid/pkg/envflag"
+)
+
+// Config is everything the issuer binary is told.
+type Config struct {
+	// Common to every service.
+	GRPCAddr  string
+	AdminAddr string // empty turns the admin server off
+	LogLevel  slog.Level
+	LogFormat string // "json" or "text"
+
+	// Redis.
+	RedisAddrs    []string // several for Redis Cluster
+	RedisPassword string
+	KeyPrefix     string
+	Shards        int
+
+	// NATS JetStream.
+	NATSURL       string
+	Stream        string
+	SubjectPrefix string
+
+	// Policy.
+	PolicyAddr    string
+	PolicyTimeout time.Duration
+
+	// Credentials.
+	Issuer          string
+	DefaultAudience string
+	KeyDir          string // empty: a generated development key
+	MaxTTL          time.Duration
+	SweepInterval   time.Duration
+}
+
+// Load parses args (without the program name) and the environment, looked
+// up with getenv (os.Getenv when nil), and validates the result. -help
+// prints the flags to output and returns flag.ErrHelp.
+func Load(args []string, getenv func(string) string, output io.Writer) (Config, error) {
+	var (
+		c         Config
+		logLevel  string
+		redisAddr string
+	)
+	fs := flag.NewFlagSet("issuer", flag.ContinueOnError)
+	if output != nil {
+		fs.SetOutput(output)
+	}
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50051", "gRPC listen address")
+	fs.StringVar(&c.AdminAddr, "admin-addr", "127.0.0.1:9091", "admin HTTP address (/metrics, /healthz, /readyz); empty turns it off")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
+	fs.StringVar(&redisAddr, "redis-addr", "127.0.0.1:6379", "Redis address; several, comma separated, for Redis Cluster")
+	fs.StringVar(&c.RedisPassword, "redis-password", "", "Redis password")
+	fs.StringVar(&c.KeyPrefix, "key-prefix", "jitid", "first part of every Redis key")
+	fs.IntVar(&c.Shards, "shards", 16, "hash-tag shards; fixed for the life of a deployment")
+	fs.StringVar(&c.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server(s) with JetStream")
+	fs.StringVar(&c.Stream, "stream", "JITID_EVENTS", "JetStream stream of lifecycle events")
+	fs.StringVar(&c.SubjectPrefix, "subject-prefix", "jitid.events", "subjects are <prefix>.credential.issued, …")
+	fs.StringVar(&c.PolicyAddr, "policy-addr", "127.0.0.1:50052", "policy service address")
+	fs.DurationVar(&c.PolicyTimeout, "policy-timeout", 500*time.Millisecond, "deadline of a policy call; past it the issuer refuses (UNAVAILABLE)")
+	fs.StringVar(&c.Issuer, "issuer", "https://jitid.local", "the iss of every credential")
+	fs.StringVar(&c.DefaultAudience, "default-audience", "jitid", "aud when a request names none")
+	fs.StringVar(&c.KeyDir, "key-dir", "", "directory of signing keys (PEM or JWK); a development key is generated when empty")
+	fs.DurationVar(&c.MaxTTL, "max-ttl", time.Hour, "no credential lives longer, whatever policy allows")
+	fs.DurationVar(&c.SweepInterval, "sweep-interval", 500*time.Millisecond, "how often expired credentials are swept and reported")
+	if err := envflag.Parse(fs, args, getenv); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return Config{}, fmt.Errorf("-log-level %q: want debug, info, warn or error", logLevel)
+	}
+	for _, a := range strings.Split(redisAddr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			c.RedisAddrs = append(c.RedisAddrs, a)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Validate reports every setting that cannot work, all at once.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(flag, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("-%s: %s", flag, fmt.Sprintf(format, args...)))
+	}
+	hostPort := func(flag, addr string) {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(flag, "%q is not host:port", addr)
+		}
+	}
+	positive := func(flag string, d time.Duration) {
+		if d <= 0 {
+			bad(flag, "must be positive, got %v", d)
+		}
+	}
+
+	hostPort("grpc-addr", c.GRPCAddr)
+	if c.AdminAddr != "" {
+		hostPort("admin-addr", c.AdminAddr)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		bad("log-format", "%q: want json or text", c.LogFormat)
+	}
+	if len(c.RedisAddrs) == 0 {
+		bad("redis-addr", "is required")
+	}
+	for _, a := range c.RedisAddrs {
+		hostPort("redis-addr", a)
+	}
+	if c.KeyPrefix == "" || strings.ContainsAny(c.KeyPrefix, "{} ") {
+		bad("key-prefix", "%q: want a non-empty prefix without braces or spaces", c.KeyPrefix)
+	}
+	if c.Shards < 1 {
+		bad("shards", "must be at least 1, got %d", c.Shards)
+	}
+	if c.NATSURL == "" {
+		bad("nats-url", "is required")
+	}
+	if c.Stream == "" || strings.ContainsAny(c.Stream, ". *>") {
+		bad("stream", "%q: want a stream name without '.', '*', '>' or spaces", c.Stream)
+	}
+	if c.SubjectPrefix == "" || strings.ContainsAny(c.SubjectPrefix, " *>") {
+		bad("subject-prefix", "%q: want a subject without wildcards or spaces", c.SubjectPrefix)
+	}
+	if c.PolicyAddr == "" {
+		bad("policy-addr", "is required")
+	}
+	positive("policy-timeout", c.PolicyTimeout)
+	if c.Issuer == "" {
+		bad("issuer", "is required")
+	}
+	if c.DefaultAudience == "" {
+		bad("default-audience", "is required")
+	}
+	positive("max-ttl", c.MaxTTL)
+	positive("sweep-interval", c.SweepInterval)
+	return errors.Join(errs...)
+}
+
+// Logger returns the logger the configuration asks for, writing to w.
+func (c Config) Logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
