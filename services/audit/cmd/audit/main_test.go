@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/jitid/jitid/pkg/eventbus"
+	"github.com/jitid/jitid/pkg/localinfra"
+	"github.com/jitid/jitid/pkg/testserver"
+	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
+	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
+	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
+)
+
+// TestRunEndToEnd wires the binary as main does: an event published on
+// NATS is queryable over gRPC, the log verifies, and cancelling the
+// context (SIGTERM) stops everything cleanly.
+func TestRunEndToEnd(t *testing.T) {
+	t.Parallel()
+	natsURL := testserver.NATSURL(t)
+	ns := testserver.Namespace(t)
+	port, err := localinfra.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	env := map[string]string{
+		"JITID_GRPC_ADDR":      addr,
+		"JITID_ADMIN_ADDR":     "127.0.0.1:0",
+		"JITID_AUDIT_DSN":      "sqlite://" + filepath.Join(t.TempDir(), "audit.db"),
+		"JITID_NATS_URL":       natsURL,
+		"JITID_STREAM":         ns,
+		"JITID_SUBJECT_PREFIX": ns + ".events",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run() = %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("run() did not return after cancel")
+		}
+	}()
+
+	ev := &eventsv1.LifecycleEvent{
+		Id: "evt-main-1", Type: eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, Time: timestamppb.Now(),
+		CredentialId: "cred-1", Task: &identityv1.Task{Id: "task-1"},
+	}
+	b, err := eventbus.Encode("", ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus := eventbus.Config{Stream: ns, SubjectPrefix: ns + ".events"}
+	pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer pcancel()
+	if _, err := eventbus.EnsureStream(pctx, js, bus); err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(bus.Subject(ev.GetType()))
+	msg.Data = b
+	msg.Header.Set(jetstream.MsgIDHeader, ev.GetId())
+	if _, err := js.PublishMsg(pctx, msg); err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := auditv1.NewAuditServiceClient(conn)
+	health := healthpb.NewHealthClient(conn)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		h, herr := health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "jitid.audit.v1.AuditService"})
+		resp, qerr := client.QueryEvents(context.Background(), &auditv1.QueryEventsRequest{Filter: &auditv1.EventFilter{TaskId: "task-1"}})
+		if herr == nil && h.GetStatus() == healthpb.HealthCheckResponse_SERVING && qerr == nil && len(resp.GetRecords()) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("event not recorded: health %v %v, query %v %v", h, herr, resp, qerr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	v, err := client.VerifyLog(context.Background(), &auditv1.VerifyLogRequest{})
+	if err != nil || !v.GetOk() || v.GetRecordsChecked() != 1 {
+		t.Errorf("VerifyLog() = %v, %v; want ok over 1", v, err)
+	}
+}
