@@ -9,7 +9,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"hash"
+	"io"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -122,9 +122,9 @@ func Hash(r *Record) string {
 	}
 	putStr := func(s string) {
 		putInt(int64(len(s)))
-		writeString(h, s)
+		_, _ = io.WriteString(h, s) // avoids a []byte copy of every column
 	}
-	writeString(h, hashDomain)
+	_, _ = io.WriteString(h, hashDomain)
 	putInt(r.Sequence)
 	putStr(r.PrevHash)
 	putStr(r.EventID)
@@ -139,16 +139,6 @@ func Hash(r *Record) string {
 	h.Write(r.Event)
 	var sum [sha256.Size]byte
 	return hex.EncodeToString(h.Sum(sum[:0]))
-}
-
-// writeString avoids a []byte copy of every column: sha256's digest
-// implements io.StringWriter.
-func writeString(h hash.Hash, s string) {
-	if sw, ok := h.(interface{ WriteString(string) (int, error) }); ok {
-		_, _ = sw.WriteString(s)
-		return
-	}
-	h.Write([]byte(s))
 }
 
 // DecodeEvent returns the lifecycle event held in r.
