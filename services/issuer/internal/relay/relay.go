@@ -396,8 +396,28 @@ func (r *Relay) claim(ctx context.Context) error {
 			}
 			start = next
 		}
+		r.forgetGoneConsumers(ctx, s)
 	}
 	return nil
+}
+
+// goneConsumerIdle is how long a consumer of the group must have been silent,
+// with nothing pending, before it is taken for a replica that is gone.
+const goneConsumerIdle = time.Hour
+
+// forgetGoneConsumers removes from the group the consumers of replicas that
+// have gone (every restart names a new one), once nothing is pending with
+// them. Failures are ignored: this is housekeeping.
+func (r *Relay) forgetGoneConsumers(ctx context.Context, stream string) {
+	consumers, err := r.rdb.XInfoConsumers(ctx, stream, r.opts.Group).Result()
+	if err != nil {
+		return
+	}
+	for _, c := range consumers {
+		if c.Name != r.opts.Consumer && c.Pending == 0 && c.Idle > goneConsumerIdle {
+			_ = r.rdb.XGroupDelConsumer(ctx, stream, r.opts.Group, c.Name).Err()
+		}
+	}
 }
 
 // publish sends the entries asynchronously, waits for the batch's acks and
