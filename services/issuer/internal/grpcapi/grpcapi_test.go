@@ -369,8 +369,10 @@ func TestIssuerService(t *testing.T) {
 		if in, err := e.client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: resp.GetCredential().GetToken()}); err != nil || in.GetActive() {
 			t.Errorf("introspect = %v, %v; want inactive", in, err)
 		}
-		if n := len(e.events(t)[eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED]); n != 1 {
-			t.Errorf("%d task completed events, want 1", n)
+		completed := e.events(t)[eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED]
+		if len(completed) != 1 || completed[0].GetReason() != "summary delivered" ||
+			!cmp.Equal(completed[0].GetCredentialIds(), []string{resp.GetCredential().GetId()}) {
+			t.Errorf("task completed events = %v; want one naming the credential revoked", completed)
 		}
 		_, err = e.client.IssueCredential(ctx, request("task-done"))
 		if status.Code(err) != codes.FailedPrecondition {
