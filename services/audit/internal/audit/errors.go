@@ -3,7 +3,8 @@ package audit
 import "errors"
 
 // Errors of the audit domain. Callers test them with errors.Is; the gRPC
-// API maps every one of them to INVALID_ARGUMENT.
+// API maps the invalid ones to INVALID_ARGUMENT and ErrStoreUnavailable to
+// UNAVAILABLE.
 var (
 	// ErrInvalidEvent reports an event that cannot be recorded (no id, or
 	// not encodable).
@@ -17,4 +18,7 @@ var (
 	ErrInvalidFilter = errors.New("audit: invalid filter")
 	// ErrInvalidSequence reports a negative sequence to tail after.
 	ErrInvalidSequence = errors.New("audit: invalid sequence")
+	// ErrStoreUnavailable reports that the log store could not be read (the
+	// database is down or unreachable); the caller may retry.
+	ErrStoreUnavailable = errors.New("audit: log store unavailable")
 )

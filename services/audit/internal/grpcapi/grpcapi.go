@@ -159,6 +159,9 @@ func (s *Server) toStatus(err error) error {
 		return status.Error(codes.Canceled, "canceled")
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+	case errors.Is(err, audit.ErrStoreUnavailable):
+		s.log.Error("audit store unavailable", "error", err)
+		return status.Error(codes.Unavailable, "audit log store unavailable; retry later")
 	}
 	// A send on a stream whose client is gone already carries a status.
 	if st, ok := status.FromError(err); ok {

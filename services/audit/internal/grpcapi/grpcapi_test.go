@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/jitid/jitid/pkg/grpcserver"
+	"github.com/jitid/jitid/pkg/localinfra"
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
@@ -393,5 +394,44 @@ func TestVerifyLog(t *testing.T) {
 	}
 	if got.GetOk() || got.GetFirstBadSequence() != 2 || got.GetRecordsChecked() != 2 || got.GetProblem() == "" {
 		t.Errorf("VerifyLog() after an edit = %v, want not ok at 2 with a problem", got)
+	}
+}
+
+// A log store that cannot be reached is UNAVAILABLE (retry later), not an
+// internal error.
+func TestStoreDownIsUnavailable(t *testing.T) {
+	t.Parallel()
+	port, err := localinfra.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing listens on port: every read fails to connect.
+	st, err := sqlstore.Open(fmt.Sprintf("postgres://postgres@127.0.0.1:%d/test?sslmode=disable&connect_timeout=2", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	svc := audit.New(st, audit.Options{Logger: quiet})
+	srv := grpcserver.New(grpcserver.Options{Name: "audit", GRPCAddr: "127.0.0.1:0", Logger: quiet})
+	grpcapi.New(svc, quiet).Register(srv.GRPC())
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = srv.Run(ctx) }()
+	conn, err := grpc.NewClient(srv.GRPCAddress(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	client := auditv1.NewAuditServiceClient(conn)
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ccancel()
+	if _, err := client.QueryEvents(cctx, &auditv1.QueryEventsRequest{}); status.Code(err) != codes.Unavailable {
+		t.Errorf("QueryEvents with the store down: %v, want UNAVAILABLE", err)
+	}
+	if _, err := client.VerifyLog(cctx, &auditv1.VerifyLogRequest{}); status.Code(err) != codes.Unavailable {
+		t.Errorf("VerifyLog with the store down: %v, want UNAVAILABLE", err)
 	}
 }

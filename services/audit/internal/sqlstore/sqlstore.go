@@ -338,7 +338,7 @@ func placeholders(n int) string {
 func (s *Store) Head(ctx context.Context) (audit.Head, error) {
 	var h audit.Head
 	if err := s.db.QueryRowContext(ctx, "SELECT sequence, hash FROM audit_chain_head WHERE id = 1").Scan(&h.Sequence, &h.Hash); err != nil {
-		return audit.Head{}, fmt.Errorf("sqlstore: read chain head: %w", err)
+		return audit.Head{}, fmt.Errorf("%w: read chain head: %w", audit.ErrStoreUnavailable, err)
 	}
 	return h, nil
 }
@@ -388,7 +388,7 @@ func (s *Store) Query(ctx context.Context, q audit.Query) ([]audit.Record, error
 	stmt := "SELECT " + recordColumns + " FROM audit_records WHERE " + where.String() + " ORDER BY sequence LIMIT " + strconv.Itoa(limit)
 	rows, err := s.db.QueryContext(ctx, s.rebind(stmt), args...)
 	if err != nil {
-		return nil, fmt.Errorf("sqlstore: query: %w", err)
+		return nil, fmt.Errorf("%w: query: %w", audit.ErrStoreUnavailable, err)
 	}
 	defer rows.Close()
 	recs := make([]audit.Record, 0, min(limit, 64))
@@ -408,7 +408,7 @@ func (s *Store) Query(ctx context.Context, q audit.Query) ([]audit.Record, error
 		recs = append(recs, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlstore: query: %w", err)
+		return nil, fmt.Errorf("%w: query: %w", audit.ErrStoreUnavailable, err)
 	}
 	return recs, nil
 }
