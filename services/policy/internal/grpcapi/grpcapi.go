@@ -48,35 +48,29 @@ func Register(gs grpc.ServiceRegistrar, hs *health.Server, s *Server) {
 
 // Evaluate implements policyv1.PolicyServiceServer.
 func (s *Server) Evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*policyv1.EvaluateResponse, error) {
-	d, err := s.engine.Evaluate(ctx, toRequest(req))
+	d, err := s.engine.Evaluate(ctx, ToRequest(req))
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &policyv1.EvaluateResponse{Decision: toDecision(&d)}, nil
+	return &policyv1.EvaluateResponse{Decision: ToDecision(&d)}, nil
 }
 
-// Explain implements policyv1.PolicyServiceServer. It lists, per scope, the
-// policies that decided and those that failed to evaluate; policies that did
-// not apply are not listed yet.
+// Explain implements policyv1.PolicyServiceServer. It decides like
+// Evaluate and lists, per scope, every policy of the set: whether it
+// applied, whether it decided, and why.
 func (s *Server) Explain(ctx context.Context, req *policyv1.ExplainRequest) (*policyv1.ExplainResponse, error) {
 	if req.GetRequest() == nil {
 		return nil, status.Error(codes.InvalidArgument, "request: required")
 	}
-	d, err := s.engine.Evaluate(ctx, toRequest(req.GetRequest()))
+	ex, err := s.engine.Explain(ctx, ToRequest(req.GetRequest()))
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	set := s.engine.Set()
-	resp := &policyv1.ExplainResponse{Decision: toDecision(&d)}
-	for _, r := range d.Scopes {
-		se := &policyv1.ScopeExplanation{Scope: r.Scope, Granted: r.Granted, NarrowedBy: r.NarrowedBy}
-		for _, id := range r.Determining {
-			info, _ := set.Policy(id)
-			se.Policies = append(se.Policies, toPolicyResult(info, true, ""))
-		}
-		for _, pe := range r.Errors {
-			info, _ := set.Policy(pe.PolicyID)
-			se.Policies = append(se.Policies, toPolicyResult(info, false, pe.Message))
+	resp := &policyv1.ExplainResponse{Decision: ToDecision(&ex.Decision)}
+	for _, sc := range ex.Scopes {
+		se := &policyv1.ScopeExplanation{Scope: sc.Scope, Granted: sc.Granted, NarrowedBy: sc.NarrowedBy}
+		for _, p := range sc.Policies {
+			se.Policies = append(se.Policies, toPolicyResult(&p))
 		}
 		resp.Scopes = append(resp.Scopes, se)
 	}
@@ -118,20 +112,36 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	return status.Error(codes.Internal, "internal error")
 }
 
-func toPolicyResult(info policy.Info, determining bool, evalErr string) *policyv1.PolicyResult {
+func toPolicyResult(p *policy.PolicyExplanation) *policyv1.PolicyResult {
 	effect := policyv1.Effect_EFFECT_PERMIT
-	if info.Forbid {
+	if p.Forbid {
 		effect = policyv1.Effect_EFFECT_FORBID
 	}
 	return &policyv1.PolicyResult{
-		PolicyId:    info.ID,
+		PolicyId:    p.ID,
 		Effect:      effect,
-		Applied:     determining,
-		Determining: determining,
-		Error:       evalErr,
-		Position:    fmt.Sprintf("%s:%d:%d", info.File, info.Line, info.Column),
-		Reason:      info.Reason,
+		Applied:     p.Applied,
+		Determining: p.Determining,
+		Error:       p.Error,
+		Position:    fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Column),
+		Reason:      p.Reason,
+		Explanation: p.Why,
 	}
+}
+
+// ToRequest maps an EvaluateRequest onto the domain; the replay tool and
+// the AuthZEN endpoint build requests the same way.
+func ToRequest(r *policyv1.EvaluateRequest) policy.Request {
+	req := toRequest(r)
+	if held := r.GetAgentChainScopes(); len(held) > 0 {
+		req.AgentChainScopes = make([][]string, len(held))
+		for i, h := range held {
+			// An agent holding nothing is an empty, non-nil list: it
+			// narrows every scope away.
+			req.AgentChainScopes[i] = append([]string{}, h.GetScopes()...)
+		}
+	}
+	return req
 }
 
 func toRequest(r *policyv1.EvaluateRequest) policy.Request {
@@ -220,7 +230,8 @@ func toProfile(p policy.Profile) identityv1.Profile {
 	return identityv1.Profile_PROFILE_UNSPECIFIED
 }
 
-func toDecision(d *policy.Decision) *identityv1.Decision {
+// ToDecision maps a domain Decision onto its proto.
+func ToDecision(d *policy.Decision) *identityv1.Decision {
 	out := &identityv1.Decision{
 		Allow:         d.Allow,
 		GrantedScopes: d.GrantedScopes,

@@ -189,19 +189,50 @@ func TestExplain(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Explain: %v", err)
 	}
-	want := []*policyv1.ScopeExplanation{
-		{Scope: "tickets:purchase", Policies: []*policyv1.PolicyResult{{
-			PolicyId: "tickets-purchase-needs-age-verified", Effect: policyv1.Effect_EFFECT_FORBID,
-			Applied: true, Determining: true, Reason: "tickets:purchase needs a delegator whose age is verified",
-		}}},
-		{Scope: "tickets:read", Granted: true, Policies: []*policyv1.PolicyResult{
-			{PolicyId: "medium-sensitivity", Effect: policyv1.Effect_EFFECT_PERMIT, Applied: true, Determining: true},
-			{PolicyId: "recurring-full-profile", Effect: policyv1.Effect_EFFECT_PERMIT, Applied: true, Determining: true},
-		}},
+	// Every policy of the set is listed for every scope, in file order.
+	type row struct {
+		ID                   string
+		Applied, Determining bool
+		Why                  string
 	}
-	if diff := cmp.Diff(want, resp.GetScopes(), protocmp.Transform(),
-		protocmp.IgnoreFields(&policyv1.PolicyResult{}, "position")); diff != "" {
-		t.Errorf("scopes (-want +got):\n%s", diff)
+	notHold := func(cond string) string { return "does not apply: " + cond + " does not hold" }
+	const ageCond = `when { context.delegator.attributes has age_verified && context.delegator.attributes.age_verified == "true" && resource.sensitivity_level <= 3 }`
+	want := map[string][]row{
+		"tickets:purchase": {
+			{"low-sensitivity", false, false, notHold(`when { resource.sensitivity == "LOW" }`)},
+			{"medium-sensitivity", true, false, "applies, but a forbid overrides it"},
+			{"high-sensitivity", false, false, notHold(`when { resource.sensitivity == "HIGH" }`)},
+			{"critical-needs-human", false, false, notHold(`when { resource.sensitivity == "CRITICAL" }`)},
+			{"tickets-purchase-needs-age-verified", true, true, "applies: forbids the scope (tickets:purchase needs a delegator whose age is verified)"},
+			{"tickets-purchase-age-verified", false, false, notHold(ageCond)},
+			{"ephemeral-minimal-profile", false, false, notHold(`when { principal.class == "EPHEMERAL" && resource.sensitivity_level <= 3 }`)},
+			{"recurring-full-profile", true, false, "applies, but a forbid overrides it"},
+		},
+		"tickets:read": {
+			{"low-sensitivity", false, false, notHold(`when { resource.sensitivity == "LOW" }`)},
+			{"medium-sensitivity", true, true, "applies: permits the scope; TTL at most 15m0s"},
+			{"high-sensitivity", false, false, notHold(`when { resource.sensitivity == "HIGH" }`)},
+			{"critical-needs-human", false, false, notHold(`when { resource.sensitivity == "CRITICAL" }`)},
+			{"tickets-purchase-needs-age-verified", false, false, `does not apply: action == Jitid::Action::"tickets:purchase" does not match`},
+			{"tickets-purchase-age-verified", false, false, `does not apply: action == Jitid::Action::"tickets:purchase" does not match`},
+			{"ephemeral-minimal-profile", false, false, notHold(`when { principal.class == "EPHEMERAL" && resource.sensitivity_level <= 3 }`)},
+			{"recurring-full-profile", true, true, "applies: permits the scope; profile FULL"},
+		},
+	}
+	got := map[string][]row{}
+	for _, sc := range resp.GetScopes() {
+		if sc.GetGranted() != (sc.GetScope() == "tickets:read") {
+			t.Errorf("scope %q granted = %v", sc.GetScope(), sc.GetGranted())
+		}
+		for _, p := range sc.GetPolicies() {
+			got[sc.GetScope()] = append(got[sc.GetScope()], row{p.GetPolicyId(), p.GetApplied(), p.GetDetermining(), p.GetExplanation()})
+			if !strings.HasPrefix(p.GetPosition(), "default.cedar:") {
+				t.Errorf("policy %q position = %q, want default.cedar:line:col", p.GetPolicyId(), p.GetPosition())
+			}
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("explanations (-want +got):\n%s", diff)
 	}
 }
 

@@ -136,3 +136,26 @@ func (e *Engine) Status() Status {
 	defer e.mu.Unlock()
 	return Status{Set: cur.set, LoadedAt: cur.at, LastError: e.lastErr, LastErrAt: e.lastErrAt, ReloadFailures: e.reloadFails}
 }
+
+// Explain decides req like Evaluate and says, per scope, what every policy
+// of the set did and why. It costs a few Cedar evaluations per policy and
+// scope: it is for operators, not for the issuance path.
+func (e *Engine) Explain(ctx context.Context, req Request) (Explanation, error) {
+	if err := req.Validate(); err != nil {
+		return Explanation{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Explanation{}, err
+	}
+	id, err := e.newID()
+	if err != nil {
+		return Explanation{}, fmt.Errorf("decision id: %w", err)
+	}
+	now := req.Time
+	if now.IsZero() {
+		now = e.clock()
+	}
+	ex := e.set.Load().set.explain(&req, now)
+	ex.Decision.DecisionID = id
+	return ex, nil
+}

@@ -40,6 +40,15 @@ var (
 	// would deny everything, which is far more likely a mistake (wrong
 	// path, truncated file) than an intent.
 	ErrEmptySet = errors.New("policy set is empty")
+	// ErrSchema means the .cedarschema file is not valid Cedar schema, or
+	// declares entities or context fields differently from what jitid
+	// sends, or the set holds more than one schema.
+	ErrSchema = errors.New("bad schema")
+	// ErrValidation means a policy does not validate against the schema:
+	// an unknown entity type or attribute, a type error, an optional
+	// attribute read without `has`, a malformed extension literal such as
+	// duration("15x").
+	ErrValidation = errors.New("policy does not validate against the schema")
 	// ErrRead means the policy source could not be read.
 	ErrRead = errors.New("cannot read policy source")
 )

@@ -3,7 +3,11 @@ package policy
 import (
 	"fmt"
 	"slices"
+	"sync"
 	"time"
+	// The zone database is embedded so that local-time rules work in
+	// minimal containers without /usr/share/zoneinfo.
+	_ "time/tzdata"
 
 	"github.com/cedar-policy/cedar-go"
 )
@@ -67,13 +71,34 @@ type PolicyError struct {
 	Message  string
 }
 
-// NarrowedByEntitlements is ScopeResult.NarrowedBy when the delegator does
-// not hold the scope.
-const NarrowedByEntitlements = "delegator entitlements"
+// What ScopeResult.NarrowedBy says when jitid, not a policy, removed a
+// scope that Cedar permitted.
+const (
+	// NarrowedByEntitlements: the delegator does not hold the scope.
+	NarrowedByEntitlements = "delegator entitlements"
+	// NarrowedByAgentChain: an agent above the sub-agent does not hold it.
+	NarrowedByAgentChain = "agent chain"
+	// NarrowedByDeadline: the task deadline has passed.
+	NarrowedByDeadline = "task deadline"
+)
+
+// input is a request turned into Cedar values, once per request and shared
+// by every scope.
+type input struct {
+	entities  cedar.EntityMap
+	principal cedar.EntityUID
+	resource  cedar.EntityUID
+	base      cedar.RecordMap
+}
 
 // evaluate decides req, which must be valid, at time now. It never parses
 // Cedar text.
 func (s *Set) evaluate(req *Request, now time.Time) Decision {
+	d, _ := s.decide(req, now)
+	return d
+}
+
+func (s *Set) decide(req *Request, now time.Time) (Decision, *input) {
 	now = now.UTC()
 	d := Decision{PolicyVersion: s.version}
 	ttl := req.TTL
@@ -86,33 +111,36 @@ func (s *Set) evaluate(req *Request, now time.Time) Decision {
 			ttl = left
 		}
 	}
-	entities, principal, resource := s.entities(req)
-	base := baseContext(req, now)
-	var entitled map[string]bool
-	if len(req.Delegator.Entitlements) > 0 {
-		entitled = make(map[string]bool, len(req.Delegator.Entitlements))
-		for _, e := range req.Delegator.Entitlements {
-			entitled[e] = true
-		}
-	}
+	in := &input{}
+	in.entities, in.principal, in.resource = s.entities(req)
+	in.base = baseContext(req, now)
 
-	seen := make(map[string]bool, len(req.Scopes))
 	var policies, obligations []string
-	for _, scope := range req.Scopes {
-		if seen[scope] {
+	for i, scope := range req.Scopes {
+		if slices.Contains(req.Scopes[:i], scope) {
 			continue
 		}
-		seen[scope] = true
-		r := s.evaluateScope(entities, principal, resource, base, scope)
-		switch {
-		case !r.Granted:
-		case deadlinePassed:
-			r.Granted = false
-			r.Reason = fmt.Sprintf("scope %q: the task deadline has passed", scope)
-		case entitled != nil && !entitled[scope]:
-			r.Granted = false
-			r.NarrowedBy = NarrowedByEntitlements
-			r.Reason = fmt.Sprintf("scope %q is not among the delegator's entitlements", scope)
+		r := s.evaluateScope(in, scope)
+		if r.Granted {
+			switch {
+			case deadlinePassed:
+				r.Granted = false
+				r.NarrowedBy = NarrowedByDeadline
+				r.Reason = fmt.Sprintf("scope %q: the task deadline has passed", scope)
+			case len(req.Delegator.Entitlements) > 0 && !slices.Contains(req.Delegator.Entitlements, scope):
+				r.Granted = false
+				r.NarrowedBy = NarrowedByEntitlements
+				r.Reason = fmt.Sprintf("scope %q is not among the delegator's entitlements", scope)
+			default:
+				for j, held := range req.AgentChainScopes {
+					if !slices.Contains(held, scope) {
+						r.Granted = false
+						r.NarrowedBy = NarrowedByAgentChain
+						r.Reason = fmt.Sprintf("scope %q is not held by agent %q above this one in the chain", scope, req.AgentChain[j].ID)
+						break
+					}
+				}
+			}
 		}
 		if r.Granted {
 			d.GrantedScopes = append(d.GrantedScopes, scope)
@@ -144,18 +172,23 @@ func (s *Set) evaluate(req *Request, now time.Time) Decision {
 	}
 	d.Policies = sortedUnique(policies)
 	d.Obligations = sortedUnique(obligations)
-	return d
+	return d, in
 }
 
-func (s *Set) evaluateScope(entities cedar.EntityMap, principal, resource cedar.EntityUID, base cedar.RecordMap, scope string) ScopeResult {
+// cedarRequest is the Cedar request for one scope of in.
+func (in *input) cedarRequest(scope string) cedar.Request {
 	// NewRecord copies the map, so one map serves every scope of a request.
-	base["scope"] = cedar.String(scope)
-	decision, diag := cedar.Authorize(s.cedar, entities, cedar.Request{
-		Principal: principal,
+	in.base["scope"] = cedar.String(scope)
+	return cedar.Request{
+		Principal: in.principal,
 		Action:    cedar.NewEntityUID(ActionType, cedar.String(scope)),
-		Resource:  resource,
-		Context:   cedar.NewRecord(base),
-	})
+		Resource:  in.resource,
+		Context:   cedar.NewRecord(in.base),
+	}
+}
+
+func (s *Set) evaluateScope(in *input, scope string) ScopeResult {
+	decision, diag := cedar.Authorize(s.cedar, in.entities, in.cedarRequest(scope))
 	r := ScopeResult{Scope: scope, Granted: decision == cedar.Allow}
 	for _, reason := range diag.Reasons {
 		r.Determining = append(r.Determining, string(reason.PolicyID))
@@ -263,17 +296,73 @@ func agentEntity(uid cedar.EntityUID, a *Agent, parents cedar.EntityUIDSet) ceda
 	}
 }
 
+// baseContext is the context record of req without "scope", which is set
+// per scope. The field list is the schema's Context (jitid.cedarschema);
+// TestSchemaMatchesContext keeps the two in step.
 func baseContext(req *Request, now time.Time) cedar.RecordMap {
-	m := make(cedar.RecordMap, 9) // one slot left for "scope", set per scope
+	m := make(cedar.RecordMap, 20)
 	m["delegator"] = cedar.NewEntityUID(DelegatorType, cedar.String(req.Delegator.ID))
 	m["sensitivity"] = cedar.String(req.Task.Sensitivity.String())
 	m["ttl"] = cedar.NewDuration(req.TTL)
 	m["ttl_seconds"] = cedar.Long(req.TTL / time.Second)
+	m["audience"] = cedar.String(req.Audience)
 	m["time"] = cedar.NewDatetime(now)
 	m["hour"] = cedar.Long(now.Hour())
-	m["weekday"] = cedar.String(now.Weekday().String())
-	m["audience"] = cedar.String(req.Audience)
+	m["minute"] = cedar.Long(now.Minute())
+	m["weekday"] = weekdayNames[now.Weekday()]
+	m["weekday_number"] = isoWeekday(now.Weekday())
+	if req.Delegator.TimeZone != "" {
+		// Validate has loaded the zone once already, so this hits the cache.
+		if loc, err := loadLocation(req.Delegator.TimeZone); err == nil {
+			local := now.In(loc)
+			h, mi, sec := local.Clock()
+			m["local_hour"] = cedar.Long(h)
+			m["local_minute"] = cedar.Long(mi)
+			m["local_time_of_day"] = cedar.NewDuration(time.Duration(h)*time.Hour + time.Duration(mi)*time.Minute +
+				time.Duration(sec)*time.Second + time.Duration(local.Nanosecond()))
+			m["local_weekday"] = weekdayNames[local.Weekday()]
+			m["local_weekday_number"] = isoWeekday(local.Weekday())
+		}
+	}
+	if at := req.Delegator.AuthenticatedAt; !at.IsZero() {
+		age := now.Sub(at)
+		m["authentication_age"] = cedar.NewDuration(age)
+		m["seconds_since_authentication"] = cedar.Long(age / time.Second)
+	}
+	if dl := req.Task.Deadline; !dl.IsZero() {
+		m["time_to_deadline"] = cedar.NewDuration(dl.Sub(now))
+	}
 	return m
+}
+
+var weekdayNames = [...]cedar.String{"Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"}
+
+// isoWeekday numbers days ISO 8601 style, Monday 1 to Sunday 7, so that
+// "weekdays" is weekday_number <= 5.
+func isoWeekday(d time.Weekday) cedar.Long {
+	if d == time.Sunday {
+		return 7
+	}
+	return cedar.Long(d)
+}
+
+// zones caches time.LoadLocation, which reads the zone database from disk.
+var zones sync.Map // string → *time.Location
+
+func loadLocation(name string) (*time.Location, error) {
+	if loc, ok := zones.Load(name); ok {
+		return loc.(*time.Location), nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, err
+	}
+	// "Local" would make a decision depend on the server's settings.
+	if name == "Local" {
+		return nil, fmt.Errorf("time zone %q is not allowed", name)
+	}
+	zones.Store(name, loc)
+	return loc, nil
 }
 
 func stringRecord(m map[string]string) cedar.Record {

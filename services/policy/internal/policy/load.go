@@ -13,10 +13,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
+
+	"github.com/jitid/jitid/services/policy/policies"
 )
 
 // File is one .cedar document of a policy set.
@@ -31,7 +34,7 @@ type File struct {
 }
 
 // ReadPath reads the policy files at p: p itself when it is a file, or every
-// *.cedar file below it (sorted, hidden entries skipped) when it is a
+// *.cedar and *.cedarschema file below it (sorted, hidden entries skipped) when it is a
 // directory.
 func ReadPath(p string) ([]File, error) {
 	info, err := os.Stat(p)
@@ -52,7 +55,7 @@ func ReadPath(p string) ([]File, error) {
 	return files, err
 }
 
-// ReadFS reads every *.cedar file of fsys, sorted by name. Hidden files and
+// ReadFS reads every *.cedar and *.cedarschema file of fsys, sorted by name. Hidden files and
 // directories are skipped: editors and Kubernetes ConfigMaps (..data) keep
 // their bookkeeping there.
 func ReadFS(fsys fs.FS) ([]File, error) {
@@ -68,7 +71,7 @@ func ReadFS(fsys fs.FS) ([]File, error) {
 			}
 			return nil
 		}
-		if d.IsDir() || !strings.HasSuffix(base, ".cedar") {
+		if d.IsDir() || !(strings.HasSuffix(base, ".cedar") || strings.HasSuffix(base, schemaSuffix)) {
 			return nil
 		}
 		b, err := fs.ReadFile(fsys, name)
@@ -138,8 +141,13 @@ const maxIDBytes = 128
 
 var parsePos = regexp.MustCompile(`<input>:(\d+):(\d+)`)
 
-// Compile parses files into a Set and checks the jitid annotations. It is
-// the only place Cedar text is parsed: evaluation works on the result.
+const schemaSuffix = ".cedarschema"
+
+// Compile parses files into a Set, validates every policy against the
+// schema (the set's one .cedarschema file, else the built-in one) and checks
+// the jitid annotations. It is the only place Cedar text is parsed:
+// evaluation works on the result. The error is a *LoadError naming file,
+// line, column and policy, wrapping one of the sentinels.
 func Compile(source string, files []File) (*Set, error) {
 	s := &Set{
 		cedar:   cedar.NewPolicySet(),
@@ -147,7 +155,30 @@ func Compile(source string, files []File) (*Set, error) {
 		version: Version(files),
 		source:  source,
 	}
+	var sch *Schema
+	var policyFiles []File
 	for _, f := range files {
+		if !strings.HasSuffix(f.Name, schemaSuffix) {
+			policyFiles = append(policyFiles, f)
+			continue
+		}
+		if sch != nil {
+			return nil, &LoadError{File: f.Path, Err: fmt.Errorf("%w: a set has at most one schema; %s is the other", ErrSchema, sch.Name())}
+		}
+		var err error
+		if sch, err = ParseSchema(f); err != nil {
+			return nil, err
+		}
+	}
+	if sch == nil {
+		var err error
+		sch, err = ParseSchema(File{Name: policies.SchemaName, Path: "builtin:" + policies.SchemaName, Content: policies.Schema()})
+		if err != nil {
+			return nil, err
+		}
+	}
+	s.schema = sch.Name()
+	for _, f := range policyFiles {
 		list, err := cedar.NewPolicyListFromBytes(f.Path, f.Content)
 		if err != nil {
 			return nil, parseError(f.Path, err)
@@ -157,6 +188,15 @@ func Compile(source string, files []File) (*Set, error) {
 			if err != nil {
 				return nil, err
 			}
+			msgs, err := sch.validatePolicy(p)
+			if err != nil {
+				return nil, &LoadError{File: f.Path, Line: m.pos.Line, Column: m.pos.Column, Policy: m.id, Err: fmt.Errorf("%w: %w", ErrSchema, err)}
+			}
+			if len(msgs) > 0 {
+				return nil, &LoadError{File: f.Path, Line: m.pos.Line, Column: m.pos.Column, Policy: m.id,
+					Err: fmt.Errorf("%w: %s", ErrValidation, strings.Join(msgs, "; "))}
+			}
+			m.policy = p
 			if prev, dup := s.meta[cedar.PolicyID(m.id)]; dup {
 				return nil, &LoadError{File: f.Path, Line: m.pos.Line, Column: m.pos.Column, Policy: m.id,
 					Err: fmt.Errorf("%w: also at %s:%d", ErrDuplicateID, prev.pos.Filename, prev.pos.Line)}
@@ -197,6 +237,7 @@ func parseError(file string, err error) error {
 // load so that evaluation never meets a bad value.
 type policyMeta struct {
 	id          string
+	policy      *cedar.Policy
 	effect      cedar.Effect
 	pos         cedar.Position
 	reason      string
@@ -271,7 +312,14 @@ type Set struct {
 	ids     []string // in file order
 	version string
 	source  string
+	schema  string
+
+	explainOnce sync.Once
+	explainers  map[string]*explainer
 }
+
+// Schema names the schema the set was validated against.
+func (s *Set) Schema() string { return s.schema }
 
 // Version returns the content hash of the set (see the Version function).
 func (s *Set) Version() string { return s.version }

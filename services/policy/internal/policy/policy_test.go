@@ -156,8 +156,7 @@ func TestDefaultSet(t *testing.T) {
 		{
 			name: "task deadline passed",
 			req:  request(func(r *policy.Request) { r.Task.Deadline = testNow.Add(-time.Second) }),
-			want: policy.Decision{Reasons: []string{`scope "tickets:read": the task deadline has passed`},
-				Policies: []string{"ephemeral-minimal-profile", "low-sensitivity"}, DecisionID: "decision-1"},
+			want: policy.Decision{Reasons: []string{`scope "tickets:read": the task deadline has passed`}, DecisionID: "decision-1"},
 		},
 	}
 	for _, tt := range tests {
@@ -186,9 +185,10 @@ permit (principal, action, resource);
 @id("no-mail") @reason("mail is off limits")
 forbid (principal, action == Jitid::Action::"mail:send", resource);
 
+// Validates, but overflows at run time.
 @id("broken-forbid")
 forbid (principal, action == Jitid::Action::"files:delete", resource)
-when { context.delegator.attributes.missing == "x" };
+when { context.ttl_seconds * 9223372036854775807 > 0 };
 
 @id("timed")
 forbid (principal, action, resource)

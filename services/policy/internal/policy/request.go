@@ -99,7 +99,8 @@ type Delegator struct {
 	// Entitlements, when not empty, bound the granted scopes: an agent never
 	// holds what its delegator lacks.
 	Entitlements []string
-	// TimeZone is an IANA zone name; passed to policies as is.
+	// TimeZone is an IANA zone name (e.g. "Europe/Paris"). When set,
+	// policies see the delegator's local time (context.local_*).
 	TimeZone string
 	// AuthenticatedAt is when the delegator last authenticated; zero when
 	// unknown.
@@ -121,7 +122,12 @@ type Request struct {
 	// AgentChain lists the agents above a sub-agent, nearest parent first;
 	// the principal is "in" each of them.
 	AgentChain []Agent
-	Delegator  Delegator
+	// AgentChainScopes, when not nil, has one entry per AgentChain agent:
+	// the scopes that agent holds. A scope that any of them lacks is never
+	// granted. Nil means the caller did not say, and the chain does not
+	// narrow the grant.
+	AgentChainScopes [][]string
+	Delegator        Delegator
 	Task       Task
 	Scopes     []string
 	TTL        time.Duration
@@ -158,6 +164,19 @@ func (r *Request) Validate() error {
 			return err
 		}
 	}
+	if r.AgentChainScopes != nil && len(r.AgentChainScopes) != len(r.AgentChain) {
+		return &FieldError{"agent_chain_scopes", fmt.Sprintf("has %d entries for %d agents in agent_chain", len(r.AgentChainScopes), len(r.AgentChain))}
+	}
+	for i, held := range r.AgentChainScopes {
+		if len(held) > MaxEntitlements {
+			return &FieldError{fmt.Sprintf("agent_chain_scopes[%d]", i), fmt.Sprintf("more than %d scopes", MaxEntitlements)}
+		}
+		for j, s := range held {
+			if s == "" || len(s) > MaxScopeBytes {
+				return &FieldError{fmt.Sprintf("agent_chain_scopes[%d].scopes[%d]", i, j), fmt.Sprintf("must be 1 to %d bytes", MaxScopeBytes)}
+			}
+		}
+	}
 	d := &r.Delegator
 	if err := checkID("delegator.id", d.ID); err != nil {
 		return err
@@ -175,6 +194,11 @@ func (r *Request) Validate() error {
 	}
 	if len(d.TimeZone) > MaxShortFieldBytes {
 		return &FieldError{"delegator.time_zone", fmt.Sprintf("longer than %d bytes", MaxShortFieldBytes)}
+	}
+	if d.TimeZone != "" {
+		if _, err := loadLocation(d.TimeZone); err != nil {
+			return &FieldError{"delegator.time_zone", "not an IANA time zone name"}
+		}
 	}
 	t := &r.Task
 	if err := checkID("task.id", t.ID); err != nil {
