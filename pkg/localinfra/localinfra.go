@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -18,7 +19,6 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	natsserver "github.com/nats-io/nats-server/v2/server"
-	"github.com/redis/go-redis/v9"
 )
 
 // ErrRedisNotInstalled means no redis-server binary is on PATH.
@@ -60,6 +60,11 @@ func StartRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 			return nil, err
 		}
 	}
+	// redis-server neither creates its --dir nor says why it stopped when
+	// the log file cannot be opened.
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("redis dir: %w", err)
+	}
 	r := &Redis{bin: bin, dir: o.Dir, port: o.Port}
 	args := []string{"--port", strconv.Itoa(o.Port), "--bind", "127.0.0.1", "--save", "",
 		"--dir", o.Dir, "--logfile", filepath.Join(o.Dir, "redis.log"), "--daemonize", "no"}
@@ -83,11 +88,9 @@ func (r *Redis) start(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	r.cmd, r.done = cmd, done
-	c := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
-	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if err := c.Ping(ctx).Err(); err == nil {
+		if ping(r.Addr()) {
 			return nil
 		}
 		select {
@@ -104,6 +107,23 @@ func (r *Redis) start(ctx context.Context) error {
 			return errors.New("redis-server did not answer PING within 10s")
 		}
 	}
+}
+
+// ping sends one inline PING, without a client library whose connection
+// pool would log every refused dial while the server starts.
+func ping(addr string) bool {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	buf := make([]byte, 7)
+	n, _ := io.ReadFull(conn, buf)
+	return string(buf[:n]) == "+PONG\r\n"
 }
 
 // Addr returns host:port.

@@ -97,9 +97,6 @@ func Main(ctx context.Context, args []string, out io.Writer, getenv func(string)
 		default:
 			return fmt.Errorf("start redis-server: %w", err)
 		}
-		if err := os.MkdirAll(filepath.Join(o.dataDir, "redis"), 0o755); err != nil {
-			return err
-		}
 	}
 
 	procs := []*child{
