@@ -316,12 +316,15 @@ func baseContext(req *Request, now time.Time) cedar.RecordMap {
 		if loc, err := loadLocation(req.Delegator.TimeZone); err == nil {
 			local := now.In(loc)
 			h, mi, sec := local.Clock()
-			m["local_hour"] = cedar.Long(h)
-			m["local_minute"] = cedar.Long(mi)
-			m["local_time_of_day"] = cedar.NewDuration(time.Duration(h)*time.Hour + time.Duration(mi)*time.Minute +
-				time.Duration(sec)*time.Second + time.Duration(local.Nanosecond()))
-			m["local_weekday"] = weekdayNames[local.Weekday()]
-			m["local_weekday_number"] = isoWeekday(local.Weekday())
+			m["local"] = cedar.NewRecord(cedar.RecordMap{
+				"time_zone": cedar.String(req.Delegator.TimeZone),
+				"hour":      cedar.Long(h),
+				"minute":    cedar.Long(mi),
+				"time_of_day": cedar.NewDuration(time.Duration(h)*time.Hour + time.Duration(mi)*time.Minute +
+					time.Duration(sec)*time.Second + time.Duration(local.Nanosecond())),
+				"weekday":        weekdayNames[local.Weekday()],
+				"weekday_number": isoWeekday(local.Weekday()),
+			})
 		}
 	}
 	if at := req.Delegator.AuthenticatedAt; !at.IsZero() {

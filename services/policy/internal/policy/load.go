@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -146,8 +147,9 @@ const schemaSuffix = ".cedarschema"
 // Compile parses files into a Set, validates every policy against the
 // schema (the set's one .cedarschema file, else the built-in one) and checks
 // the jitid annotations. It is the only place Cedar text is parsed:
-// evaluation works on the result. The error is a *LoadError naming file,
-// line, column and policy, wrapping one of the sentinels.
+// evaluation works on the result. The error joins one *LoadError per fault
+// (file, line, column and policy, wrapping one of the sentinels); use
+// errors.As and errors.Is on it.
 func Compile(source string, files []File) (*Set, error) {
 	s := &Set{
 		cedar:   cedar.NewPolicySet(),
@@ -178,33 +180,44 @@ func Compile(source string, files []File) (*Set, error) {
 		}
 	}
 	s.schema = sch.Name()
+	// Every fault of the set is collected, not just the first, so that an
+	// author fixes them in one round.
+	var errs []error
 	for _, f := range policyFiles {
 		list, err := cedar.NewPolicyListFromBytes(f.Path, f.Content)
 		if err != nil {
-			return nil, parseError(f.Path, err)
+			errs = append(errs, parseError(f.Path, err))
+			continue
 		}
 		for i, p := range list {
 			m, err := newPolicyMeta(f, i, p)
 			if err != nil {
-				return nil, err
+				errs = append(errs, err)
+				continue
 			}
 			msgs, err := sch.validatePolicy(p)
 			if err != nil {
-				return nil, &LoadError{File: f.Path, Line: m.pos.Line, Column: m.pos.Column, Policy: m.id, Err: fmt.Errorf("%w: %w", ErrSchema, err)}
+				errs = append(errs, &LoadError{File: f.Path, Line: m.pos.Line, Column: m.pos.Column, Policy: m.id, Err: fmt.Errorf("%w: %w", ErrSchema, err)})
+				continue
 			}
 			if len(msgs) > 0 {
-				return nil, &LoadError{File: f.Path, Line: m.pos.Line, Column: m.pos.Column, Policy: m.id,
-					Err: fmt.Errorf("%w: %s", ErrValidation, strings.Join(msgs, "; "))}
+				errs = append(errs, &LoadError{File: f.Path, Line: m.pos.Line, Column: m.pos.Column, Policy: m.id,
+					Err: fmt.Errorf("%w: %s", ErrValidation, strings.Join(msgs, "; "))})
+				continue
 			}
 			m.policy = p
 			if prev, dup := s.meta[cedar.PolicyID(m.id)]; dup {
-				return nil, &LoadError{File: f.Path, Line: m.pos.Line, Column: m.pos.Column, Policy: m.id,
-					Err: fmt.Errorf("%w: also at %s:%d", ErrDuplicateID, prev.pos.Filename, prev.pos.Line)}
+				errs = append(errs, &LoadError{File: f.Path, Line: m.pos.Line, Column: m.pos.Column, Policy: m.id,
+					Err: fmt.Errorf("%w: also at %s:%d", ErrDuplicateID, prev.pos.Filename, prev.pos.Line)})
+				continue
 			}
 			s.meta[cedar.PolicyID(m.id)] = m
 			s.cedar.Add(cedar.PolicyID(m.id), p)
 			s.ids = append(s.ids, m.id)
 		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	if len(s.ids) == 0 {
 		return nil, fmt.Errorf("%s: %w", source, ErrEmptySet)

@@ -128,9 +128,9 @@ type Request struct {
 	// narrow the grant.
 	AgentChainScopes [][]string
 	Delegator        Delegator
-	Task       Task
-	Scopes     []string
-	TTL        time.Duration
+	Task             Task
+	Scopes           []string
+	TTL              time.Duration
 	// Time is the time of execution; the engine's clock when zero.
 	Time     time.Time
 	Audience string

@@ -40,7 +40,12 @@ type Schema struct {
 	ast  *schemaast.Schema
 
 	mu         sync.Mutex
-	validators map[string]*validate.Validator
+	validators map[string]*validator
+}
+
+type validator struct {
+	v        *validate.Validator
+	resolved *resolved.Schema
 }
 
 // Name returns the schema's file name.
@@ -103,7 +108,7 @@ func ParseSchema(f File) (*Schema, error) {
 	if err := sameShape("context", ctx, want.Actions[cedar.NewEntityUID(ActionType, anyAction)].AppliesTo.Context); err != nil {
 		return nil, fail(0, 0, "%v", err)
 	}
-	return &Schema{name: f.Path, ast: s.AST(), validators: map[string]*validate.Validator{}}, nil
+	return &Schema{name: f.Path, ast: s.AST(), validators: map[string]*validator{}}, nil
 }
 
 // sameShape checks that every attribute got declares is one jitid sends
@@ -203,16 +208,14 @@ func (s *Schema) validatePolicy(p *cedar.Policy) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		v = validate.New(r, validate.WithStrict())
+		v = &validator{v: validate.New(r, validate.WithStrict()), resolved: r}
 		s.mu.Lock()
 		s.validators[key] = v
 		s.mu.Unlock()
 	}
-	err := v.Policy("", (*xast.Policy)(p.AST()))
-	if err == nil {
-		return nil, nil
-	}
-	var msgs []string
+	ast := (*xast.Policy)(p.AST())
+	msgs := undeclaredHas(v.resolved, ast)
+	err := v.v.Policy("", ast)
 	for _, e := range flatten(err) {
 		msg := actionSuffix.ReplaceAllString(e.Error(), "")
 		if strings.Contains(msg, "unable to guarantee safety of access to optional attribute") {
@@ -230,6 +233,9 @@ func (s *Schema) validatePolicy(p *cedar.Policy) ([]string, error) {
 var actionSuffix = regexp.MustCompile(` for Jitid::Action::"(?:[^"\\]|\\.)*"$`)
 
 func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
 	if u, ok := err.(interface{ Unwrap() []error }); ok {
 		var out []error
 		for _, e := range u.Unwrap() {
@@ -256,4 +262,62 @@ func splitPosition(msg, file string) (int, int, string) {
 	line, _ := strconv.Atoi(rest[m[2]:m[3]])
 	col, _ := strconv.Atoi(rest[m[4]:m[5]])
 	return line, col, strings.TrimSpace(msg[:i] + rest[m[1]:])
+}
+
+// undeclaredHas finds `e has k` where e's type is known from the schema and
+// declares no k. Cedar's validator types such a test as false and says
+// nothing, so a typo in a forbid's `has` guard would silently switch the
+// forbid off. jitid rejects it instead.
+func undeclaredHas(r *resolved.Schema, p *xast.Policy) []string {
+	ctx := r.Actions[cedar.NewEntityUID(ActionType, anyAction)].AppliesTo.Context
+	var typeOf func(n xast.IsNode) (resolved.IsType, string)
+	typeOf = func(n xast.IsNode) (resolved.IsType, string) {
+		switch n := n.(type) {
+		case xast.NodeTypeVariable:
+			switch n.Name {
+			case "principal":
+				return resolved.EntityType(AgentType), "principal"
+			case "resource":
+				return resolved.EntityType(TaskType), "resource"
+			case "context":
+				return ctx, "context"
+			}
+		case xast.NodeTypeAccess:
+			t, path := typeOf(n.Arg)
+			if rec, ok := recordOf(r, t); ok {
+				if a, ok := rec[n.Value]; ok {
+					return a.Type, path + "." + string(n.Value)
+				}
+			}
+		}
+		return nil, ""
+	}
+	var msgs []string
+	for _, c := range p.Conditions {
+		xast.Inspect(xast.NewNode(c.Body), func(n xast.IsNode) bool {
+			h, ok := n.(xast.NodeTypeHas)
+			if !ok {
+				return true
+			}
+			t, path := typeOf(h.Arg)
+			if rec, ok := recordOf(r, t); ok {
+				if _, ok := rec[h.Value]; !ok {
+					msgs = append(msgs, fmt.Sprintf("`%s has %s`: the schema declares no attribute %q there, so the test is always false (declare it in the schema if callers send it)", path, h.Value, h.Value))
+				}
+			}
+			return true
+		})
+	}
+	return msgs
+}
+
+func recordOf(r *resolved.Schema, t resolved.IsType) (resolved.RecordType, bool) {
+	switch t := t.(type) {
+	case resolved.RecordType:
+		return t, true
+	case resolved.EntityType:
+		e, ok := r.Entities[types.EntityType(t)]
+		return e.Shape, ok
+	}
+	return nil, false
 }
