@@ -1,0 +1,108 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
+	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
+	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
+)
+
+// issueMany issues n credentials for one delegator across tasks (so across
+// shards), a few at a time, and fails the test on any error.
+func (s *stack) issueMany(t testing.TB, n int, delegator, tag string) []*issuerv1.Credential {
+	t.Helper()
+	creds := make([]*issuerv1.Credential, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i := range n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			r := s.party(fmt.Sprintf("%s-%d", tag, i)).request()
+			r.Delegator.Id = delegator
+			r.Task.Id = fmt.Sprintf("task-%s-%s-%d", s.ns, tag, i%10)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := s.issuer.IssueCredential(ctx, r)
+			creds[i], errs[i] = resp.GetCredential(), err
+		})
+	}
+	wg.Wait()
+	failed := 0
+	for i, err := range errs {
+		if err != nil {
+			failed++
+			if failed <= 3 {
+				t.Errorf("IssueCredential #%d: %v", i, err)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d issuances failed", failed, n)
+	}
+	return creds
+}
+
+// expectIssuedOnce waits until the audit log holds exactly the issued
+// events of creds for delegator, each once, and stays so.
+func (s *stack) expectIssuedOnce(t testing.TB, delegator string, creds []*issuerv1.Credential, timeout time.Duration) {
+	t.Helper()
+	filter := &auditv1.EventFilter{DelegatorId: delegator, Types: []eventsv1.EventType{evIssued}}
+	var recs []*auditv1.AuditRecord
+	waitFor(t, timeout, fmt.Sprintf("%d issued events in the audit log", len(creds)), func() bool {
+		recs = s.eventsNow(filter)
+		return len(recs) >= len(creds)
+	})
+	holdsFor(1500*time.Millisecond, func() bool {
+		recs = s.eventsNow(filter)
+		return len(recs) == len(creds)
+	})
+	if len(recs) != len(creds) {
+		t.Errorf("issued events for %s: %d; want %d", delegator, len(recs), len(creds))
+	}
+	if n := distinctEventIDs(recs); n != len(creds) {
+		t.Errorf("issued events for %s: %d distinct event ids; want %d", delegator, n, len(creds))
+	}
+	want := map[string]int{}
+	for _, c := range creds {
+		want[c.GetId()] = 1
+	}
+	if diff := cmp.Diff(want, countBy(recs)); diff != "" {
+		t.Errorf("issued events per credential (-want +got):\n%s", diff)
+	}
+}
+
+// TestNATSOutage proves that issuance does not depend on NATS (the outbox
+// is in Redis) and that events written while NATS was down reach the audit
+// log once it is back, each exactly once.
+func TestNATSOutage(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, stackOptions{})
+
+	// Warm up: the stream and audit's durable consumer exist and work.
+	warm := s.party("warm")
+	s.expectIssuedOnce(t, warm.delegator, []*issuerv1.Credential{s.issue(t, warm.request())}, 15*time.Second)
+
+	s.StopNATS()
+	delegator := "user:" + s.ns + "-outage@example.com"
+	creds := s.issueMany(t, 100, delegator, "outage")
+	if keys := s.credKeys(t, "*"); len(keys) != 101 {
+		t.Errorf("credential keys in Redis during the outage: %d; want 101", len(keys))
+	}
+
+	s.StartNATS()
+	s.expectIssuedOnce(t, delegator, creds, 45*time.Second)
+	all := s.mustEvents(t, &auditv1.EventFilter{})
+	if n := distinctEventIDs(all); n != len(all) || len(all) != 101 {
+		t.Errorf("audit log: %d records, %d distinct event ids; want 101 and 101", len(all), n)
+	}
+	checkSequences(t, all)
+}
