@@ -383,8 +383,16 @@ func (x *IssueCredentialResponse) GetDecision() *v1.Decision {
 
 // IntrospectCredentialRequest carries the token to check.
 type IntrospectCredentialRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// dpop_proof is the DPoP proof (RFC 9449) the agent presented with the
+	// token, for a credential bound to a key (cnf.jkt). A bound credential
+	// without a valid proof is inactive.
+	DpopProof string `protobuf:"bytes,2,opt,name=dpop_proof,json=dpopProof,proto3" json:"dpop_proof,omitempty"`
+	// http_method and http_uri are the method and URI of the request the
+	// proof was made for (its "htm" and "htu").
+	HttpMethod    string `protobuf:"bytes,3,opt,name=http_method,json=httpMethod,proto3" json:"http_method,omitempty"`
+	HttpUri       string `protobuf:"bytes,4,opt,name=http_uri,json=httpUri,proto3" json:"http_uri,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -422,6 +430,27 @@ func (*IntrospectCredentialRequest) Descriptor() ([]byte, []int) {
 func (x *IntrospectCredentialRequest) GetToken() string {
 	if x != nil {
 		return x.Token
+	}
+	return ""
+}
+
+func (x *IntrospectCredentialRequest) GetDpopProof() string {
+	if x != nil {
+		return x.DpopProof
+	}
+	return ""
+}
+
+func (x *IntrospectCredentialRequest) GetHttpMethod() string {
+	if x != nil {
+		return x.HttpMethod
+	}
+	return ""
+}
+
+func (x *IntrospectCredentialRequest) GetHttpUri() string {
+	if x != nil {
+		return x.HttpUri
 	}
 	return ""
 }
@@ -1228,9 +1257,14 @@ const file_jitid_issuer_v1_issuer_proto_rawDesc = "" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x1b.jitid.issuer.v1.CredentialR\n" +
 	"credential\x127\n" +
-	"\bdecision\x18\x02 \x01(\v2\x1b.jitid.identity.v1.DecisionR\bdecision\"3\n" +
+	"\bdecision\x18\x02 \x01(\v2\x1b.jitid.identity.v1.DecisionR\bdecision\"\x8e\x01\n" +
 	"\x1bIntrospectCredentialRequest\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token\"s\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1d\n" +
+	"\n" +
+	"dpop_proof\x18\x02 \x01(\tR\tdpopProof\x12\x1f\n" +
+	"\vhttp_method\x18\x03 \x01(\tR\n" +
+	"httpMethod\x12\x19\n" +
+	"\bhttp_uri\x18\x04 \x01(\tR\ahttpUri\"s\n" +
 	"\x1cIntrospectCredentialResponse\x12\x16\n" +
 	"\x06active\x18\x01 \x01(\bR\x06active\x12;\n" +
 	"\n" +
