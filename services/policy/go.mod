@@ -9,8 +9,10 @@ require (
 	github.com/jitid/jitid/pkg v0.0.0
 	github.com/jitid/jitid/proto v0.0.0
 	github.com/prometheus/client_golang v1.25.0
+	golang.org/x/sync v0.24.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
+	gopkg.in/yaml.v3 v3.0.1
 )
 
 require (

@@ -18,13 +18,15 @@ import (
 type Config struct {
 	GRPCAddr  string
 	AdminAddr string // empty: no admin HTTP server
+	// AuthZENAddr is the listen address of the AuthZEN HTTP endpoint;
+	// empty turns it off.
+	AuthZENAddr string
 	// PolicyFile is a .cedar file or a directory of them; empty selects the
 	// built-in default set.
 	PolicyFile string
 	LogLevel   slog.Level
 	LogFormat  string
-	// ReloadInterval is how often PolicyFile is polled for changes. Not a
-	// flag yet: docs/configuration.md lists none.
+	// ReloadInterval is how often PolicyFile is polled for changes.
 	ReloadInterval time.Duration
 }
 
@@ -40,7 +42,9 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	var level string
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50052", "gRPC listen address")
 	fs.StringVar(&c.AdminAddr, "admin-addr", "127.0.0.1:9092", "admin HTTP address (/metrics, /healthz, /readyz); empty turns it off")
+	fs.StringVar(&c.AuthZENAddr, "authzen-addr", "127.0.0.1:8092", "OpenID AuthZEN 1.0 evaluation endpoint (POST /access/v1/evaluation), HTTP; empty turns it off")
 	fs.StringVar(&c.PolicyFile, "policy-file", "", "a .cedar file or a directory of them; the built-in default set when empty")
+	fs.DurationVar(&c.ReloadInterval, "reload-interval", 2*time.Second, "how often -policy-file is checked for changes")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
 	if err := envflag.Parse(fs, args, getenv); err != nil {
@@ -52,7 +56,6 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return Config{}, fmt.Errorf("%w: -log-level %q: want debug, info, warn or error", ErrInvalid, level)
 	}
-	c.ReloadInterval = 2 * time.Second
 	return c, c.validate()
 }
 
@@ -63,6 +66,14 @@ func (c Config) validate() error {
 	if c.AdminAddr != "" {
 		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
 			return fmt.Errorf("%w: -admin-addr %q: %w", ErrInvalid, c.AdminAddr, err)
+		}
+	}
+	if c.ReloadInterval < 100*time.Millisecond {
+		return fmt.Errorf("%w: -reload-interval %v: want at least 100ms", ErrInvalid, c.ReloadInterval)
+	}
+	if c.AuthZENAddr != "" {
+		if _, _, err := net.SplitHostPort(c.AuthZENAddr); err != nil {
+			return fmt.Errorf("%w: -authzen-addr %q: %w", ErrInvalid, c.AuthZENAddr, err)
 		}
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {

@@ -22,17 +22,19 @@ func TestLoad(t *testing.T) {
 	}{
 		{
 			name: "defaults",
-			want: config.Config{GRPCAddr: "127.0.0.1:50052", AdminAddr: "127.0.0.1:9092", LogLevel: slog.LevelInfo, LogFormat: "json", ReloadInterval: 2 * time.Second},
+			want: config.Config{GRPCAddr: "127.0.0.1:50052", AdminAddr: "127.0.0.1:9092", AuthZENAddr: "127.0.0.1:8092", LogLevel: slog.LevelInfo, LogFormat: "json", ReloadInterval: 2 * time.Second},
 		},
 		{
 			name: "env, flag wins",
 			args: []string{"-grpc-addr", ":6000"},
-			env:  map[string]string{"JITID_GRPC_ADDR": ":7000", "JITID_POLICY_FILE": "/etc/jitid/policies", "JITID_ADMIN_ADDR": "", "JITID_LOG_LEVEL": "debug"},
-			want: config.Config{GRPCAddr: ":6000", AdminAddr: "127.0.0.1:9092", PolicyFile: "/etc/jitid/policies", LogLevel: slog.LevelDebug, LogFormat: "json", ReloadInterval: 2 * time.Second},
+			env:  map[string]string{"JITID_GRPC_ADDR": ":7000", "JITID_POLICY_FILE": "/etc/jitid/policies", "JITID_ADMIN_ADDR": "", "JITID_LOG_LEVEL": "debug", "JITID_AUTHZEN_ADDR": "0.0.0.0:8443"},
+			want: config.Config{GRPCAddr: ":6000", AdminAddr: "127.0.0.1:9092", AuthZENAddr: "0.0.0.0:8443", PolicyFile: "/etc/jitid/policies", LogLevel: slog.LevelDebug, LogFormat: "json", ReloadInterval: 2 * time.Second},
 		},
 		{name: "bad level", args: []string{"-log-level", "loud"}, wantErr: config.ErrInvalid},
 		{name: "bad format", args: []string{"-log-format", "xml"}, wantErr: config.ErrInvalid},
 		{name: "bad addr", args: []string{"-grpc-addr", "nowhere"}, wantErr: config.ErrInvalid},
+		{name: "bad authzen addr", args: []string{"-authzen-addr", "8092"}, wantErr: config.ErrInvalid},
+		{name: "reload too often", args: []string{"-reload-interval", "1ms"}, wantErr: config.ErrInvalid},
 		{name: "stray argument", args: []string{"extra"}, wantErr: config.ErrInvalid},
 	}
 	for _, tt := range tests {

@@ -20,6 +20,10 @@ type EngineOptions struct {
 	// audit records sort by it) when nil.
 	NewDecisionID func() (string, error)
 	Logger        *slog.Logger
+	// OnReload, when set, is called after every change of the engine's
+	// state (a set installed, a reload failed or recovered), e.g. to update
+	// health. It must not call back into the engine's setters.
+	OnReload func(Status)
 }
 
 // Engine evaluates requests against the policy set in use and lets a new
@@ -29,6 +33,7 @@ type Engine struct {
 	clock func() time.Time
 	newID func() (string, error)
 	log   *slog.Logger
+	hook  func(Status)
 
 	mu          sync.Mutex
 	lastErr     error
@@ -44,7 +49,7 @@ type installed struct {
 // NewEngine returns an Engine serving set, which must not be nil: the
 // service does not start without a good set.
 func NewEngine(set *Set, opts EngineOptions) *Engine {
-	e := &Engine{clock: opts.Clock, newID: opts.NewDecisionID, log: opts.Logger}
+	e := &Engine{clock: opts.Clock, newID: opts.NewDecisionID, log: opts.Logger, hook: opts.OnReload}
 	if e.clock == nil {
 		e.clock = time.Now
 	}
@@ -96,14 +101,25 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) (Decision, error) {
 func (e *Engine) Install(set *Set) {
 	prev := e.set.Swap(&installed{set: set, at: e.clock()})
 	e.clearReloadError()
+	e.notify()
 	e.log.Info("policy set installed", "version", set.Version(), "previous", prev.set.Version(),
 		"source", set.Source(), "policies", len(set.ids))
 }
 
 func (e *Engine) clearReloadError() {
 	e.mu.Lock()
+	had := e.lastErr != nil
 	e.lastErr, e.lastErrAt = nil, time.Time{}
 	e.mu.Unlock()
+	if had {
+		e.notify()
+	}
+}
+
+func (e *Engine) notify() {
+	if e.hook != nil {
+		e.hook(e.Status())
+	}
 }
 
 // ReloadFailed records a failed reload; the set in use stays.
@@ -114,6 +130,7 @@ func (e *Engine) ReloadFailed(err error) {
 	e.mu.Unlock()
 	e.log.Error("policy reload failed; keeping the last good set",
 		"version", e.Set().Version(), "error", err)
+	e.notify()
 }
 
 // Set returns the set in use.

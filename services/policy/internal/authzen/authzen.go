@@ -1,0 +1,311 @@
+// Package authzen serves the OpenID AuthZEN Authorization API 1.0 access
+// evaluation endpoint (POST /access/v1/evaluation) over the policy engine,
+// so that enforcement points other than the issuer can ask the same policy.
+//
+// The AuthZEN request maps onto jitid's model as follows:
+//
+//	subject   {type: "agent", id, properties: {class, platform, attributes,
+//	           agent_chain: [{id, class, platform, attributes, held_scopes}]}}
+//	action    {name: <scope>}
+//	resource  {type: "task", id, properties: {purpose, sensitivity, deadline}}
+//	context   {delegator: {id, attributes, entitlements, time_zone,
+//	           authenticated_at}, ttl ("15m" or seconds), audience, time}
+//
+// The response is {"decision": bool, "context": {...}} with the decision
+// id, policy version, deciding policies, reasons (reason_admin and
+// reason_user as the spec's examples show), max_ttl, profile and
+// obligations. An enforcement point that allows must meet the obligations.
+package authzen
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/jitid/jitid/services/policy/internal/policy"
+)
+
+// EvaluationPath is the AuthZEN access evaluation endpoint.
+const EvaluationPath = "/access/v1/evaluation"
+
+// MetadataPath is the AuthZEN PDP metadata document.
+const MetadataPath = "/.well-known/authzen-configuration"
+
+// maxBody bounds a request body; a request is a few hundred bytes.
+const maxBody = 1 << 20
+
+type evaluator interface {
+	Evaluate(ctx context.Context, req policy.Request) (policy.Decision, error)
+}
+
+// Handler serves the AuthZEN endpoints.
+type Handler struct {
+	engine evaluator
+	log    *slog.Logger
+	mux    *http.ServeMux
+}
+
+// New returns a Handler deciding with engine.
+func New(engine *policy.Engine, log *slog.Logger) *Handler {
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &Handler{engine: engine, log: log, mux: http.NewServeMux()}
+	h.mux.HandleFunc("POST "+EvaluationPath, h.evaluation)
+	h.mux.HandleFunc("GET "+MetadataPath, h.metadata)
+	return h
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// Entity is an AuthZEN subject or resource.
+type Entity struct {
+	Type       string          `json:"type"`
+	ID         string          `json:"id"`
+	Properties json.RawMessage `json:"properties,omitempty"`
+}
+
+// Action is an AuthZEN action.
+type Action struct {
+	Name       string          `json:"name"`
+	Properties json.RawMessage `json:"properties,omitempty"`
+}
+
+// EvaluationRequest is the body of POST /access/v1/evaluation.
+type EvaluationRequest struct {
+	Subject  Entity          `json:"subject"`
+	Action   Action          `json:"action"`
+	Resource Entity          `json:"resource"`
+	Context  json.RawMessage `json:"context,omitempty"`
+}
+
+// EvaluationResponse is its answer.
+type EvaluationResponse struct {
+	Decision bool            `json:"decision"`
+	Context  ResponseContext `json:"context"`
+}
+
+// ResponseContext carries jitid's decision details.
+type ResponseContext struct {
+	ID            string            `json:"id"`
+	PolicyVersion string            `json:"policy_version"`
+	Policies      []string          `json:"policies,omitempty"`
+	Reasons       []string          `json:"reasons,omitempty"`
+	ReasonAdmin   map[string]string `json:"reason_admin,omitempty"`
+	ReasonUser    map[string]string `json:"reason_user,omitempty"`
+	MaxTTL        string            `json:"max_ttl,omitempty"`
+	Profile       string            `json:"profile,omitempty"`
+	Obligations   []string          `json:"obligations,omitempty"`
+}
+
+type agentProps struct {
+	Class      string            `json:"class"`
+	Platform   string            `json:"platform"`
+	Attributes map[string]string `json:"attributes"`
+	AgentChain []chainAgent      `json:"agent_chain"`
+}
+
+type chainAgent struct {
+	ID         string            `json:"id"`
+	Class      string            `json:"class"`
+	Platform   string            `json:"platform"`
+	Attributes map[string]string `json:"attributes"`
+	HeldScopes *[]string         `json:"held_scopes"`
+}
+
+type taskProps struct {
+	Purpose     string    `json:"purpose"`
+	Sensitivity string    `json:"sensitivity"`
+	Deadline    time.Time `json:"deadline"`
+}
+
+type requestContext struct {
+	Delegator struct {
+		ID              string            `json:"id"`
+		Attributes      map[string]string `json:"attributes"`
+		Entitlements    []string          `json:"entitlements"`
+		TimeZone        string            `json:"time_zone"`
+		AuthenticatedAt time.Time         `json:"authenticated_at"`
+	} `json:"delegator"`
+	TTL      json.RawMessage `json:"ttl"`
+	Audience string          `json:"audience"`
+	Time     time.Time       `json:"time"`
+}
+
+// errBadRequest is wrapped by every mapping error: the caller's fault.
+var errBadRequest = errors.New("bad request")
+
+func badf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errBadRequest, fmt.Sprintf(format, args...))
+}
+
+func decodeProps(raw json.RawMessage, v any, what string) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return badf("%s: %v", what, err)
+	}
+	return nil
+}
+
+var classes = map[string]policy.AgentClass{"": policy.AgentClassUnspecified, "UNSPECIFIED": policy.AgentClassUnspecified,
+	"EPHEMERAL": policy.AgentClassEphemeral, "RECURRING": policy.AgentClassRecurring}
+
+var sensitivities = map[string]policy.Sensitivity{"LOW": policy.SensitivityLow, "MEDIUM": policy.SensitivityMedium,
+	"HIGH": policy.SensitivityHigh, "CRITICAL": policy.SensitivityCritical}
+
+// ToRequest maps an AuthZEN request onto a policy.Request.
+func ToRequest(in *EvaluationRequest) (policy.Request, error) {
+	var req policy.Request
+	if in.Subject.Type != "agent" {
+		return req, badf(`subject.type %q: want "agent"`, in.Subject.Type)
+	}
+	if in.Resource.Type != "task" {
+		return req, badf(`resource.type %q: want "task"`, in.Resource.Type)
+	}
+	var ap agentProps
+	if err := decodeProps(in.Subject.Properties, &ap, "subject.properties"); err != nil {
+		return req, err
+	}
+	class, ok := classes[ap.Class]
+	if !ok {
+		return req, badf("subject.properties.class %q: want EPHEMERAL or RECURRING", ap.Class)
+	}
+	req.Agent = policy.Agent{ID: in.Subject.ID, Class: class, Platform: ap.Platform, Attributes: ap.Attributes}
+	for i, a := range ap.AgentChain {
+		c, ok := classes[a.Class]
+		if !ok {
+			return req, badf("subject.properties.agent_chain[%d].class %q: want EPHEMERAL or RECURRING", i, a.Class)
+		}
+		req.AgentChain = append(req.AgentChain, policy.Agent{ID: a.ID, Class: c, Platform: a.Platform, Attributes: a.Attributes})
+		if a.HeldScopes != nil {
+			if req.AgentChainScopes == nil {
+				req.AgentChainScopes = make([][]string, len(ap.AgentChain))
+			}
+			req.AgentChainScopes[i] = append([]string{}, *a.HeldScopes...)
+		}
+	}
+	for i := range req.AgentChainScopes {
+		if req.AgentChainScopes[i] == nil {
+			return req, badf("subject.properties.agent_chain[%d].held_scopes: give it for every agent of the chain or none", i)
+		}
+	}
+	var tp taskProps
+	if err := decodeProps(in.Resource.Properties, &tp, "resource.properties"); err != nil {
+		return req, err
+	}
+	sens, ok := sensitivities[tp.Sensitivity]
+	if !ok {
+		return req, badf("resource.properties.sensitivity %q: want LOW, MEDIUM, HIGH or CRITICAL", tp.Sensitivity)
+	}
+	req.Task = policy.Task{ID: in.Resource.ID, Purpose: tp.Purpose, Sensitivity: sens, Deadline: tp.Deadline}
+	req.Scopes = []string{in.Action.Name}
+	var rc requestContext
+	if err := decodeProps(in.Context, &rc, "context"); err != nil {
+		return req, err
+	}
+	d := rc.Delegator
+	req.Delegator = policy.Delegator{ID: d.ID, Attributes: d.Attributes, Entitlements: d.Entitlements,
+		TimeZone: d.TimeZone, AuthenticatedAt: d.AuthenticatedAt}
+	ttl, err := parseTTL(rc.TTL)
+	if err != nil {
+		return req, err
+	}
+	req.TTL = ttl
+	req.Audience = rc.Audience
+	req.Time = rc.Time
+	return req, nil
+}
+
+// defaultTTL is the requested TTL when the caller gives none: an
+// enforcement point asking "may it?" has no credential life in mind.
+const defaultTTL = time.Hour
+
+func parseTTL(raw json.RawMessage) (time.Duration, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return defaultTTL, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, badf("context.ttl %q: want a duration such as \"15m\" or a number of seconds", s)
+		}
+		return d, nil
+	}
+	secs, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil {
+		return 0, badf("context.ttl: want a duration such as \"15m\" or a number of seconds")
+	}
+	return time.Duration(secs * float64(time.Second)), nil
+}
+
+func (h *Handler) evaluation(w http.ResponseWriter, r *http.Request) {
+	if id := r.Header.Get("X-Request-ID"); id != "" {
+		// The spec asks the PDP to echo it.
+		w.Header().Set("X-Request-ID", id)
+	}
+	var in EvaluationRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	if err := dec.Decode(&in); err != nil {
+		writeError(w, http.StatusBadRequest, "body: not an AuthZEN evaluation request: "+err.Error())
+		return
+	}
+	req, err := ToRequest(&in)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	d, err := h.engine.Evaluate(r.Context(), req)
+	var fe *policy.FieldError
+	switch {
+	case errors.As(err, &fe):
+		writeError(w, http.StatusBadRequest, fe.Error())
+		return
+	case err != nil:
+		h.log.ErrorContext(r.Context(), "authzen evaluation failed", "error", err)
+		writeError(w, http.StatusInternalServerError, "internal error")
+		return
+	}
+	resp := EvaluationResponse{Decision: d.Allow, Context: ResponseContext{
+		ID: d.DecisionID, PolicyVersion: d.PolicyVersion, Policies: d.Policies, Reasons: d.Reasons,
+		Obligations: d.Obligations,
+	}}
+	if d.Allow {
+		resp.Context.MaxTTL = d.MaxTTL.String()
+		resp.Context.Profile = d.Profile.String()
+	} else if len(d.Reasons) > 0 {
+		resp.Context.ReasonAdmin = map[string]string{"en": d.Reasons[0]}
+		resp.Context.ReasonUser = map[string]string{"en": d.Reasons[0]}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
+	base := "http://" + r.Host
+	if r.TLS != nil {
+		base = "https://" + r.Host
+	}
+	writeJSON(w, http.StatusOK, map[string]string{
+		"policy_decision_point":      base,
+		"access_evaluation_endpoint": base + EvaluationPath,
+	})
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
