@@ -32,8 +32,8 @@ type Result struct {
 	Errors      int64         `json:"errors"`
 	// Dropped counts open-loop calls that could not even be started
 	// because every sender was busy; they are errors too.
-	Dropped int64   `json:"dropped,omitempty"`
-	Rate    float64 `json:"rate"`
+	Dropped int64         `json:"dropped,omitempty"`
+	Rate    float64       `json:"rate"`
 	P50     time.Duration `json:"p50_ns"`
 	P90     time.Duration `json:"p90_ns"`
 	P99     time.Duration `json:"p99_ns"`
@@ -171,3 +171,57 @@ func Open(ctx context.Context, rate float64, d time.Duration, maxInFlight int, c
 	res.Dropped = dropped.Load()
 	return res
 }
+
+// Median returns, figure by figure, the median of several runs of the same
+// workload: rate, each percentile and max are each the median of that
+// figure across runs (not the figures of one median run); calls, errors
+// and drops are summed. Mode, concurrency and target rate come from the
+// first run.
+func Median(runs []Result) Result {
+	if len(runs) == 0 {
+		return Result{}
+	}
+	out := runs[0]
+	out.Calls, out.Errors, out.Dropped, out.FirstError = 0, 0, 0, ""
+	for _, r := range runs {
+		out.Calls += r.Calls
+		out.Errors += r.Errors
+		out.Dropped += r.Dropped
+		if out.FirstError == "" {
+			out.FirstError = r.FirstError
+		}
+	}
+	out.Rate = MedianOf(runs, func(r Result) float64 { return r.Rate })
+	dur := func(f func(Result) time.Duration) time.Duration {
+		return time.Duration(MedianOf(runs, func(r Result) float64 { return float64(f(r)) }))
+	}
+	out.Duration = dur(func(r Result) time.Duration { return r.Duration })
+	out.P50 = dur(func(r Result) time.Duration { return r.P50 })
+	out.P90 = dur(func(r Result) time.Duration { return r.P90 })
+	out.P99 = dur(func(r Result) time.Duration { return r.P99 })
+	out.P999 = dur(func(r Result) time.Duration { return r.P999 })
+	out.Max = dur(func(r Result) time.Duration { return r.Max })
+	return out
+}
+
+// MedianOf returns the median of f over xs; with an even count, the mean of
+// the two middle values.
+func MedianOf[T any](xs []T, f func(T) float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	v := make([]float64, len(xs))
+	for i, x := range xs {
+		v[i] = f(x)
+	}
+	slices.Sort(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+// Percentile returns the q-quantile (0..1) of sorted by the nearest-rank
+// method: the smallest value with at least q of the values at or below it.
+func Percentile(sorted []time.Duration, q float64) time.Duration { return pct(sorted, q) }

@@ -44,3 +44,51 @@ func TestOpenMeasuresFromIntendedSendTime(t *testing.T) {
 		t.Error("no calls")
 	}
 }
+
+func TestMedianTakesEachFigureApart(t *testing.T) {
+	t.Parallel()
+	runs := []load.Result{
+		{Mode: "closed", Rate: 100, P50: 1, P99: 30, Calls: 10, Errors: 1},
+		{Mode: "closed", Rate: 300, P50: 3, P99: 10, Calls: 30},
+		{Mode: "closed", Rate: 200, P50: 2, P99: 20, Calls: 20, Errors: 2},
+	}
+	got := load.Median(runs)
+	if got.Rate != 200 || got.P50 != 2 || got.P99 != 20 || got.Calls != 60 || got.Errors != 3 {
+		t.Errorf("Median = %+v; want rate 200, p50 2, p99 20, calls 60, errors 3", got)
+	}
+	if even := load.MedianOf([]float64{4, 1, 3, 2}, func(f float64) float64 { return f }); even != 2.5 {
+		t.Errorf("MedianOf even count = %v, want 2.5", even)
+	}
+	if empty := load.Median(nil); empty.Calls != 0 {
+		t.Errorf("Median(nil) = %+v", empty)
+	}
+}
+
+func TestPercentileNearestRank(t *testing.T) {
+	t.Parallel()
+	sorted := make([]time.Duration, 100)
+	for i := range sorted {
+		sorted[i] = time.Duration(i + 1)
+	}
+	tests := []struct {
+		name string
+		q    float64
+		want time.Duration
+	}{
+		{"median", 0.5, 50},
+		{"p99", 0.99, 99},
+		{"p999 of 100 is the max", 0.999, 100},
+		{"zero is the min", 0, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := load.Percentile(sorted, tt.q); got != tt.want {
+				t.Errorf("Percentile(%v) = %v, want %v", tt.q, got, tt.want)
+			}
+		})
+	}
+	if got := load.Percentile(nil, 0.99); got != 0 {
+		t.Errorf("Percentile(nil) = %v, want 0", got)
+	}
+}
