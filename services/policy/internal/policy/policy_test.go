@@ -457,18 +457,3 @@ func TestReloadKeepsLastGoodSet(t *testing.T) {
 		t.Errorf("PolicyIDs (-want +got):\n%s", diff)
 	}
 }
-
-func BenchmarkEvaluateDefault(b *testing.B) {
-	engine := defaultEngine(b)
-	req := request(func(r *policy.Request) {
-		r.Scopes = []string{"tickets:read", "tickets:purchase", "calendar:write"}
-		r.Agent.Attributes = map[string]string{"model": "m1", "team": "travel"}
-	})
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := engine.Evaluate(ctx, req); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
