@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -80,7 +81,9 @@ func (s *Server) IssueCredential(ctx context.Context, req *issuerv1.IssueCredent
 // IntrospectCredential says whether a token is active; an unknown, forged,
 // expired or revoked token is active: false, not an error.
 func (s *Server) IntrospectCredential(ctx context.Context, req *issuerv1.IntrospectCredentialRequest) (*issuerv1.IntrospectCredentialResponse, error) {
-	c, err := s.iss.Introspect(ctx, req.GetToken())
+	c, err := s.iss.Introspect(ctx, req.GetToken(), issuer.Proof{
+		JWT: req.GetDpopProof(), Method: req.GetHttpMethod(), URI: req.GetHttpUri(),
+	})
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -88,6 +91,33 @@ func (s *Server) IntrospectCredential(ctx context.Context, req *issuerv1.Introsp
 		return &issuerv1.IntrospectCredentialResponse{}, nil
 	}
 	return &issuerv1.IntrospectCredentialResponse{Active: true, Credential: toProto(c)}, nil
+}
+
+// ExchangeCredential mints a sub-agent's credential from its parent's
+// (RFC 8693 semantics): narrower scopes, no longer life, no lower
+// sensitivity, policy asked again with the whole chain.
+func (s *Server) ExchangeCredential(ctx context.Context, req *issuerv1.ExchangeCredentialRequest) (*issuerv1.ExchangeCredentialResponse, error) {
+	r := &issuer.ExchangeRequest{
+		SubjectToken: req.GetSubjectToken(),
+		Agent:        req.GetAgent(),
+		Scopes:       req.GetScopes(),
+		Sensitivity:  req.GetSensitivity(),
+		Audience:     req.GetAudience(),
+		CnfJKT:       req.GetCnfJkt(),
+	}
+	if req.Ttl != nil {
+		if err := req.GetTtl().CheckValid(); err != nil {
+			return nil, s.toStatus(ctx, &issuer.InvalidArgumentError{Field: "ttl", Reason: err.Error()})
+		}
+		r.TTL = req.GetTtl().AsDuration()
+	}
+	got, err := s.iss.Exchange(ctx, r)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	cred := toProto(got.Credential)
+	cred.Token = got.Token
+	return &issuerv1.ExchangeCredentialResponse{Credential: cred, Decision: got.Decision}, nil
 }
 
 // RevokeCredentials revokes by exactly one of credential, task, agent or
@@ -169,6 +199,11 @@ func toProto(c *issuer.Credential) *issuerv1.Credential {
 		PolicyVersion:   c.PolicyVersion,
 		Issuer:          c.Issuer,
 		AgentClass:      c.Agent.GetClass(),
+		ParentId:        c.ParentID,
+		AgentChain:      c.AgentChain(),
+		MaxUses:         int32(min(c.MaxUses, math.MaxInt32)),
+		Uses:            int32(min(c.Uses, math.MaxInt32)),
+		CnfJkt:          c.CnfJKT,
 	}
 }
 
@@ -180,6 +215,8 @@ func toProto(c *issuer.Credential) *issuerv1.Credential {
 //	ErrPolicyUnavailable   UNAVAILABLE          fail closed, said so
 //	ErrStoreUnavailable    UNAVAILABLE
 //	ErrTaskCompleted       FAILED_PRECONDITION
+//	ErrNotDelegable        FAILED_PRECONDITION  the subject credential is bound or use-limited
+//	ErrSubjectToken        UNAUTHENTICATED      the subject token of an exchange is not active
 //	ErrNotFound            NOT_FOUND
 //	context ended          CANCELED / DEADLINE_EXCEEDED
 //	anything else          INTERNAL             generic message
@@ -213,6 +250,12 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		return status.Error(codes.Unavailable, MsgStoreUnavailable)
 	case errors.Is(err, issuer.ErrTaskCompleted):
 		return status.Error(codes.FailedPrecondition, "task already completed: no credential issued")
+	case errors.Is(err, issuer.ErrNotDelegable):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, issuer.ErrSubjectToken):
+		// Checked before ErrNotFound: a parent gone during the exchange is
+		// an inactive subject token, not a missing resource.
+		return status.Error(codes.Unauthenticated, "subject_token is not an active credential")
 	case errors.Is(err, issuer.ErrNotFound):
 		return status.Error(codes.NotFound, "credential not found or no longer live")
 	case errors.Is(err, context.Canceled):

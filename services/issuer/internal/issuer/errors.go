@@ -24,6 +24,13 @@ var (
 	ErrPolicyUnavailable = errors.New("policy service unavailable")
 	// ErrSigning means a credential could not be signed.
 	ErrSigning = errors.New("credential signing failed")
+	// ErrSubjectToken means the subject token of an exchange is not an
+	// active credential (forged, malformed, expired, revoked or unknown).
+	ErrSubjectToken = errors.New("subject token is not an active credential")
+	// ErrNotDelegable means the subject token is active but may not be
+	// exchanged: it is bound to a key (cnf) or limited in uses (max_uses),
+	// and a derived credential would escape that limit.
+	ErrNotDelegable = errors.New("subject credential cannot be delegated")
 )
 
 // InvalidArgumentError names the request field that was refused and why.

@@ -47,24 +47,15 @@ func (s *Issuer) Issue(ctx context.Context, r *IssueRequest) (*Issued, error) {
 		return nil, err
 	}
 	if !decision.GetAllow() {
-		s.recordDenial(ctx, r, audience, decision, now)
+		s.recordDenial(ctx, s.denialEvent(r, audience, decision, now))
 		return nil, &DeniedError{Decision: decision}
 	}
 
-	// Policy never grants more than requested; the issuer makes sure of it
-	// rather than trusting it, keeping the request's order.
-	granted := make([]string, 0, len(r.Scopes))
-	for _, sc := range r.Scopes {
-		if slices.Contains(decision.GetGrantedScopes(), sc) {
-			granted = append(granted, sc)
-		}
-	}
+	granted := grantedScopes(r.Scopes, decision, nil)
 	if len(granted) == 0 {
 		// An allow with nothing in it is a policy bug; refuse like a denial.
-		decision = proto.CloneOf(decision)
-		decision.Allow = false
-		decision.Reasons = append(decision.Reasons, "no requested scope was granted")
-		s.recordDenial(ctx, r, audience, decision, now)
+		decision = emptyGrant(decision)
+		s.recordDenial(ctx, s.denialEvent(r, audience, decision, now))
 		return nil, &DeniedError{Decision: decision}
 	}
 
@@ -72,6 +63,43 @@ func (s *Issuer) Issue(ctx context.Context, r *IssueRequest) (*Issued, error) {
 	if err != nil {
 		return nil, err
 	}
+	c := &Credential{
+		Audience:  audience,
+		Agent:     proto.CloneOf(r.Agent),
+		Delegator: proto.CloneOf(r.Delegator),
+		Task:      proto.CloneOf(r.Task),
+		Scopes:    granted,
+		CnfJKT:    r.CnfJKT,
+	}
+	return s.mint(ctx, c, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, decision, r.Scopes, r.TTL, ttl, now)
+}
+
+// grantedScopes is requested ∩ granted by the decision (∩ held, when held
+// is not nil), in the request's order. Policy never grants more than
+// requested; the issuer makes sure of it rather than trusting it.
+func grantedScopes(requested []string, d *identityv1.Decision, held []string) []string {
+	granted := make([]string, 0, len(requested))
+	for _, sc := range requested {
+		if slices.Contains(d.GetGrantedScopes(), sc) && (held == nil || slices.Contains(held, sc)) {
+			granted = append(granted, sc)
+		}
+	}
+	return granted
+}
+
+// emptyGrant turns an allow that grants nothing into a denial.
+func emptyGrant(d *identityv1.Decision) *identityv1.Decision {
+	d = proto.CloneOf(d)
+	d.Allow = false
+	d.Reasons = append(d.Reasons, "no requested scope was granted")
+	return d
+}
+
+// mint completes c (id, issuer, times, decision, use limit), signs it and
+// stores it with its event of type t (issued or exchanged) and the
+// expired event the sweeper emits later, in one step.
+func (s *Issuer) mint(ctx context.Context, c *Credential, t eventsv1.EventType, decision *identityv1.Decision,
+	requestedScopes []string, requestedTTL, ttl time.Duration, now time.Time) (*Issued, error) {
 	// JWT times are whole seconds: truncating the expiry (not rounding)
 	// keeps the credential inside every bound, the task deadline included.
 	issuedAt := now.Truncate(time.Second)
@@ -79,42 +107,45 @@ func (s *Issuer) Issue(ctx context.Context, r *IssueRequest) (*Issued, error) {
 	if !expiresAt.After(issuedAt) {
 		return nil, invalid("task.deadline", "leaves less than %v", MinTTL)
 	}
-
-	c := &Credential{
-		ID:            s.newID(),
-		Issuer:        s.cfg.Issuer,
-		Audience:      audience,
-		Agent:         proto.CloneOf(r.Agent),
-		Delegator:     proto.CloneOf(r.Delegator),
-		Task:          proto.CloneOf(r.Task),
-		Scopes:        granted,
-		IssuedAt:      issuedAt,
-		ExpiresAt:     expiresAt,
-		Profile:       decision.GetProfile(),
-		PolicyVersion: decision.GetPolicyVersion(),
-		DecisionID:    decision.GetDecisionId(),
-	}
+	c.ID = s.newID()
+	c.Issuer = s.cfg.Issuer
+	c.IssuedAt = issuedAt
+	c.ExpiresAt = expiresAt
+	c.Profile = decision.GetProfile()
+	c.PolicyVersion = decision.GetPolicyVersion()
+	c.DecisionID = decision.GetDecisionId()
+	c.MaxUses = max(int(decision.GetMaxUses()), 0)
 	token, err := s.signer.Sign(c)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSigning, err)
 	}
 
-	issued := s.credentialEvent(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, c, now, "")
-	issued.Decision = decision
+	ev := s.credentialEvent(t, c, now, "")
+	ev.Decision = decision
+	ev.RequestedScopes = requestedScopes
+	ev.RequestedTtl = durationpb.New(requestedTTL)
 	expired := s.credentialEvent(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED, c, c.ExpiresAt, "expired")
-	if err := s.store.Issue(ctx, c, issued, expired); err != nil {
+	if err := s.store.Issue(ctx, c, ev, expired); err != nil {
 		return nil, fmt.Errorf("store credential %s: %w", c.ID, err)
 	}
-	s.log.InfoContext(ctx, "credential issued", "credential_id", c.ID, "task_id", c.Task.GetId(),
+	s.log.InfoContext(ctx, "credential "+eventVerb(t), "credential_id", c.ID, "task_id", c.Task.GetId(),
 		"agent_id", c.Agent.GetId(), "delegator_id", c.Delegator.GetId(), "scopes", c.Scopes,
-		"expires_at", c.ExpiresAt, "decision_id", c.DecisionID)
+		"expires_at", c.ExpiresAt, "decision_id", c.DecisionID, "parent_id", c.ParentID,
+		"max_uses", c.MaxUses, "bound", c.CnfJKT != "")
 	return &Issued{Credential: c, Token: token, Decision: decision}, nil
+}
+
+func eventVerb(t eventsv1.EventType) string {
+	if t == eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXCHANGED {
+		return "exchanged"
+	}
+	return "issued"
 }
 
 // decide asks policy. Every failure, including a missing or malformed
 // decision, is ErrPolicyUnavailable: without a decision there is no credential.
 func (s *Issuer) decide(ctx context.Context, r *IssueRequest, audience string, now time.Time) (*identityv1.Decision, error) {
-	d, err := s.policy.Evaluate(ctx, &policyv1.EvaluateRequest{
+	return s.evaluate(ctx, &policyv1.EvaluateRequest{
 		Agent:     r.Agent,
 		Delegator: r.Delegator,
 		Task:      r.Task,
@@ -123,6 +154,10 @@ func (s *Issuer) decide(ctx context.Context, r *IssueRequest, audience string, n
 		Time:      timestamppb.New(now),
 		Audience:  audience,
 	})
+}
+
+func (s *Issuer) evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*identityv1.Decision, error) {
+	d, err := s.policy.Evaluate(ctx, req)
 	switch {
 	case err != nil:
 		if errors.Is(err, ErrPolicyUnavailable) {
@@ -133,6 +168,8 @@ func (s *Issuer) decide(ctx context.Context, r *IssueRequest, audience string, n
 		return nil, fmt.Errorf("%w: empty decision", ErrPolicyUnavailable)
 	case d.GetAllow() && d.MaxTtl != nil && (d.GetMaxTtl().CheckValid() != nil || d.GetMaxTtl().AsDuration() <= 0):
 		return nil, fmt.Errorf("%w: decision with invalid max_ttl %v", ErrPolicyUnavailable, d.GetMaxTtl())
+	case d.GetMaxUses() < 0:
+		return nil, fmt.Errorf("%w: decision with negative max_uses %d", ErrPolicyUnavailable, d.GetMaxUses())
 	}
 	return d, nil
 }
@@ -154,8 +191,8 @@ func (s *Issuer) ttl(r *IssueRequest, d *identityv1.Decision, now time.Time) (ti
 	return ttl, nil
 }
 
-func (s *Issuer) recordDenial(ctx context.Context, r *IssueRequest, audience string, d *identityv1.Decision, now time.Time) {
-	ev := &eventsv1.LifecycleEvent{
+func (s *Issuer) denialEvent(r *IssueRequest, audience string, d *identityv1.Decision, now time.Time) *eventsv1.LifecycleEvent {
+	return &eventsv1.LifecycleEvent{
 		Id:        s.newID(),
 		Type:      eventsv1.EventType_EVENT_TYPE_CREDENTIAL_DENIED,
 		Time:      timestamppb.New(now),
@@ -166,18 +203,24 @@ func (s *Issuer) recordDenial(ctx context.Context, r *IssueRequest, audience str
 		Audience:  audience,
 		Decision:  d,
 		Issuer:    s.cfg.Issuer,
+		// What was asked, so that the decision can be replayed.
+		RequestedScopes: r.Scopes,
+		RequestedTtl:    durationpb.New(r.TTL),
 	}
+}
+
+func (s *Issuer) recordDenial(ctx context.Context, ev *eventsv1.LifecycleEvent) {
 	// The caller gets the denial either way: nothing was issued. A denial
 	// whose event could not be written is logged rather than turned into
 	// UNAVAILABLE, which would invite retries that ask policy again.
-	if err := s.store.AppendEvent(ctx, r.Task.GetId(), ev); err != nil {
-		s.log.ErrorContext(ctx, "denied event not recorded", "event_id", ev.Id, "task_id", r.Task.GetId(),
-			"agent_id", r.Agent.GetId(), "delegator_id", r.Delegator.GetId(), "error", err)
+	if err := s.store.AppendEvent(ctx, ev.GetTask().GetId(), ev); err != nil {
+		s.log.ErrorContext(ctx, "denied event not recorded", "event_id", ev.Id, "task_id", ev.GetTask().GetId(),
+			"agent_id", ev.GetAgent().GetId(), "delegator_id", ev.GetDelegator().GetId(), "error", err)
 		return
 	}
-	s.log.InfoContext(ctx, "credential denied", "event_id", ev.Id, "task_id", r.Task.GetId(),
-		"agent_id", r.Agent.GetId(), "delegator_id", r.Delegator.GetId(), "reasons", d.GetReasons(),
-		"decision_id", d.GetDecisionId())
+	s.log.InfoContext(ctx, "credential denied", "event_id", ev.Id, "task_id", ev.GetTask().GetId(),
+		"agent_id", ev.GetAgent().GetId(), "delegator_id", ev.GetDelegator().GetId(), "reasons", ev.GetDecision().GetReasons(),
+		"decision_id", ev.GetDecision().GetDecisionId(), "parent_id", ev.GetParentCredentialId())
 }
 
 // credentialEvent is the lifecycle event of one credential, with its
@@ -197,5 +240,8 @@ func (s *Issuer) credentialEvent(t eventsv1.EventType, c *Credential, at time.Ti
 		ExpiresAt:    timestamppb.New(c.ExpiresAt),
 		Reason:       reason,
 		Issuer:       c.Issuer,
+		// A sub-agent's events name where its authority came from.
+		ParentCredentialId: c.ParentID,
+		AgentChain:         c.AgentChain(),
 	}
 }

@@ -31,6 +31,9 @@ type signer interface {
 	// Verify checks a token offline (signature, algorithm, type, key,
 	// issuer, validity window) and returns the credential it describes.
 	Verify(token string) (*Credential, error)
+	// CheckProof checks the DPoP proof (RFC 9449) presented with token, a
+	// credential bound to the key whose thumbprint is c.CnfJKT.
+	CheckProof(token string, c *Credential, p Proof) error
 	// JWKS returns the JSON Web Key Set of the public keys.
 	JWKS() []byte
 }
@@ -56,6 +59,20 @@ type Config struct {
 	Logger *slog.Logger
 	// NewID makes credential ids (jti) and event ids; NewUUIDv7 when nil.
 	NewID IDSource
+	// MaxChainDepth is how many agents may stand above a sub-agent (1: a
+	// credential issued directly may be exchanged once, its child not
+	// again); DefaultMaxChainDepth when zero.
+	MaxChainDepth int
+}
+
+// DefaultMaxChainDepth is Config.MaxChainDepth when zero.
+const DefaultMaxChainDepth = 4
+
+// Proof is a DPoP proof (RFC 9449) and the request it was made for.
+type Proof struct {
+	JWT    string
+	Method string
+	URI    string
 }
 
 // Issuer issues credentials and keeps their lifecycle.
@@ -78,6 +95,8 @@ func New(cfg Config, policy decider, st store, sg signer) (*Issuer, error) {
 		return nil, errors.New("issuer: Config.DefaultAudience is required")
 	case cfg.MaxTTL <= 0:
 		return nil, errors.New("issuer: Config.MaxTTL must be positive")
+	case cfg.MaxChainDepth < 0:
+		return nil, errors.New("issuer: Config.MaxChainDepth must not be negative")
 	case policy == nil || st == nil || sg == nil:
 		return nil, errors.New("issuer: policy, store and signer are required")
 	}
@@ -86,6 +105,9 @@ func New(cfg Config, policy decider, st store, sg signer) (*Issuer, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxChainDepth == 0 {
+		cfg.MaxChainDepth = DefaultMaxChainDepth
 	}
 	if cfg.NewID == nil {
 		cfg.NewID = NewUUIDv7

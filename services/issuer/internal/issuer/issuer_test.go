@@ -87,6 +87,22 @@ func (m *memStore) Get(_ context.Context, id, _ string) (*issuer.Credential, err
 	return c, nil
 }
 
+func (m *memStore) Use(_ context.Context, id, _ string, refused *eventsv1.LifecycleEvent) (*issuer.Credential, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.creds[id]
+	if !ok {
+		return nil, issuer.ErrNotFound
+	}
+	c.Uses++
+	if c.MaxUses > 0 && c.Uses > c.MaxUses {
+		m.events = append(m.events, refused)
+		return nil, issuer.ErrUsedUp
+	}
+	cp := *c
+	return &cp, nil
+}
+
 func (m *memStore) List(_ context.Context, sel issuer.Selector, _ int, _ string) (issuer.Page, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -442,6 +458,7 @@ func TestIssueDenied(t *testing.T) {
 				Id: "id-1", Type: eventsv1.EventType_EVENT_TYPE_CREDENTIAL_DENIED, Time: timestamppb.New(t0),
 				Agent: r.Agent, Delegator: r.Delegator, Task: r.Task, Scopes: r.Scopes, Audience: "jitid",
 				Decision: denied.Decision, Issuer: testIssuer,
+				RequestedScopes: r.Scopes, RequestedTtl: durationpb.New(r.TTL),
 			}}
 			if diff := cmp.Diff(want, evs, protocmp.Transform()); diff != "" {
 				t.Errorf("events (-want +got):\n%s", diff)
@@ -499,6 +516,8 @@ func TestIssue(t *testing.T) {
 	}
 	issued := base("id-2", eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, now)
 	issued.Decision = got.Decision
+	issued.RequestedScopes = r.Scopes
+	issued.RequestedTtl = durationpb.New(r.TTL)
 	expired := base("id-3", eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED, t0.Add(10*time.Minute))
 	expired.Reason = "expired"
 	if diff := cmp.Diff([]*eventsv1.LifecycleEvent{issued, expired}, evs, protocmp.Transform()); diff != "" {
@@ -563,7 +582,7 @@ func TestIntrospect(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c, err := f.iss.Introspect(t.Context(), tt.token)
+			c, err := f.iss.Introspect(t.Context(), tt.token, issuer.Proof{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -584,7 +603,7 @@ func TestIntrospect(t *testing.T) {
 		if err != nil || len(ids) != 1 {
 			t.Fatalf("Revoke() = %v, %v", ids, err)
 		}
-		if c, err := f.iss.Introspect(t.Context(), got.Token); c != nil || err != nil {
+		if c, err := f.iss.Introspect(t.Context(), got.Token, issuer.Proof{}); c != nil || err != nil {
 			t.Errorf("Introspect(revoked) = %v, %v; want inactive", c, err)
 		}
 		_, evs := f.store.snapshot()
@@ -608,7 +627,7 @@ func TestIntrospect(t *testing.T) {
 		f.store.mu.Lock()
 		f.store.getErr = issuer.ErrStoreUnavailable
 		f.store.mu.Unlock()
-		if _, err := f.iss.Introspect(t.Context(), got.Token); !errors.Is(err, issuer.ErrStoreUnavailable) {
+		if _, err := f.iss.Introspect(t.Context(), got.Token, issuer.Proof{}); !errors.Is(err, issuer.ErrStoreUnavailable) {
 			t.Errorf("Introspect() error = %v, want ErrStoreUnavailable", err)
 		}
 	})

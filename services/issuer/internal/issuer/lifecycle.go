@@ -19,10 +19,18 @@ const (
 
 // Introspect says whether token is an active credential (RFC 7662
 // semantics): signed by one of the issuer's keys, within its validity
-// window, and still live in the store. A forged, malformed, expired,
-// revoked or unknown token is inactive (nil, nil), not an error; only a
-// store failure is an error, since then the answer is unknown.
-func (s *Issuer) Introspect(ctx context.Context, token string) (*Credential, error) {
+// window, presented with a valid DPoP proof when it is bound to a key
+// (cnf), still live in the store, and, when use-limited, not used up. A
+// forged, malformed, expired, revoked, unknown, unproven or used-up token
+// is inactive (nil, nil), not an error; only a store failure is an error,
+// since then the answer is unknown.
+//
+// Each presentation of a use-limited credential (max_uses above zero)
+// counts one use, in the same atomic step that checks its liveness; the
+// presentation past max_uses is inactive and recorded as a use_refused
+// event (a replay attempt). A presentation refused before the store is
+// asked (bad signature, bad proof) counts no use.
+func (s *Issuer) Introspect(ctx context.Context, token string, proof Proof) (*Credential, error) {
 	if token == "" {
 		return nil, nil
 	}
@@ -32,7 +40,42 @@ func (s *Issuer) Introspect(ctx context.Context, token string) (*Credential, err
 		s.log.DebugContext(ctx, "introspection: token refused", "error", err)
 		return nil, nil
 	}
+	if claimed.CnfJKT != "" {
+		if err := s.signer.CheckProof(token, claimed, proof); err != nil {
+			s.log.InfoContext(ctx, "introspection: key-bound credential without a valid proof",
+				"credential_id", claimed.ID, "error", err)
+			return nil, nil
+		}
+	}
+	var c *Credential
+	if claimed.MaxUses > 0 {
+		refused := s.credentialEvent(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_USE_REFUSED, claimed, s.now(),
+			fmt.Sprintf("presented past max_uses (%d): possible replay", claimed.MaxUses))
+		c, err = s.store.Use(ctx, claimed.ID, claimed.Task.GetId(), refused)
+		if errors.Is(err, ErrUsedUp) {
+			s.log.WarnContext(ctx, "introspection: credential used up, use refused", "credential_id", claimed.ID,
+				"max_uses", claimed.MaxUses, "event_id", refused.GetId())
+			return nil, nil
+		}
+	} else {
+		c, err = s.store.Get(ctx, claimed.ID, claimed.Task.GetId())
+	}
+	return s.matchStored(ctx, claimed, c, err)
+}
+
+// active is Introspect without a proof and without counting a use: for
+// the issuer's own checks of a subject token.
+func (s *Issuer) active(ctx context.Context, token string) (*Credential, error) {
+	claimed, err := s.signer.Verify(token)
+	if err != nil {
+		s.log.DebugContext(ctx, "subject token refused", "error", err)
+		return nil, nil
+	}
 	c, err := s.store.Get(ctx, claimed.ID, claimed.Task.GetId())
+	return s.matchStored(ctx, claimed, c, err)
+}
+
+func (s *Issuer) matchStored(ctx context.Context, claimed, c *Credential, err error) (*Credential, error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return nil, nil
@@ -42,7 +85,7 @@ func (s *Issuer) Introspect(ctx context.Context, token string) (*Credential, err
 	// A valid signature over an id the store knows, but for someone else,
 	// would mean a signing key or the store went wrong: never active.
 	if c.Delegator.GetId() != claimed.Delegator.GetId() || c.Agent.GetId() != claimed.Agent.GetId() ||
-		c.Task.GetId() != claimed.Task.GetId() {
+		c.Task.GetId() != claimed.Task.GetId() || c.CnfJKT != claimed.CnfJKT || c.MaxUses != claimed.MaxUses {
 		s.log.ErrorContext(ctx, "introspection: token and stored credential disagree", "credential_id", c.ID)
 		return nil, nil
 	}

@@ -26,6 +26,39 @@ type Credential struct {
 	// PolicyVersion and DecisionID name the decision that allowed it.
 	PolicyVersion string
 	DecisionID    string
+	// ParentID is the credential this one was exchanged from (a sub-agent's
+	// credential); empty for one issued directly.
+	ParentID string
+	// Chain lists the agents above Agent, nearest parent first, each with
+	// the scopes its credential held; empty for one issued directly.
+	Chain []ChainLink
+	// MaxUses, when above zero, is how many times the credential may be
+	// presented for introspection; Uses is how many times it was (as of
+	// the presentation that read it).
+	MaxUses int
+	Uses    int
+	// CnfJKT is the RFC 7638 thumbprint of the key the credential is bound
+	// to (RFC 7800 "cnf"); empty for a bearer credential.
+	CnfJKT string
+}
+
+// ChainLink is one agent above a sub-agent and the scopes it held.
+type ChainLink struct {
+	Agent  *identityv1.Agent
+	Scopes []string
+}
+
+// AgentChain returns the ids of the agents above the credential's agent,
+// nearest parent first.
+func (c *Credential) AgentChain() []string {
+	if len(c.Chain) == 0 {
+		return nil
+	}
+	ids := make([]string, len(c.Chain))
+	for i, l := range c.Chain {
+		ids[i] = l.Agent.GetId()
+	}
+	return ids
 }
 
 // SelectorKind says which index a Selector walks.
@@ -63,6 +96,10 @@ var (
 	ErrStoreUnavailable = errors.New("credential store unavailable")
 	// ErrBadPageToken means a page token was not one the store handed out.
 	ErrBadPageToken = errors.New("malformed page token")
+	// ErrUsedUp means a use-limited credential was presented once more than
+	// its max_uses allows (a replay attempt); the use_refused event was
+	// written.
+	ErrUsedUp = errors.New("credential used up (max_uses reached)")
 )
 
 // EventFunc builds the lifecycle event of one credential (revoked), called
@@ -77,8 +114,16 @@ type store interface {
 	// ExpiresAt), its task/agent/delegator indexes, its expiry schedule, the
 	// issued event, and the expired event kept for the sweeper to emit at
 	// ExpiresAt, in one atomic step. ErrTaskCompleted when the task was
-	// completed before.
+	// completed before. When c.ParentID is set (an exchange; issued is then
+	// the exchanged event), the parent must still be live, else ErrNotFound,
+	// and the credential is recorded as the parent's child in the same step,
+	// so that revoking the parent revokes it.
 	Issue(ctx context.Context, c *Credential, issued, expired *eventsv1.LifecycleEvent) error
+	// Use counts one presentation of a live use-limited credential and
+	// returns it with Uses counted, checking liveness and counting in one
+	// atomic step. The presentation past MaxUses is ErrUsedUp, and refused is
+	// written to the outbox in that same step. ErrNotFound when not live.
+	Use(ctx context.Context, id, taskID string, refused *eventsv1.LifecycleEvent) (*Credential, error)
 	// AppendEvent writes one event to the outbox (e.g. denied), under the
 	// shard of taskID.
 	AppendEvent(ctx context.Context, taskID string, ev *eventsv1.LifecycleEvent) error
@@ -87,7 +132,8 @@ type store interface {
 	Get(ctx context.Context, id, taskID string) (*Credential, error)
 	// List returns live credentials of a task, agent or delegator, page by page.
 	List(ctx context.Context, sel Selector, pageSize int, pageToken string) (Page, error)
-	// Revoke removes every live credential the selector names. Each one is
+	// Revoke removes every live credential the selector names, and every
+	// live credential exchanged from them, down the chain. Each one is
 	// deleted together with its indexes, its expiry schedule and the event
 	// mkEvent builds for it, atomically; a credential that expired or was
 	// revoked meanwhile yields no event. It returns the ids revoked.

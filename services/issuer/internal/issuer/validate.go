@@ -1,6 +1,8 @@
 package issuer
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"time"
@@ -35,8 +37,86 @@ type IssueRequest struct {
 	TTL time.Duration
 	// Audience is the "aud"; the default audience when empty.
 	Audience string
-	// CnfJKT asks for a key-bound credential (not supported yet).
+	// CnfJKT, when set, binds the credential to the key with this RFC 7638
+	// SHA-256 thumbprint (base64url, 43 characters).
 	CnfJKT string
+}
+
+// ExchangeRequest asks for a sub-agent's credential in exchange for the
+// parent agent's (RFC 8693 token exchange semantics).
+type ExchangeRequest struct {
+	// SubjectToken is the parent agent's credential.
+	SubjectToken string
+	// Agent is the sub-agent.
+	Agent  *identityv1.Agent
+	Scopes []string
+	// TTL is the life requested; zero means missing.
+	TTL time.Duration
+	// Sensitivity of the sub-task; the parent task's when unspecified,
+	// never lower.
+	Sensitivity identityv1.Sensitivity
+	// Audience is the parent's when empty, and may not differ from it.
+	Audience string
+	CnfJKT   string
+}
+
+func validateExchange(r *ExchangeRequest) error {
+	if r.SubjectToken == "" {
+		return invalid("subject_token", "is required")
+	}
+	if err := validateAgent(r.Agent); err != nil {
+		return err
+	}
+	if err := validateScopes("scopes", r.Scopes); err != nil {
+		return err
+	}
+	if err := validateTTL(r.TTL); err != nil {
+		return err
+	}
+	if r.Sensitivity != identityv1.Sensitivity_SENSITIVITY_UNSPECIFIED {
+		if err := validateSensitivity("sensitivity", r.Sensitivity); err != nil {
+			return err
+		}
+	}
+	if err := validateAudience(r.Audience); err != nil {
+		return err
+	}
+	return validateJKT(r.CnfJKT)
+}
+
+func validateTTL(ttl time.Duration) error {
+	switch {
+	case ttl == 0:
+		return invalid("ttl", "is required")
+	case ttl < 0:
+		return invalid("ttl", "must be positive")
+	case ttl < MinTTL:
+		return invalid("ttl", "must be at least %v", MinTTL)
+	}
+	return nil
+}
+
+func validateAudience(aud string) error {
+	if err := validateText("audience", aud, MaxIDBytes); err != nil {
+		return err
+	}
+	if strings.ContainsFunc(aud, unicode.IsSpace) {
+		return invalid("audience", "must not contain spaces")
+	}
+	return nil
+}
+
+// validateJKT checks an optional key thumbprint: the unpadded base64url of
+// a SHA-256 digest, 43 characters.
+func validateJKT(jkt string) error {
+	if jkt == "" {
+		return nil
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(jkt)
+	if len(jkt) != 43 || err != nil || len(b) != sha256.Size {
+		return invalid("cnf_jkt", "want the base64url SHA-256 thumbprint of a JWK (RFC 7638), 43 characters")
+	}
+	return nil
 }
 
 func (s *Issuer) validateIssue(r *IssueRequest, now time.Time) error {
@@ -52,26 +132,13 @@ func (s *Issuer) validateIssue(r *IssueRequest, now time.Time) error {
 	if err := validateScopes("scopes", r.Scopes); err != nil {
 		return err
 	}
-	switch {
-	case r.TTL == 0:
-		return invalid("ttl", "is required")
-	case r.TTL < 0:
-		return invalid("ttl", "must be positive")
-	case r.TTL < MinTTL:
-		return invalid("ttl", "must be at least %v", MinTTL)
-	}
-	if err := validateText("audience", r.Audience, MaxIDBytes); err != nil {
+	if err := validateTTL(r.TTL); err != nil {
 		return err
 	}
-	if strings.ContainsFunc(r.Audience, unicode.IsSpace) {
-		return invalid("audience", "must not contain spaces")
+	if err := validateAudience(r.Audience); err != nil {
+		return err
 	}
-	if r.CnfJKT != "" {
-		// Refused rather than ignored: a caller asking for a bound
-		// credential must not get a bearer one without knowing.
-		return invalid("cnf_jkt", "key binding is not supported yet")
-	}
-	return nil
+	return validateJKT(r.CnfJKT)
 }
 
 func validateAgent(a *identityv1.Agent) error {

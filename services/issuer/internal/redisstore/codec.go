@@ -27,7 +27,18 @@ const (
 	fProfile       = "profile"
 	fPolicyVersion = "policy_version"
 	fDecisionID    = "decision_id"
+	fParent        = "parent"
+	fChain         = "chain"
+	fMaxUses       = "max_uses" // read by useScript
+	fUses          = "uses"     // written by useScript
+	fCnfJKT        = "cnf_jkt"
 )
+
+// chainLink is the stored form of an issuer.ChainLink.
+type chainLink struct {
+	Agent  []byte   `json:"agent"` // protobuf binary
+	Scopes []string `json:"scopes"`
+}
 
 // credentialArgs appends the credential hash as field, value pairs.
 func credentialArgs(args []any, c *issuer.Credential) ([]any, error) {
@@ -47,7 +58,7 @@ func credentialArgs(args []any, c *issuer.Credential) ([]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: encode scopes: %w", err)
 	}
-	return append(args,
+	args = append(args,
 		fIssuer, c.Issuer,
 		fAudience, c.Audience,
 		fAgent, agent,
@@ -59,7 +70,34 @@ func credentialArgs(args []any, c *issuer.Credential) ([]any, error) {
 		fProfile, strconv.Itoa(int(c.Profile)),
 		fPolicyVersion, c.PolicyVersion,
 		fDecisionID, c.DecisionID,
-	), nil
+	)
+	// Sub-agent, use-limit and binding fields only when set, so that a
+	// plain credential's hash stays as small as before.
+	if c.ParentID != "" {
+		args = append(args, fParent, c.ParentID)
+	}
+	if len(c.Chain) > 0 {
+		links := make([]chainLink, len(c.Chain))
+		for i, l := range c.Chain {
+			a, err := proto.Marshal(l.Agent)
+			if err != nil {
+				return nil, fmt.Errorf("redisstore: encode chain: %w", err)
+			}
+			links[i] = chainLink{Agent: a, Scopes: l.Scopes}
+		}
+		chain, err := json.Marshal(links)
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: encode chain: %w", err)
+		}
+		args = append(args, fChain, chain)
+	}
+	if c.MaxUses > 0 {
+		args = append(args, fMaxUses, strconv.Itoa(c.MaxUses))
+	}
+	if c.CnfJKT != "" {
+		args = append(args, fCnfJKT, c.CnfJKT)
+	}
+	return args, nil
 }
 
 // decodeCredential reads a credential hash; ok is false when the hash is
@@ -103,6 +141,31 @@ func decodeCredential(id string, h map[string]string) (c *issuer.Credential, ok 
 	profile, err := strconv.Atoi(h[fProfile])
 	if err != nil {
 		return nil, false, fmt.Errorf("redisstore: credential %s: profile: %w", id, err)
+	}
+	c.ParentID = h[fParent]
+	c.CnfJKT = h[fCnfJKT]
+	if v := h[fChain]; v != "" {
+		var links []chainLink
+		if err := json.Unmarshal([]byte(v), &links); err != nil {
+			return nil, false, fmt.Errorf("redisstore: credential %s: chain: %w", id, err)
+		}
+		for _, l := range links {
+			a := &identityv1.Agent{}
+			if err := proto.Unmarshal(l.Agent, a); err != nil {
+				return nil, false, fmt.Errorf("redisstore: credential %s: chain: %w", id, err)
+			}
+			c.Chain = append(c.Chain, issuer.ChainLink{Agent: a, Scopes: l.Scopes})
+		}
+	}
+	for _, f := range []struct {
+		name string
+		dst  *int
+	}{{fMaxUses, &c.MaxUses}, {fUses, &c.Uses}} {
+		if v, ok := h[f.name]; ok {
+			if *f.dst, err = strconv.Atoi(v); err != nil {
+				return nil, false, fmt.Errorf("redisstore: credential %s: %s: %w", id, f.name, err)
+			}
+		}
 	}
 	c.IssuedAt = time.Unix(0, iat)
 	c.ExpiresAt = time.Unix(0, exp)

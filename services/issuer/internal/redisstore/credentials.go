@@ -54,6 +54,9 @@ func (s *Store) Issue(ctx context.Context, c *issuer.Credential, issued, expired
 		[]byte(taskID), []byte(agentID), []byte(delegatorID))
 	keys := []string{sh.cred(c.ID), sh.task(taskID), sh.agent(agentID), sh.delegator(delegatorID),
 		sh.expiry, sh.expired, sh.done(taskID), sh.outbox}
+	if c.ParentID != "" {
+		keys = append(keys, sh.cred(c.ParentID), sh.children(c.ParentID))
+	}
 	args := make([]any, 0, 6+22)
 	args = append(args, c.ID, c.ExpiresAt.UnixMilli(), issued.GetId(), s.opts.Events.Subject(issued.GetType()), issuedData, record)
 	if args, err = credentialArgs(args, c); err != nil {
@@ -68,9 +71,48 @@ func (s *Store) Issue(ctx context.Context, c *issuer.Credential, issued, expired
 		return fmt.Errorf("redisstore: issue %s for task %s: %w", c.ID, taskID, issuer.ErrTaskCompleted)
 	case -1:
 		return fmt.Errorf("redisstore: issue %s: %w", c.ID, ErrIDInUse)
+	case -2:
+		return fmt.Errorf("redisstore: exchange %s: parent %s: %w", c.ID, c.ParentID, issuer.ErrNotFound)
 	}
 	s.notify()
 	return nil
+}
+
+// Use implements the issuer's store: one script checks the credential is
+// live, counts the use and, past max_uses, writes refused to the outbox.
+func (s *Store) Use(ctx context.Context, id, taskID string, refused *eventsv1.LifecycleEvent) (*issuer.Credential, error) {
+	data, err := eventbus.Encode(s.opts.Source, refused)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: use %s: %w", id, err)
+	}
+	sh := s.shardOf(taskID)
+	res, err := useScript.Run(ctx, s.rdb, []string{sh.cred(id), sh.outbox},
+		refused.GetId(), s.opts.Events.Subject(refused.GetType()), data).Slice()
+	if err != nil {
+		return nil, storeErr("use "+id, err)
+	}
+	state, _ := res[0].(int64)
+	switch state {
+	case 0:
+		return nil, fmt.Errorf("redisstore: credential %s: %w", id, issuer.ErrNotFound)
+	case 2:
+		s.notify()
+		return nil, fmt.Errorf("redisstore: credential %s: %w", id, issuer.ErrUsedUp)
+	}
+	h := make(map[string]string, (len(res)-1)/2)
+	for i := 1; i+1 < len(res); i += 2 {
+		k, _ := res[i].(string)
+		v, _ := res[i+1].(string)
+		h[k] = v
+	}
+	c, ok, err := decodeCredential(id, h)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("redisstore: credential %s: %w", id, issuer.ErrNotFound)
+	}
+	return c, nil
 }
 
 // AppendEvent writes one event (e.g. denied) to the outbox of taskID's shard.
@@ -334,7 +376,7 @@ func (s *Store) revokeArgs(keys []string, args []any, sh shard, c *issuer.Creden
 	if err != nil {
 		return nil, nil, fmt.Errorf("redisstore: revoke %s: %w", c.ID, err)
 	}
-	keys = append(keys, sh.cred(c.ID), sh.task(c.Task.GetId()), sh.agent(c.Agent.GetId()), sh.delegator(c.Delegator.GetId()))
+	keys = append(keys, sh.cred(c.ID), sh.task(c.Task.GetId()), sh.agent(c.Agent.GetId()), sh.delegator(c.Delegator.GetId()), sh.children(c.ID))
 	args = append(args, c.ID, ev.GetId(), s.opts.Events.Subject(ev.GetType()), data)
 	return keys, args, nil
 }
@@ -342,40 +384,162 @@ func (s *Store) revokeArgs(keys []string, args []any, sh shard, c *issuer.Creden
 // Revoke implements the issuer's store. Each credential is deleted with its
 // indexes, schedule and expired event, and its revoked event written, in one
 // script per shard (per revokeChunk credentials); a credential whose key is
-// already gone when the script runs yields no event.
+// already gone when the script runs yields no event. The credentials
+// exchanged from each one, down the chain, are revoked in the same script
+// as their ancestor: the script refuses to run when a child was exchanged
+// after the descendants were read, and the store reads again.
 func (s *Store) Revoke(ctx context.Context, sel issuer.Selector, mkEvent issuer.EventFunc) ([]string, error) {
-	refs, creds, err := s.candidates(ctx, sel)
-	if err != nil {
-		return nil, err
-	}
 	var revoked []string
-	for start := 0; start < len(refs); {
-		// One script per run of candidates in the same shard.
-		shardIdx := refs[start].shard
-		end := start
-		for end < len(refs) && refs[end].shard == shardIdx && end-start < revokeChunk {
-			end++
-		}
-		sh := s.shards[shardIdx]
-		keys := make([]string, 0, 3+4*(end-start))
-		keys = append(keys, sh.expiry, sh.expired, sh.outbox)
-		args := make([]any, 0, 4*(end-start))
-		for _, c := range creds[start:end] {
-			if keys, args, err = s.revokeArgs(keys, args, sh, c, mkEvent); err != nil {
-				return revoked, err
-			}
-		}
-		ids, err := revokeScript.Run(ctx, s.rdb, keys, args...).StringSlice()
+	for range completeAttempts {
+		refs, creds, err := s.candidates(ctx, sel)
 		if err != nil {
-			return revoked, storeErr("revoke", err)
+			return revoked, err
 		}
+		if sel.Kind == issuer.ByCredential && len(revoked) > 0 {
+			// The credential itself went in an earlier attempt.
+			refs, creds = nil, nil
+		}
+		ids, conflict, err := s.revokeTrees(ctx, refs, creds, mkEvent)
 		revoked = append(revoked, ids...)
-		start = end
+		if err != nil {
+			return revoked, err
+		}
+		if !conflict {
+			if len(revoked) > 0 {
+				s.notify()
+			}
+			return revoked, nil
+		}
 	}
 	if len(revoked) > 0 {
 		s.notify()
 	}
-	return revoked, nil
+	return revoked, fmt.Errorf("redisstore: revoke: credentials kept being exchanged during %d attempts: %w",
+		completeAttempts, issuer.ErrStoreUnavailable)
+}
+
+// revokeTrees revokes the candidates with their live descendants, shard by
+// shard. conflict reports that a script found a child it was not given.
+func (s *Store) revokeTrees(ctx context.Context, refs []ref, creds []*issuer.Credential, mkEvent issuer.EventFunc) (revoked []string, conflict bool, err error) {
+	byShard := map[int][]*issuer.Credential{}
+	var order []int
+	for i, r := range refs {
+		if _, ok := byShard[r.shard]; !ok {
+			order = append(order, r.shard)
+		}
+		byShard[r.shard] = append(byShard[r.shard], creds[i])
+	}
+	for _, shardIdx := range order {
+		trees, err := s.withDescendants(ctx, shardIdx, byShard[shardIdx])
+		if err != nil {
+			return revoked, false, err
+		}
+		sh := s.shards[shardIdx]
+		// One script per run of whole trees, up to revokeChunk credentials
+		// (a larger tree goes alone): a parent is never revoked without its
+		// descendants.
+		for start := 0; start < len(trees); {
+			end, n := start, 0
+			for end < len(trees) && (n == 0 || n+len(trees[end]) <= revokeChunk) {
+				n += len(trees[end])
+				end++
+			}
+			keys := make([]string, 0, 3+5*n)
+			keys = append(keys, sh.expiry, sh.expired, sh.outbox)
+			args := make([]any, 0, 1+4*n)
+			args = append(args, sh.prefix)
+			for _, tree := range trees[start:end] {
+				for _, c := range tree {
+					if keys, args, err = s.revokeArgs(keys, args, sh, c, mkEvent); err != nil {
+						return revoked, false, err
+					}
+				}
+			}
+			res, err := revokeScript.Run(ctx, s.rdb, keys, args...).Slice()
+			if err != nil {
+				return revoked, false, storeErr("revoke", err)
+			}
+			if state, _ := res[0].(int64); state == 0 {
+				return revoked, true, nil
+			}
+			for _, v := range res[1:] {
+				revoked = append(revoked, v.(string))
+			}
+			start = end
+		}
+	}
+	return revoked, false, nil
+}
+
+// withDescendants returns the live credentials of one shard exchanged from
+// roots, down the chain, as trees: each root followed by its descendants.
+// A root that is itself a descendant of another root joins that tree.
+func (s *Store) withDescendants(ctx context.Context, shardIdx int, roots []*issuer.Credential) ([][]*issuer.Credential, error) {
+	sh := s.shards[shardIdx]
+	seen := make(map[string]bool, len(roots))
+	for _, c := range roots {
+		seen[c.ID] = true
+	}
+	parentOf := map[string]string{}
+	all := slices.Clone(roots)
+	frontier := roots
+	for len(frontier) > 0 {
+		cmds := make([]*redis.StringSliceCmd, len(frontier))
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, c := range frontier {
+				cmds[i] = p.SMembers(ctx, sh.children(c.ID))
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, storeErr("read children", err)
+		}
+		var next []ref
+		for i, cmd := range cmds {
+			for _, id := range cmd.Val() {
+				parentOf[id] = frontier[i].ID
+				if !seen[id] {
+					seen[id] = true
+					next = append(next, ref{shardIdx, id})
+				}
+			}
+		}
+		kids, err := s.read(ctx, next)
+		if err != nil {
+			return nil, err
+		}
+		frontier = frontier[:0:0]
+		for _, c := range kids {
+			if c != nil {
+				frontier = append(frontier, c)
+				all = append(all, c)
+			}
+		}
+	}
+	// Group by root: follow parent links up to a credential with no
+	// parent among those found.
+	rootOf := func(id string) string {
+		for {
+			p, ok := parentOf[id]
+			if !ok || !seen[p] {
+				return id
+			}
+			id = p
+		}
+	}
+	index := map[string]int{}
+	var trees [][]*issuer.Credential
+	for _, c := range all {
+		r := rootOf(c.ID)
+		i, ok := index[r]
+		if !ok {
+			i = len(trees)
+			index[r] = i
+			trees = append(trees, nil)
+		}
+		trees[i] = append(trees[i], c)
+	}
+	return trees, nil
 }
 
 // CompleteTask implements the issuer's store. The completed event lists in

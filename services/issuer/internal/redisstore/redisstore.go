@@ -6,7 +6,9 @@
 //
 // Every key is "<prefix>:{<shard>}:…", the shard being a hash of the task
 // id, so all keys a script touches share one hash tag and the store runs
-// unchanged on Redis Cluster:
+// unchanged on Redis Cluster. A sub-agent's credential shares its parent's
+// task, hence its shard, so a parent and all its descendants are revoked
+// in one script:
 //
 //	<prefix>:{<shard>}:cred:<id>           hash, credential metadata; PEXPIREAT expiry
 //	<prefix>:{<shard>}:task:<task id>      set of credential ids; TTL = latest expiry
@@ -14,6 +16,7 @@
 //	<prefix>:{<shard>}:delegator:<id>      set, shard-local part of the delegator's index
 //	<prefix>:{<shard>}:expiry              sorted set, credential id by expiry ms
 //	<prefix>:{<shard>}:expired             hash, credential id → pre-encoded expired event
+//	<prefix>:{<shard>}:children:<id>       set, credentials exchanged from <id>; TTL = latest expiry
 //	<prefix>:{<shard>}:done:<task id>      string, the task was completed (DoneTTL)
 //	<prefix>:{<shard>}:outbox              stream of events: id, subject, data
 package redisstore
@@ -88,6 +91,7 @@ func (s shard) task(id string) string      { return s.prefix + "task:" + id }
 func (s shard) agent(id string) string     { return s.prefix + "agent:" + id }
 func (s shard) delegator(id string) string { return s.prefix + "delegator:" + id }
 func (s shard) done(taskID string) string  { return s.prefix + "done:" + taskID }
+func (s shard) children(id string) string  { return s.prefix + "children:" + id }
 
 func (o Options) withDefaults() Options {
 	if o.Prefix == "" {

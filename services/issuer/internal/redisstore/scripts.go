@@ -10,22 +10,28 @@ import "github.com/redis/go-redis/v9"
 // slot, which Redis Cluster accepts.
 
 // issueScript writes a credential, its indexes, its expiry schedule, its
-// expired event and its issued event.
+// expired event and its issued (or exchanged) event. For a sub-agent's
+// credential it first checks that the parent is still live and links the
+// child under it, so that revoking the parent finds it.
 //
 // KEYS: cred, task index, agent index, delegator index, expiry, expired
-// events, done marker, outbox.
+// events, done marker, outbox; for an exchange also the parent's cred and
+// the parent's children set.
 // ARGV: id, expires-at ms, issued event id, subject, payload, expired
 // record, then the credential hash as field, value pairs.
 // Returns 1 when written, 0 when the task is completed, -1 when the id is
-// already live.
+// already live, -2 when the parent is no longer live.
 var issueScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[7]) == 1 then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+if #KEYS >= 10 and redis.call('EXISTS', KEYS[9]) == 0 then return -2 end
 local id = ARGV[1]
 local exp = tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('PEXPIREAT', KEYS[1], exp)
-for i = 2, 4 do
+local indexes = {2, 3, 4}
+if #KEYS >= 10 then indexes[4] = 10 end
+for _, i in ipairs(indexes) do
   redis.call('SADD', KEYS[i], id)
   if redis.call('PEXPIRETIME', KEYS[i]) < exp then
     redis.call('PEXPIREAT', KEYS[i], exp)
@@ -37,21 +43,43 @@ redis.call('XADD', KEYS[8], '*', 'id', ARGV[3], 'subject', ARGV[4], 'data', ARGV
 return 1
 `)
 
+// useScript counts one presentation of a use-limited credential, in the
+// step that checks it is live: HINCRBY on the credential's hash, compared
+// with its max_uses; the presentation past it writes the use_refused event.
+//
+// KEYS: cred, outbox.
+// ARGV: use_refused event id, subject, payload.
+// Returns {0} when not live, {2, uses} when used up (event written), or
+// {1, field, value, ...} the credential hash with uses counted.
+var useScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local max = tonumber(redis.call('HGET', KEYS[1], 'max_uses') or '0')
+local uses = redis.call('HINCRBY', KEYS[1], 'uses', 1)
+if max > 0 and uses > max then
+  redis.call('XADD', KEYS[2], '*', 'id', ARGV[1], 'subject', ARGV[2], 'data', ARGV[3])
+  return {2, uses}
+end
+local out = redis.call('HGETALL', KEYS[1])
+table.insert(out, 1, 1)
+return out
+`)
+
 // revokeBody revokes the credentials laid out from KEYS[first] and
-// ARGV[firstArg] on, four keys (cred, task, agent, delegator index) and
-// four arguments (id, event id, subject, payload) each. A credential whose
-// key is already gone (expired, or revoked by someone else) is skipped and
-// yields no event: DEL is the arbiter.
+// ARGV[firstArg] on, five keys (cred, task, agent, delegator index,
+// children set) and four arguments (id, event id, subject, payload) each.
+// A credential whose key is already gone (expired, or revoked by someone
+// else) is skipped and yields no event: DEL is the arbiter.
 const revokeBody = `
 local function revoke(first, firstArg, n, out)
   for i = 0, n - 1 do
-    local k = first + i * 4
+    local k = first + i * 5
     local a = firstArg + i * 4
     local id = ARGV[a]
     if redis.call('DEL', KEYS[k]) == 1 then
       redis.call('SREM', KEYS[k + 1], id)
       redis.call('SREM', KEYS[k + 2], id)
       redis.call('SREM', KEYS[k + 3], id)
+      redis.call('DEL', KEYS[k + 4])
       redis.call('ZREM', KEYS[1], id)
       redis.call('HDEL', KEYS[2], id)
       redis.call('XADD', KEYS[3], '*', 'id', ARGV[a + 1], 'subject', ARGV[a + 2], 'data', ARGV[a + 3])
@@ -62,13 +90,28 @@ local function revoke(first, firstArg, n, out)
 end
 `
 
-// revokeScript revokes some credentials of one shard.
+// revokeScript revokes some credentials of one shard, provided every live
+// child of a live credential among them is among them too (the caller read
+// the descendants; one exchanged since is a conflict, and the caller reads
+// again): revoking a parent revokes its whole subtree in one step.
 //
-// KEYS: expiry, expired events, outbox, then four per credential.
-// ARGV: four per credential.
-// Returns the ids revoked.
+// KEYS: expiry, expired events, outbox, then five per credential.
+// ARGV: shard key prefix ("<prefix>:{<shard>}:"), then four per credential.
+// Returns {0} on a conflict, otherwise {1, ids revoked...}.
 var revokeScript = redis.NewScript(revokeBody + `
-return revoke(4, 1, #ARGV / 4, {})
+local p = ARGV[1]
+local n = (#KEYS - 3) / 5
+local given = {}
+for i = 0, n - 1 do given[ARGV[2 + i * 4]] = true end
+for i = 0, n - 1 do
+  local k = 4 + i * 5
+  if redis.call('EXISTS', KEYS[k]) == 1 then
+    for _, child in ipairs(redis.call('SMEMBERS', KEYS[k + 4])) do
+      if not given[child] and redis.call('EXISTS', p .. 'cred:' .. child) == 1 then return {0} end
+    end
+  end
+end
+return revoke(4, 2, n, {1})
 `)
 
 // completeScript revokes every live credential of a task, marks the task
@@ -79,7 +122,7 @@ return revoke(4, 1, #ARGV / 4, {})
 // between the read and this script is not left behind the completed mark,
 // and the completed event lists exactly the credentials revoked.
 //
-// KEYS: expiry, expired events, outbox, done marker, task index, then four
+// KEYS: expiry, expired events, outbox, done marker, task index, then five
 // per candidate.
 // ARGV: n candidates, m members, done TTL ms, completed event id, subject,
 // payload, then four per candidate, then the m members.
@@ -94,7 +137,7 @@ for i = firstMember, firstMember + m - 1 do
   if redis.call('SISMEMBER', KEYS[5], ARGV[i]) == 0 then return {0} end
 end
 for i = 0, n - 1 do
-  if redis.call('EXISTS', KEYS[6 + i * 4]) == 0 then return {0} end
+  if redis.call('EXISTS', KEYS[6 + i * 5]) == 0 then return {0} end
 end
 local state = 1
 if redis.call('EXISTS', KEYS[4]) == 1 then state = 2 end

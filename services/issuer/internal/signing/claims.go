@@ -15,11 +15,25 @@ import (
 // and every verifier read the same format:
 //
 //   - iss, aud, jti, iat, nbf (= iat), exp (RFC 7519)
-//   - sub: the delegator; act: {sub: agent} (RFC 8693 delegation)
+//   - sub: the delegator; act: {sub: agent} (RFC 8693 delegation), and for
+//     a sub-agent act: {sub: sub-agent, act: {sub: parent, act: …}}, the
+//     nearest parent nested first
 //   - client_id: the agent, scope: space separated (RFC 9068)
 //   - task: {id, purpose, sensitivity}
+//   - cnf: {jkt} when bound to a key (RFC 7800, RFC 9449)
+//   - max_uses when use-limited
 func Claims(c *issuer.Credential) *credverify.Claims {
 	iat := jwt.NewNumericDate(c.IssuedAt)
+	// Innermost first: the top of the chain is the deepest act.
+	var act *credverify.Actor
+	for i := len(c.Chain) - 1; i >= 0; i-- {
+		act = &credverify.Actor{Sub: c.Chain[i].Agent.GetId(), Act: act}
+	}
+	act = &credverify.Actor{Sub: c.Agent.GetId(), Act: act}
+	var cnf *credverify.Confirmation
+	if c.CnfJKT != "" {
+		cnf = &credverify.Confirmation{JKT: c.CnfJKT}
+	}
 	return &credverify.Claims{
 		Claims: jwt.Claims{
 			Issuer:    c.Issuer,
@@ -32,7 +46,9 @@ func Claims(c *issuer.Credential) *credverify.Claims {
 		},
 		Scope:    strings.Join(c.Scopes, " "),
 		ClientID: c.Agent.GetId(),
-		Act:      &credverify.Actor{Sub: c.Agent.GetId()},
+		Act:      act,
+		Cnf:      cnf,
+		MaxUses:  c.MaxUses,
 		Task: credverify.TaskClaim{
 			ID:          c.Task.GetId(),
 			Purpose:     c.Task.GetPurpose(),
@@ -53,7 +69,16 @@ func credential(c *credverify.Claims) *issuer.Credential {
 			Purpose:     c.Task.Purpose,
 			Sensitivity: identityv1.Sensitivity(identityv1.Sensitivity_value["SENSITIVITY_"+c.Task.Sensitivity]),
 		},
-		Scopes: c.Scopes(),
+		Scopes:  c.Scopes(),
+		MaxUses: c.MaxUses,
+	}
+	if c.Cnf != nil {
+		cred.CnfJKT = c.Cnf.JKT
+	}
+	if chain := c.AgentChain(); len(chain) > 1 {
+		for _, id := range chain[1:] {
+			cred.Chain = append(cred.Chain, issuer.ChainLink{Agent: &identityv1.Agent{Id: id}})
+		}
 	}
 	if len(c.Audience) > 0 {
 		cred.Audience = c.Audience[0]

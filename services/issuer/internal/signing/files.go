@@ -25,14 +25,44 @@ const maxKeyFileBytes = 64 << 10
 //
 // Names starting with "." (the ..data links of a secret mount) and other
 // files are skipped. The private key of the file whose name sorts last
-// signs; every other key is published for verification only. Rotation is
-// then a matter of names: add the next key as a public key (published
-// before it signs), later replace it with its private key under a name that
-// sorts last, and remove the old key once its tokens have expired.
+// signs; every other key is published for verification only. (A KeySet
+// that reloads the directory adds a publish delay for keys that appear
+// while it runs: see KeySet.Reload.)
 func ReadDir(dir string) (signing crypto.Signer, published []crypto.PublicKey, err error) {
+	files, err := readKeys(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	var privates []crypto.Signer
+	for _, f := range files {
+		if f.priv != nil {
+			privates = append(privates, f.priv)
+		} else {
+			published = append(published, f.pub)
+		}
+	}
+	if len(privates) == 0 {
+		return nil, nil, fmt.Errorf("signing: no private key (PEM or JWK) in %s", dir)
+	}
+	signing = privates[len(privates)-1]
+	for _, p := range privates[:len(privates)-1] {
+		published = append(published, p.Public())
+	}
+	return signing, published, nil
+}
+
+// fileKey is one key read from a file: priv, or pub for a public key.
+type fileKey struct {
+	name string
+	priv crypto.Signer
+	pub  crypto.PublicKey
+}
+
+// readKeys returns the keys of dir in file name order.
+func readKeys(dir string) ([]fileKey, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("signing: key dir: %w", err)
+		return nil, fmt.Errorf("signing: key dir: %w", err)
 	}
 	names := make([]string, 0, len(entries))
 	for _, e := range entries {
@@ -41,7 +71,7 @@ func ReadDir(dir string) (signing crypto.Signer, published []crypto.PublicKey, e
 		}
 	}
 	slices.Sort(names)
-	var privates []crypto.Signer
+	var out []fileKey
 	for _, name := range names {
 		path := filepath.Join(dir, name)
 		var keys []any
@@ -54,25 +84,18 @@ func ReadDir(dir string) (signing crypto.Signer, published []crypto.PublicKey, e
 			continue
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		for _, k := range keys {
 			switch k := k.(type) {
 			case crypto.Signer:
-				privates = append(privates, k)
+				out = append(out, fileKey{name: name, priv: k})
 			default:
-				published = append(published, k)
+				out = append(out, fileKey{name: name, pub: k})
 			}
 		}
 	}
-	if len(privates) == 0 {
-		return nil, nil, fmt.Errorf("signing: no private key (PEM or JWK) in %s", dir)
-	}
-	signing = privates[len(privates)-1]
-	for _, p := range privates[:len(privates)-1] {
-		published = append(published, p.Public())
-	}
-	return signing, published, nil
+	return out, nil
 }
 
 func readFile(path string) ([]byte, error) {

@@ -18,6 +18,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -43,12 +46,23 @@ var Algorithms = credverify.Algorithms
 // key (RSA and symmetric keys are refused).
 var ErrUnsupportedKey = errors.New("signing: unsupported key type (want ECDSA P-256 or Ed25519)")
 
+// Defaults of Options.
+const (
+	// DefaultPublishDelay is how long a key that appears in the key
+	// directory while the issuer runs is published before it signs. It
+	// must exceed JWKSMaxAge plus the poll interval, so that every
+	// verifier's cached JWKS holds the key before the first token it signs.
+	DefaultPublishDelay = 5 * time.Minute
+	// DefaultPollInterval is how often the key directory is read again.
+	DefaultPollInterval = 10 * time.Second
+)
+
 // Options configure a KeySet.
 type Options struct {
 	// Issuer is the "iss" of the tokens signed and the only one Verify accepts.
 	Issuer string
-	// Dir is a directory of PEM or JWK key files (see Load). Empty means a
-	// generated development key.
+	// Dir is a directory of PEM or JWK key files (see ReadDir), read again by
+	// Reload. Empty means a generated development key.
 	Dir string
 	// DevAlgorithm is the algorithm of a generated development key; ES256
 	// when empty.
@@ -56,17 +70,60 @@ type Options struct {
 	// Leeway is the accepted clock skew (DefaultLeeway when zero, at most
 	// credverify.MaxLeeway).
 	Leeway time.Duration
+	// PublishDelay is how long a private key that appears in Dir after the
+	// first load is published before it may sign (zero: at once).
+	PublishDelay time.Duration
+	// Retain is how long a key stays published after it stopped signing and
+	// its file was removed: the longest life of a credential plus the leeway
+	// plus the poll interval, so that every token it signed (on any replica)
+	// has expired first. Zero keeps it for 24h.
+	Retain time.Duration
 	// Clock is time.Now when nil.
 	Clock  func() time.Time
 	Logger *slog.Logger
 }
 
 // KeySet signs with one private key and verifies with every published
-// public key. It is safe for concurrent use.
+// public key. Reload reads the key directory again, so that keys rotate
+// while the issuer runs (see Reload for the rules). It is safe for
+// concurrent use.
 type KeySet struct {
-	issuer  string
-	leeway  time.Duration
-	now     func() time.Time
+	issuer string
+	leeway time.Duration
+	now    func() time.Time
+	log    *slog.Logger
+	dir    string
+	delay  time.Duration
+	retain time.Duration
+
+	mu    sync.Mutex // serializes Reload
+	known map[string]*keyEntry
+	state atomic.Pointer[keyState]
+}
+
+// keyEntry is one key the set knows, by kid.
+type keyEntry struct {
+	jwk  *jose.JSONWebKey // public
+	priv crypto.Signer    // nil for a public key file
+	name string           // file name, the tie-breaker between keys
+	// seen is when this process first read the key; zero for a key present
+	// at the first load, taken as published long before.
+	seen   time.Time
+	inDir  bool
+	goneAt time.Time // when it left the directory (or stopped signing, if later)
+}
+
+// activation is when the key may sign: publishDelay after it was first
+// seen; at once for keys present at the first load.
+func (e *keyEntry) activation(delay time.Duration) time.Time {
+	if e.seen.IsZero() {
+		return time.Time{}
+	}
+	return e.seen.Add(delay)
+}
+
+// keyState is an immutable snapshot: what signs and what is published.
+type keyState struct {
 	signer  jose.Signer
 	signKID string
 	keys    map[string]*jose.JSONWebKey // public, by kid
@@ -86,14 +143,11 @@ func GenerateKey(alg jose.SignatureAlgorithm) (crypto.Signer, error) {
 	}
 }
 
-// Load returns the KeySet of opts.Dir (see ReadDir), or, when Dir is empty,
-// one with a generated development key, saying so in a warning: tokens it
-// signs do not verify on another replica or after a restart.
+// Load returns the KeySet of opts.Dir (see ReadDir and Reload), or, when
+// Dir is empty, one with a generated development key, saying so in a
+// warning: tokens it signs do not verify on another replica or after a
+// restart.
 func Load(opts Options) (*KeySet, error) {
-	log := opts.Logger
-	if log == nil {
-		log = slog.Default()
-	}
 	if opts.Dir == "" {
 		key, err := GenerateKey(opts.DevAlgorithm)
 		if err != nil {
@@ -103,26 +157,23 @@ func Load(opts Options) (*KeySet, error) {
 		if err != nil {
 			return nil, err
 		}
-		log.Warn("no signing key directory (-key-dir): signing with a generated development key; "+
-			"its tokens will not verify on other replicas or after a restart", "kid", ks.signKID)
+		ks.log.Warn("no signing key directory (-key-dir): signing with a generated development key; "+
+			"its tokens will not verify on other replicas or after a restart", "kid", ks.SigningKeyID())
 		return ks, nil
 	}
-	signing, published, err := ReadDir(opts.Dir)
+	ks, err := newKeySet(opts)
 	if err != nil {
 		return nil, err
 	}
-	ks, err := New(opts, signing, published...)
-	if err != nil {
+	if err := ks.Reload(); err != nil {
 		return nil, err
 	}
-	log.Info("signing keys loaded", "dir", opts.Dir, "signing_kid", ks.signKID, "published", len(ks.keys))
+	st := ks.state.Load()
+	ks.log.Info("signing keys loaded", "dir", opts.Dir, "signing_kid", st.signKID, "published", len(st.keys))
 	return ks, nil
 }
 
-// New returns a KeySet that signs with signing and publishes its public key
-// together with published (keys kept for verification: the next key, before
-// it signs, and previous ones, until their tokens have expired).
-func New(opts Options, signing crypto.Signer, published ...crypto.PublicKey) (*KeySet, error) {
+func newKeySet(opts Options) (*KeySet, error) {
 	if opts.Issuer == "" {
 		return nil, errors.New("signing: Options.Issuer is required")
 	}
@@ -132,47 +183,236 @@ func New(opts Options, signing crypto.Signer, published ...crypto.PublicKey) (*K
 	if opts.Leeway < 0 || opts.Leeway > credverify.MaxLeeway {
 		return nil, fmt.Errorf("signing: leeway %v outside 0..%v", opts.Leeway, credverify.MaxLeeway)
 	}
+	if opts.PublishDelay < 0 || opts.Retain < 0 {
+		return nil, errors.New("signing: PublishDelay and Retain must not be negative")
+	}
+	if opts.Retain == 0 {
+		opts.Retain = 24 * time.Hour
+	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &KeySet{
+		issuer: opts.Issuer,
+		leeway: opts.Leeway,
+		now:    opts.Clock,
+		log:    opts.Logger,
+		dir:    opts.Dir,
+		delay:  opts.PublishDelay,
+		retain: opts.Retain,
+		known:  map[string]*keyEntry{},
+	}, nil
+}
+
+// New returns a KeySet that signs with signing and publishes its public key
+// together with published (keys kept for verification: the next key, before
+// it signs, and previous ones, until their tokens have expired). It reads
+// no directory; Reload does nothing.
+func New(opts Options, signing crypto.Signer, published ...crypto.PublicKey) (*KeySet, error) {
+	opts.Dir = ""
+	ks, err := newKeySet(opts)
+	if err != nil {
+		return nil, err
 	}
 	if signing == nil {
 		return nil, errors.New("signing: a signing key is required")
 	}
-	signJWK, err := publicJWK(signing.Public())
-	if err != nil {
+	files := []fileKey{{name: "1", priv: signing}}
+	for _, p := range published {
+		files = append(files, fileKey{name: "0", pub: p})
+	}
+	if err := ks.apply(files, true); err != nil {
 		return nil, err
 	}
-	ks := &KeySet{
-		issuer:  opts.Issuer,
-		leeway:  opts.Leeway,
-		now:     opts.Clock,
-		signKID: signJWK.KeyID,
-		keys:    map[string]*jose.JSONWebKey{signJWK.KeyID: signJWK},
+	return ks, nil
+}
+
+// Reload reads the key directory again and applies these rules, so that
+// every replica reading the same directory publishes the same keys and a
+// rotation needs no restart:
+//
+//   - Every key in the directory is published (JWKS), private or public.
+//   - A private key present at the first load may sign at once; one that
+//     appears later only PublishDelay after this process first read it, so
+//     that verifiers have fetched it before its first token.
+//   - Of the private keys that may sign, the one that became eligible last
+//     signs (ties: the file name that sorts last). While none may sign yet
+//     (the old key's file was replaced by the new one), the current signing
+//     key keeps signing.
+//   - A key whose file is removed stays published for Retain after it left
+//     the directory or stopped signing, whichever is later, so that the
+//     tokens it signed still verify until they expire.
+//
+// A directory that cannot be read, or holds a bad key, changes nothing: the
+// error is returned and the previous keys stay in use. It is a no-op for a
+// KeySet without a directory.
+func (k *KeySet) Reload() error {
+	if k.dir == "" {
+		return nil
 	}
-	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{*signJWK}}
-	for _, pub := range published {
+	files, err := readKeys(k.dir)
+	if err != nil {
+		return err
+	}
+	return k.apply(files, false)
+}
+
+// Watch calls Reload every interval until ctx ends, logging failures.
+func (k *KeySet) Watch(ctx context.Context, interval time.Duration) {
+	if k.dir == "" || interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := k.Reload(); err != nil {
+				k.log.Error("signing keys not reloaded; the previous keys stay in use", "dir", k.dir, "error", err)
+			}
+		}
+	}
+}
+
+func (k *KeySet) apply(files []fileKey, static bool) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	first := k.state.Load() == nil
+	present := map[string]bool{}
+	for _, f := range files {
+		var pub crypto.PublicKey = f.pub
+		if f.priv != nil {
+			pub = f.priv.Public()
+		}
 		jwk, err := publicJWK(pub)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if _, dup := ks.keys[jwk.KeyID]; dup {
+		e, ok := k.known[jwk.KeyID]
+		if !ok {
+			e = &keyEntry{jwk: jwk}
+			if !first && !static {
+				e.seen = now
+				k.log.Info("signing key published", "kid", jwk.KeyID, "file", f.name, "private", f.priv != nil,
+					"may_sign_at", e.activation(k.delay))
+			}
+			k.known[jwk.KeyID] = e
+		}
+		if !present[jwk.KeyID] || f.name > e.name {
+			e.name = f.name
+		}
+		// A key seen as public and later as private (the rotation by names
+		// the README describes) keeps its first publication time.
+		if f.priv != nil {
+			e.priv = f.priv
+		}
+		e.inDir, e.goneAt = true, time.Time{}
+		present[jwk.KeyID] = true
+	}
+	prev := k.state.Load()
+	for kid, e := range k.known {
+		if present[kid] {
 			continue
 		}
-		ks.keys[jwk.KeyID] = jwk
-		set.Keys = append(set.Keys, *jwk)
+		if e.inDir {
+			e.inDir, e.goneAt = false, now
+			k.log.Warn("signing key removed from the directory; still published until its tokens have expired",
+				"kid", kid, "until", now.Add(k.retain))
+		}
+		if prev != nil && kid == prev.signKID {
+			continue // never unpublish the key that signs
+		}
+		if !now.Before(e.goneAt.Add(k.retain)) {
+			delete(k.known, kid)
+			k.log.Info("signing key retired from the JWKS", "kid", kid)
+		}
 	}
-	alg := jose.SignatureAlgorithm(signJWK.Algorithm)
-	ks.signer, err = jose.NewSigner(
-		jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: signing, KeyID: signJWK.KeyID, Algorithm: string(alg)}},
+
+	signer := k.choose(now, prev)
+	if signer == nil {
+		return fmt.Errorf("signing: no private key (PEM or JWK) in %s", k.dir)
+	}
+	if prev != nil && prev.signKID != signer.jwk.KeyID {
+		if old := k.known[prev.signKID]; old != nil && !old.inDir {
+			old.goneAt = now // retained from when it stopped signing
+		}
+		k.log.Info("signing key rotated", "kid", signer.jwk.KeyID, "previous_kid", prev.signKID)
+	}
+	st, err := k.build(signer)
+	if err != nil {
+		return err
+	}
+	k.state.Store(st)
+	return nil
+}
+
+// choose returns the entry that signs now.
+func (k *KeySet) choose(now time.Time, prev *keyState) *keyEntry {
+	var best, earliest *keyEntry
+	for _, e := range k.known {
+		if e.priv == nil || !e.inDir {
+			continue
+		}
+		act := e.activation(k.delay)
+		if earliest == nil || act.Before(earliest.activation(k.delay)) ||
+			act.Equal(earliest.activation(k.delay)) && e.name > earliest.name {
+			earliest = e
+		}
+		if act.After(now) {
+			continue
+		}
+		if best == nil || act.After(best.activation(k.delay)) ||
+			act.Equal(best.activation(k.delay)) && (e.name > best.name || e.name == best.name && e.jwk.KeyID > best.jwk.KeyID) {
+			best = e
+		}
+	}
+	if best != nil {
+		return best
+	}
+	if prev != nil {
+		if cur := k.known[prev.signKID]; cur != nil && cur.priv != nil {
+			return cur
+		}
+	}
+	if earliest != nil {
+		k.log.Warn("signing with a key published less than the publish delay ago: no other private key",
+			"kid", earliest.jwk.KeyID, "published_at", earliest.seen)
+	}
+	return earliest
+}
+
+func (k *KeySet) build(signer *keyEntry) (*keyState, error) {
+	alg := jose.SignatureAlgorithm(signer.jwk.Algorithm)
+	js, err := jose.NewSigner(
+		jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: signer.priv, KeyID: signer.jwk.KeyID, Algorithm: string(alg)}},
 		(&jose.SignerOptions{}).WithType(TokenType),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("signing: %w", err)
 	}
-	if ks.jwks, err = json.Marshal(set); err != nil {
+	st := &keyState{signer: js, signKID: signer.jwk.KeyID, keys: make(map[string]*jose.JSONWebKey, len(k.known))}
+	kids := make([]string, 0, len(k.known))
+	for kid, e := range k.known {
+		st.keys[kid] = e.jwk
+		if kid != signer.jwk.KeyID {
+			kids = append(kids, kid)
+		}
+	}
+	slices.Sort(kids)
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{*signer.jwk}}
+	for _, kid := range kids {
+		set.Keys = append(set.Keys, *st.keys[kid])
+	}
+	if st.jwks, err = json.Marshal(set); err != nil {
 		return nil, fmt.Errorf("signing: encode JWKS: %w", err)
 	}
-	return ks, nil
+	return st, nil
 }
 
 // publicJWK returns the public JWK of key with its algorithm, use "sig" and
@@ -200,16 +440,16 @@ func publicJWK(key crypto.PublicKey) (*jose.JSONWebKey, error) {
 }
 
 // SigningKeyID returns the kid of the key that signs.
-func (k *KeySet) SigningKeyID() string { return k.signKID }
+func (k *KeySet) SigningKeyID() string { return k.state.Load().signKID }
 
 // JWKS returns the JSON Web Key Set (RFC 7517) of the public keys, the
 // signing key first.
-func (k *KeySet) JWKS() []byte { return k.jwks }
+func (k *KeySet) JWKS() []byte { return k.state.Load().jwks }
 
 // Key returns the public key with id kid; it makes a KeySet a
 // credverify.Keys.
 func (k *KeySet) Key(_ context.Context, kid string) (*jose.JSONWebKey, error) {
-	if jwk, ok := k.keys[kid]; ok {
+	if jwk, ok := k.state.Load().keys[kid]; ok {
 		return jwk, nil
 	}
 	return nil, credverify.ErrUnknownKey
@@ -220,7 +460,7 @@ func (k *KeySet) Sign(c *issuer.Credential) (string, error) {
 	if c.Issuer != k.issuer {
 		return "", fmt.Errorf("signing: credential issuer %q is not %q", c.Issuer, k.issuer)
 	}
-	tok, err := jwt.Signed(k.signer).Claims(Claims(c)).Serialize()
+	tok, err := jwt.Signed(k.state.Load().signer).Claims(Claims(c)).Serialize()
 	if err != nil {
 		return "", fmt.Errorf("signing: %w", err)
 	}
@@ -252,4 +492,16 @@ func (k *KeySet) Verify(token string) (*issuer.Credential, error) {
 		return nil, err
 	}
 	return credential(c), nil
+}
+
+// CheckProof checks the DPoP proof (RFC 9449) presented with token for
+// c, a credential bound to a key (c.CnfJKT): signed by that key, for
+// p.Method and p.URI, for this token, and issued within
+// credverify.ProofWindow of now.
+func (k *KeySet) CheckProof(token string, c *issuer.Credential, p issuer.Proof) error {
+	if c.CnfJKT == "" {
+		return nil
+	}
+	claims := &credverify.Claims{Cnf: &credverify.Confirmation{JKT: c.CnfJKT}}
+	return credverify.CheckProof(claims, p.JWT, token, p.Method, p.URI, k.now(), credverify.ProofWindow)
 }
