@@ -58,10 +58,39 @@ func TestAuditRestartAndTamper(t *testing.T) {
 	s.expectIssuedOnce(t, delegator, issued, 30*time.Second)
 	s.expectOncePerCredential(t, evRevoked, sorted(rev.GetCredentialIds()))
 
+	// Audit killed (SIGKILL, no graceful shutdown) while it is consuming:
+	// what it had not committed is redelivered, what it had is not
+	// recorded twice.
+	killed := "user:" + s.ns + "-killed@example.com"
+	killFilter := &auditv1.EventFilter{DelegatorId: killed}
+	killDone := make(chan int)
+	go func() {
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if n := len(s.eventsNow(killFilter)); n > 0 {
+				s.audit.Kill()
+				killDone <- n
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		s.audit.Kill()
+		killDone <- 0
+	}()
+	burst := s.issueMany(t, 150, killed, "killed")
+	t.Logf("audit killed after recording %d of %d events", <-killDone, len(burst))
+	s.audit.Start()
+	// Messages the killed consumer had been handed but not acked come back
+	// after the consumer's AckWait (30s in the audit service), hence the
+	// long wait.
+	restarted := time.Now()
+	s.expectIssuedOnce(t, killed, burst, 60*time.Second)
+	t.Logf("all %d events recorded %v after audit came back", len(burst), time.Since(restarted).Round(100*time.Millisecond))
+
 	all := s.mustEvents(t, &auditv1.EventFilter{})
-	wantRecords := len(issued) + len(rev.GetCredentialIds())
+	wantRecords := len(issued) + len(rev.GetCredentialIds()) + len(burst)
 	if len(all) != wantRecords {
-		t.Errorf("audit log has %d records; want %d (%d issued, %d revoked)", len(all), wantRecords, len(issued), len(rev.GetCredentialIds()))
+		t.Errorf("audit log has %d records; want %d (%d + %d issued, %d revoked)", len(all), wantRecords, len(issued), len(burst), len(rev.GetCredentialIds()))
 	}
 	if n := distinctEventIDs(all); n != len(all) {
 		t.Errorf("audit log has %d records but %d distinct event ids", len(all), n)
@@ -73,7 +102,13 @@ func TestAuditRestartAndTamper(t *testing.T) {
 
 	// Tamper: change the delegator of one record in the middle, in the
 	// store itself, with audit stopped.
-	victim := all[len(all)/2]
+	var mine []*auditv1.AuditRecord
+	for _, r := range all {
+		if r.GetEvent().GetDelegator().GetId() == delegator {
+			mine = append(mine, r)
+		}
+	}
+	victim := mine[len(mine)/2]
 	if victim.GetEvent().GetDelegator().GetId() != delegator {
 		t.Fatalf("record %d has delegator %q; want %q", victim.GetSequence(), victim.GetEvent().GetDelegator().GetId(), delegator)
 	}
@@ -90,6 +125,41 @@ func TestAuditRestartAndTamper(t *testing.T) {
 	if v.GetProblem() == "" && !v.GetOk() {
 		t.Errorf("VerifyLog names record %d without saying what is wrong", v.GetFirstBadSequence())
 	}
+
+	// Undo the edit: the chain verifies again (VerifyLog walks the store,
+	// it does not remember). Then drop a later record: VerifyLog names the
+	// gap, at the dropped record or the one after it.
+	s.audit.Stop()
+	tamperRecord(t, s.auditDB, victim.GetSequence(), forged, delegator)
+	s.audit.Start()
+	if v := s.verifyLog(t); !v.GetOk() {
+		t.Errorf("VerifyLog after undoing the edit = %v; want ok", v)
+	}
+	dropped := all[len(all)*3/4].GetSequence()
+	s.audit.Stop()
+	deleteRecord(t, s.auditDB, dropped)
+	s.audit.Start()
+	v = s.verifyLog(t)
+	if v.GetOk() || (v.GetFirstBadSequence() != dropped && v.GetFirstBadSequence() != dropped+1) {
+		t.Errorf("VerifyLog after dropping record %d = ok %v, first_bad_sequence %d (%q); want not ok, %d or %d",
+			dropped, v.GetOk(), v.GetFirstBadSequence(), v.GetProblem(), dropped, dropped+1)
+	}
+}
+
+// deleteRecord removes the record with the given sequence from the audit
+// SQLite file.
+func deleteRecord(t testing.TB, path string, sequence int64) {
+	t.Helper()
+	db, table, seqCol, _ := openRecords(t, path)
+	defer db.Close()
+	res, err := db.Exec(fmt.Sprintf(`DELETE FROM %s WHERE %s = ?`, quoteIdent(table), quoteIdent(seqCol)), sequence)
+	if err != nil {
+		t.Fatalf("delete record %d: %v", sequence, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("delete record %d: %d rows deleted", sequence, n)
+	}
+	t.Logf("deleted record %d from %s", sequence, table)
 }
 
 // tamperRecord rewrites, in the audit SQLite file, every text or blob column
@@ -101,50 +171,10 @@ func tamperRecord(t testing.TB, path string, sequence int64, old, repl string) {
 	if len(old) != len(repl) {
 		t.Fatalf("tamperRecord: %q and %q differ in length", old, repl)
 	}
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, table, seqCol, cols := openRecords(t, path)
 	defer db.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-
-	tables, err := queryStrings(ctx, db, `SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`)
-	if err != nil {
-		t.Fatalf("list tables: %v", err)
-	}
-	// The records are the table with a sequence column and the most rows
-	// (others, like a chain head, may have a sequence column too).
-	table := ""
-	var cols []string
-	most := int64(-1)
-	for _, tb := range tables {
-		c, err := queryStrings(ctx, db, fmt.Sprintf(`SELECT name FROM pragma_table_info(%s)`, quoteLit(tb)))
-		if err != nil {
-			t.Fatalf("columns of %s: %v", tb, err)
-		}
-		for _, name := range c {
-			if !strings.EqualFold(name, "sequence") && !strings.EqualFold(name, "seq") {
-				continue
-			}
-			var n int64
-			if err := db.QueryRowContext(ctx, `SELECT count(*) FROM `+quoteIdent(tb)).Scan(&n); err != nil {
-				t.Fatalf("count rows of %s: %v", tb, err)
-			}
-			if n > most {
-				table, cols, most = tb, c, n
-			}
-		}
-	}
-	if table == "" {
-		t.Fatalf("no table with a sequence column among %v", tables)
-	}
-	seqCol := "sequence"
-	for _, c := range cols {
-		if strings.EqualFold(c, "seq") {
-			seqCol = c
-		}
-	}
 
 	row := make([]any, len(cols))
 	ptrs := make([]any, len(cols))
@@ -213,3 +243,49 @@ func queryStrings(ctx context.Context, db *sql.DB, q string) ([]string, error) {
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 func quoteLit(s string) string   { return `'` + strings.ReplaceAll(s, `'`, `''`) + `'` }
+
+// openRecords opens the audit SQLite file and finds the table of records:
+// the table with a sequence column and the most rows (others, like a chain
+// head, may have a sequence column too). It knows nothing else of the schema.
+func openRecords(t testing.TB, path string) (db *sql.DB, table, seqCol string, cols []string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tables, err := queryStrings(ctx, db, `SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`)
+	if err != nil {
+		t.Fatalf("list tables: %v", err)
+	}
+	most := int64(-1)
+	for _, tb := range tables {
+		c, err := queryStrings(ctx, db, fmt.Sprintf(`SELECT name FROM pragma_table_info(%s)`, quoteLit(tb)))
+		if err != nil {
+			t.Fatalf("columns of %s: %v", tb, err)
+		}
+		for _, name := range c {
+			if !strings.EqualFold(name, "sequence") && !strings.EqualFold(name, "seq") {
+				continue
+			}
+			var n int64
+			if err := db.QueryRowContext(ctx, `SELECT count(*) FROM `+quoteIdent(tb)).Scan(&n); err != nil {
+				t.Fatalf("count rows of %s: %v", tb, err)
+			}
+			if n > most {
+				table, cols, most = tb, c, n
+			}
+		}
+	}
+	if table == "" {
+		t.Fatalf("no table with a sequence column among %v", tables)
+	}
+	seqCol = "sequence"
+	for _, c := range cols {
+		if strings.EqualFold(c, "seq") {
+			seqCol = c
+		}
+	}
+	return db, table, seqCol, cols
+}

@@ -251,6 +251,18 @@ func exitDescription(err error) string {
 	return err.Error()
 }
 
+// Kill ends the process with SIGKILL: no graceful shutdown, as in a crash.
+func (p *proc) Kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+	p.cmd, p.stopped = nil, false
+}
+
 // Restart stops the process and starts it again with the same flags.
 func (p *proc) Restart() {
 	p.t.Helper()
@@ -271,6 +283,37 @@ func (p *proc) Pause() {
 		p.t.Fatalf("SIGSTOP %s: %v", p.name, err)
 	}
 	p.stopped = true
+	// A group stop completes asynchronously: wait until every thread is
+	// in state T, so that nothing sent from now on gets an answer.
+	pid := p.cmd.Process.Pid
+	deadline := time.Now().Add(5 * time.Second)
+	for !allThreadsStopped(pid) {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s (pid %d) not stopped 5s after SIGSTOP", p.name, pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// allThreadsStopped reports whether every thread of pid is stopped (state
+// T in /proc/<pid>/task/<tid>/stat).
+func allThreadsStopped(pid int) bool {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return false
+		}
+		// pid (comm) state ...; comm may hold spaces, so split after ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
+			return false
+		}
+	}
+	return true
 }
 
 // Resume thaws a paused process (SIGCONT).
@@ -436,7 +479,9 @@ func startStack(t testing.TB, o stackOptions) *stack {
 
 	common := []string{"-log-format", "text", "-log-level", o.logLevel, "-admin-addr", ""}
 	policyAddr := freeAddr(t)
-	s.policy = newProc(t, svcPolicy, policyAddr, common)
+	// The AuthZEN endpoint (docs/configuration.md) defaults to a fixed
+	// port; off, so that parallel tests do not fight over it.
+	s.policy = newProc(t, svcPolicy, policyAddr, append(append([]string{}, common...), "-authzen-addr", ""))
 	s.audit = newProc(t, svcAudit, freeAddr(t), append(append([]string{}, common...),
 		"-audit-dsn", "sqlite://"+s.auditDB,
 		"-nats-url", s.natsURL,

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
@@ -173,6 +174,32 @@ func TestIssueCredential(t *testing.T) {
 		t.Errorf("HIGH credential PTTL = %v; want in (0, 5m]", pttl)
 	}
 
+	// A task deadline bounds the credential too: asked 10m, deadline in 90s.
+	dp := s.party("issue-deadline")
+	dreq := dp.request()
+	deadline := time.Now().Add(90 * time.Second)
+	dreq.Task.Deadline = timestamppb.New(deadline)
+	dcred := s.issue(t, dreq)
+	if exp := dcred.GetExpiresAt().AsTime(); exp.After(deadline) {
+		t.Errorf("task deadline %v, credential expires %v; want no later than the deadline", deadline, exp)
+	}
+	if dc := s.verifyToken(t, dcred.GetToken()); dc.Expiry.Time().After(deadline) {
+		t.Errorf("task deadline %v, token exp %v; want no later than the deadline", deadline, dc.Expiry.Time())
+	}
+
+	// Listing shows metadata, never the token.
+	lctx, lcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer lcancel()
+	list, err := s.issuer.ListCredentials(lctx, &issuerv1.ListCredentialsRequest{Selector: &issuerv1.ListCredentialsRequest_TaskId{TaskId: p.task}})
+	if err != nil {
+		t.Fatalf("ListCredentials(task): %v", err)
+	}
+	if got := list.GetCredentials(); len(got) != 1 || got[0].GetId() != cred.GetId() {
+		t.Errorf("ListCredentials(task %s) = %v; want the one credential %s", p.task, got, cred.GetId())
+	} else if got[0].GetToken() != "" {
+		t.Errorf("ListCredentials returned a token")
+	}
+
 	// The issued event reaches the audit log with the delegation context.
 	var recs []*auditv1.AuditRecord
 	waitFor(t, 15*time.Second, "the issued event in the audit log", func() bool {
@@ -211,7 +238,7 @@ func TestIssueCredential(t *testing.T) {
 
 	// The token is never recorded: not in the audit log (as served, or on
 	// disk), not in any service's log.
-	secrets := []string{token, hcred.GetToken(), signature(token), signature(hcred.GetToken())}
+	secrets := []string{token, hcred.GetToken(), dcred.GetToken(), signature(token), signature(hcred.GetToken()), signature(dcred.GetToken())}
 	waitFor(t, 15*time.Second, "the HIGH credential's issued event", func() bool {
 		return len(s.eventsNow(&auditv1.EventFilter{CredentialId: hcred.GetId()})) > 0
 	})

@@ -105,4 +105,39 @@ func TestNATSOutage(t *testing.T) {
 		t.Errorf("audit log: %d records, %d distinct event ids; want 101 and 101", len(all), n)
 	}
 	checkSequences(t, all)
+	// Delivered events leave the outbox.
+	waitFor(t, 10*time.Second, "empty outboxes after delivery", func() bool { return s.outboxLen(t) == 0 })
+
+	// The outbox outlives the issuer process too: events written while
+	// NATS is down, by an issuer that is then stopped, are relayed by its
+	// successor once NATS is back.
+	s.StopNATS()
+	delegator2 := "user:" + s.ns + "-outage2@example.com"
+	creds2 := s.issueMany(t, 20, delegator2, "outage2")
+	s.issuers[0].Stop()
+	if n := s.outboxLen(t); n < int64(len(creds2)) {
+		t.Errorf("outbox entries with NATS down and the issuer stopped: %d; want at least %d", n, len(creds2))
+	}
+	s.StartNATS()
+	s.issuers[0].Start()
+	s.expectIssuedOnce(t, delegator2, creds2, 45*time.Second)
+	all = s.mustEvents(t, &auditv1.EventFilter{})
+	if n := distinctEventIDs(all); n != len(all) || len(all) != 121 {
+		t.Errorf("audit log: %d records, %d distinct event ids; want 121 and 121", len(all), n)
+	}
+	waitFor(t, 10*time.Second, "empty outboxes after delivery", func() bool { return s.outboxLen(t) == 0 })
+}
+
+// outboxLen counts the entries of every outbox stream of the stack.
+func (s *stack) outboxLen(t testing.TB) int64 {
+	t.Helper()
+	var n int64
+	for _, key := range s.scan(t, s.ns+":{*}:outbox") {
+		l, err := s.rdb.XLen(context.Background(), key).Result()
+		if err != nil {
+			t.Fatalf("XLEN %s: %v", key, err)
+		}
+		n += l
+	}
+	return n
 }
