@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -20,9 +21,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/jitid/jitid/pkg/credverify"
 	"github.com/jitid/jitid/pkg/eventbus"
 	"github.com/jitid/jitid/pkg/grpcserver"
+	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
 	"github.com/jitid/jitid/services/issuer/internal/config"
 	"github.com/jitid/jitid/services/issuer/internal/grpcapi"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
@@ -30,6 +34,7 @@ import (
 	"github.com/jitid/jitid/services/issuer/internal/redisstore"
 	"github.com/jitid/jitid/services/issuer/internal/relay"
 	"github.com/jitid/jitid/services/issuer/internal/signing"
+	"github.com/jitid/jitid/services/issuer/internal/wellknown"
 )
 
 func main() {
@@ -92,7 +97,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer policy.Close()
 
-	keys, err := signing.Load(signing.Options{Issuer: cfg.Issuer, Dir: cfg.KeyDir, Logger: log})
+	keys, err := signing.Load(signing.Options{
+		Issuer:       cfg.Issuer,
+		Dir:          cfg.KeyDir,
+		PublishDelay: cfg.KeyPublishDelay,
+		// A removed key verifies every token it signed, on any replica,
+		// until the last one expired and left every verifier's leeway.
+		Retain: cfg.MaxTTL + credverify.MaxLeeway + cfg.KeyPollInterval,
+		Logger: log,
+	})
 	if err != nil {
 		return err
 	}
@@ -115,6 +128,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Issuer:          cfg.Issuer,
 		DefaultAudience: cfg.DefaultAudience,
 		MaxTTL:          cfg.MaxTTL,
+		MaxChainDepth:   cfg.MaxChainDepth,
 		Logger:          log,
 	}, policy, store, keys)
 	if err != nil {
@@ -125,8 +139,55 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	grpcapi.New(iss, log).Register(srv.GRPC())
 	srv.Registry().MustRegister(rl.Collectors()...)
 
+	md, err := wellknown.NewMetadata(cfg.Issuer, cfg.PublicURL, cfg.PublicGRPCURL, signing.AlgorithmNames())
+	if err != nil {
+		return err
+	}
+	if err := wellknown.Register(srv.HandleAdmin, keys.JWKS, md); err != nil {
+		return err
+	}
+	var public *http.Server
+	if cfg.PublicHTTPAddr != "" {
+		mux := http.NewServeMux()
+		if err := wellknown.Register(mux.Handle, keys.JWKS, md); err != nil {
+			return err
+		}
+		public = &http.Server{Addr: cfg.PublicHTTPAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
+	if public != nil {
+		g.Go(func() error {
+			errc := make(chan error, 1)
+			go func() { errc <- public.ListenAndServe() }()
+			log.Info("serving discovery documents", "addr", cfg.PublicHTTPAddr, "jwks_uri", md.JWKSURI)
+			select {
+			case err := <-errc:
+				return fmt.Errorf("public http: %w", err)
+			case <-gctx.Done():
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = public.Shutdown(sctx)
+				return nil
+			}
+		})
+	}
+	g.Go(func() error { keys.Watch(gctx, cfg.KeyPollInterval); return nil })
+	g.Go(func() error {
+		// Only the service's own status: the server's overall status ("")
+		// stays SERVING so that the process is not restarted for an outage
+		// of Redis it can do nothing about.
+		svc := issuerv1.IssuerService_ServiceDesc.ServiceName
+		store.WatchHealth(gctx, cfg.RedisCheckInterval, func(up bool) {
+			st := healthpb.HealthCheckResponse_NOT_SERVING
+			if up {
+				st = healthpb.HealthCheckResponse_SERVING
+			}
+			srv.Health().SetServingStatus(svc, st)
+		})
+		return nil
+	})
 	g.Go(func() error { return rl.Run(gctx) })
 	g.Go(func() error { store.RunSweeper(gctx, cfg.SweepInterval); return nil })
 	return g.Wait()

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"time"
 
@@ -45,7 +46,28 @@ type Config struct {
 	KeyDir          string // empty: a generated development key
 	MaxTTL          time.Duration
 	SweepInterval   time.Duration
+	// Key rotation: a key that appears in KeyDir is published KeyPublishDelay
+	// before it signs; the directory is read every KeyPollInterval.
+	KeyPublishDelay time.Duration
+	KeyPollInterval time.Duration
+	// MaxChainDepth is how many agents may stand above a sub-agent.
+	MaxChainDepth int
+
+	// Discovery: PublicURL is where /.well-known/* is reachable (the issuer
+	// when empty), PublicGRPCURL the gRPC API (grpc://<grpc-addr> when
+	// empty), PublicHTTPAddr a listener serving only /.well-known/* (the
+	// admin server serves them too).
+	PublicURL      string
+	PublicGRPCURL  string
+	PublicHTTPAddr string
+	// RedisCheckInterval is how often Redis is pinged for the health status.
+	RedisCheckInterval time.Duration
 }
+
+// JWKSMaxAge is the Cache-Control max-age of /.well-known/jwks.json
+// (wellknown.JWKSMaxAge, repeated here to keep config free of HTTP): the
+// publish delay must cover it.
+const JWKSMaxAge = time.Minute
 
 // Load parses args (without the program name) and the environment, looked
 // up with getenv (os.Getenv when nil), and validates the result. -help
@@ -78,6 +100,13 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&c.KeyDir, "key-dir", "", "directory of signing keys (PEM or JWK); a development key is generated when empty")
 	fs.DurationVar(&c.MaxTTL, "max-ttl", time.Hour, "no credential lives longer, whatever policy allows")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", 500*time.Millisecond, "how often expired credentials are swept and reported")
+	fs.DurationVar(&c.KeyPublishDelay, "key-publish-delay", 5*time.Minute, "a key added to -key-dir is published this long before it signs (at least the JWKS max-age, 60s, plus -key-poll-interval)")
+	fs.DurationVar(&c.KeyPollInterval, "key-poll-interval", 10*time.Second, "how often -key-dir is read again")
+	fs.IntVar(&c.MaxChainDepth, "max-chain-depth", 4, "how many agents may stand above a sub-agent (ExchangeCredential)")
+	fs.StringVar(&c.PublicURL, "public-url", "", "base URL of /.well-known/jwks.json and /.well-known/oauth-authorization-server; -issuer when empty")
+	fs.StringVar(&c.PublicGRPCURL, "public-grpc-url", "", "the gRPC API as clients reach it, named in the metadata; grpc://<grpc-addr> when empty")
+	fs.StringVar(&c.PublicHTTPAddr, "public-http-addr", "", "listener serving only /.well-known/*; empty: only the admin server serves them")
+	fs.DurationVar(&c.RedisCheckInterval, "redis-check-interval", time.Second, "how often Redis is pinged; IssuerService health is NOT_SERVING while it does not answer")
 	if err := envflag.Parse(fs, args, getenv); err != nil {
 		return Config{}, err
 	}
@@ -91,6 +120,12 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		if a = strings.TrimSpace(a); a != "" {
 			c.RedisAddrs = append(c.RedisAddrs, a)
 		}
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = c.Issuer
+	}
+	if c.PublicGRPCURL == "" {
+		c.PublicGRPCURL = "grpc://" + c.GRPCAddr
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
@@ -155,6 +190,22 @@ func (c Config) Validate() error {
 	}
 	positive("max-ttl", c.MaxTTL)
 	positive("sweep-interval", c.SweepInterval)
+	positive("key-poll-interval", c.KeyPollInterval)
+	if minDelay := JWKSMaxAge + c.KeyPollInterval; c.KeyPublishDelay < minDelay {
+		bad("key-publish-delay", "%v is shorter than the JWKS max-age (%v) plus -key-poll-interval: verifiers could meet a token before its key", c.KeyPublishDelay, JWKSMaxAge)
+	}
+	if c.MaxChainDepth < 1 {
+		bad("max-chain-depth", "must be at least 1, got %d", c.MaxChainDepth)
+	}
+	for _, u := range []struct{ flag, v string }{{"public-url", c.PublicURL}, {"public-grpc-url", c.PublicGRPCURL}} {
+		if p, err := url.Parse(u.v); err != nil || p.Scheme == "" || p.Host == "" {
+			bad(u.flag, "%q is not an absolute URL", u.v)
+		}
+	}
+	if c.PublicHTTPAddr != "" {
+		hostPort("public-http-addr", c.PublicHTTPAddr)
+	}
+	positive("redis-check-interval", c.RedisCheckInterval)
 	return errors.Join(errs...)
 }
 

@@ -27,6 +27,8 @@ func TestDefaults(t *testing.T) {
 		NATSURL: "nats://127.0.0.1:4222", Stream: "JITID_EVENTS", SubjectPrefix: "jitid.events",
 		PolicyAddr: "127.0.0.1:50052", PolicyTimeout: 500 * time.Millisecond,
 		Issuer: "https://jitid.local", DefaultAudience: "jitid", MaxTTL: time.Hour, SweepInterval: 500 * time.Millisecond,
+		KeyPublishDelay: 5 * time.Minute, KeyPollInterval: 10 * time.Second, MaxChainDepth: 4,
+		PublicURL: "https://jitid.local", PublicGRPCURL: "grpc://127.0.0.1:50051", RedisCheckInterval: time.Second,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -82,6 +84,11 @@ func TestInvalid(t *testing.T) {
 		{name: "log format", args: []string{"-log-format", "xml"}},
 		{name: "unknown flag", args: []string{"-frobnicate"}},
 		{name: "stray argument", args: []string{"serve"}},
+		{name: "publish delay shorter than the JWKS cache", args: []string{"-key-publish-delay", "30s"}},
+		{name: "zero key poll interval", args: []string{"-key-poll-interval", "0"}},
+		{name: "zero chain depth", args: []string{"-max-chain-depth", "0"}},
+		{name: "relative public url", args: []string{"-public-url", "/jwks"}},
+		{name: "public http addr without port", args: []string{"-public-http-addr", "localhost"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -85,7 +85,8 @@ func (s *Issuer) matchStored(ctx context.Context, claimed, c *Credential, err er
 	// A valid signature over an id the store knows, but for someone else,
 	// would mean a signing key or the store went wrong: never active.
 	if c.Delegator.GetId() != claimed.Delegator.GetId() || c.Agent.GetId() != claimed.Agent.GetId() ||
-		c.Task.GetId() != claimed.Task.GetId() || c.CnfJKT != claimed.CnfJKT || c.MaxUses != claimed.MaxUses {
+		c.Task.GetId() != claimed.Task.GetId() || c.Audience != claimed.Audience ||
+		c.CnfJKT != claimed.CnfJKT || c.MaxUses != claimed.MaxUses {
 		s.log.ErrorContext(ctx, "introspection: token and stored credential disagree", "credential_id", c.ID)
 		return nil, nil
 	}

@@ -200,3 +200,35 @@ func unavailable(err error) bool {
 	return strings.Contains(msg, "connection refused") || strings.Contains(msg, "EOF") ||
 		strings.Contains(msg, "connection reset") || strings.Contains(msg, "broken pipe")
 }
+
+// WatchHealth pings Redis every interval until ctx ends and calls report
+// with whether it answered: once at the start, then on every change. A
+// PING is the cheapest round trip that proves the store can answer.
+func (s *Store) WatchHealth(ctx context.Context, interval time.Duration, report func(up bool)) {
+	timeout := min(interval, time.Second)
+	ping := func() bool {
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return s.rdb.Ping(pctx).Err() == nil
+	}
+	up := ping()
+	report(up)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if now := ping(); now != up && ctx.Err() == nil {
+			up = now
+			if up {
+				s.opts.Logger.Info("redis answers again")
+			} else {
+				s.opts.Logger.Warn("redis unreachable: IssuerService health NOT_SERVING")
+			}
+			report(up)
+		}
+	}
+}

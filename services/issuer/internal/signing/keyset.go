@@ -505,3 +505,12 @@ func (k *KeySet) CheckProof(token string, c *issuer.Credential, p issuer.Proof) 
 	claims := &credverify.Claims{Cnf: &credverify.Confirmation{JKT: c.CnfJKT}}
 	return credverify.CheckProof(claims, p.JWT, token, p.Method, p.URI, k.now(), credverify.ProofWindow)
 }
+
+// AlgorithmNames returns the names of Algorithms, for discovery metadata.
+func AlgorithmNames() []string {
+	names := make([]string, len(Algorithms))
+	for i, a := range Algorithms {
+		names[i] = string(a)
+	}
+	return names
+}
