@@ -2,7 +2,10 @@ package credverify
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -30,15 +33,25 @@ func bearer(h string) (string, bool) {
 type HTTPOptions struct {
 	// Scopes every request must carry.
 	Scopes []string
-	// Online asks the issuer on every request (VerifyOnline).
+	// Online asks the issuer on every request (Check.Online): for
+	// sensitive operations.
 	Online bool
 	// PublicURL is the scheme and host the API is reached at, for the DPoP
-	// htu check (e.g. "https://tickets.example.com"); from the request when empty.
+	// htu check (e.g. "https://tickets.example.com"); from the request when
+	// empty, which is right only when no proxy rewrites the host or scheme.
 	PublicURL string
+	// Logger, when set, records each refusal at info level (and each
+	// failure to verify at warn): reason, method, path, and the
+	// credential id when the token was readable. Never the token.
+	Logger *slog.Logger
 }
 
 // Middleware refuses requests without a valid credential (401, or 403 for a
-// missing scope) and puts the verified claims in the request context.
+// missing scope, or 503 when the keys or the issuer cannot be reached) and
+// puts the verified claims in the request context (FromContext). Tokens
+// are read from "Authorization: Bearer <token>" or, for a key-bound
+// credential, "Authorization: DPoP <token>" with its proof in the "DPoP"
+// header (RFC 9449).
 func (v *Verifier) Middleware(o HTTPOptions, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := bearer(r.Header.Get("Authorization"))
@@ -47,30 +60,60 @@ func (v *Verifier) Middleware(o HTTPOptions, next http.Handler) http.Handler {
 			http.Error(w, "a jitid credential is required (Authorization: Bearer <token>)", http.StatusUnauthorized)
 			return
 		}
-		verify := v.Verify
-		if o.Online {
-			verify = v.VerifyOnline
-		}
-		c, err := verify(r.Context(), tok, o.Scopes...)
-		if err == nil {
-			base := o.PublicURL
-			if base == "" {
-				scheme := "http"
-				if r.TLS != nil {
-					scheme = "https"
-				}
-				base = scheme + "://" + r.Host
+		base := o.PublicURL
+		if base == "" {
+			scheme := "http"
+			if r.TLS != nil {
+				scheme = "https"
 			}
-			err = CheckProof(c, r.Header.Get("DPoP"), tok, r.Method, base+r.URL.Path, v.o.Clock(), ProofWindow)
+			base = scheme + "://" + r.Host
 		}
+		p := Presentation{Token: tok, Proof: r.Header.Get("DPoP"), Method: r.Method, URI: strings.TrimSuffix(base, "/") + r.URL.Path}
+		c, err := v.VerifyPresentation(r.Context(), p, Check{Scopes: o.Scopes, Online: o.Online})
 		if err != nil {
 			code, msg := httpStatus(err)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="jitid", error="`+wwwError(err)+`"`)
+			if o.Logger != nil {
+				level := slog.LevelInfo
+				if code == http.StatusServiceUnavailable {
+					level = slog.LevelWarn
+				}
+				o.Logger.Log(r.Context(), level, "credential refused", "method", r.Method, "path", r.URL.Path,
+					"status", code, "credential_id", UnverifiedID(tok), "reason", err)
+			}
+			if code == http.StatusServiceUnavailable {
+				w.Header().Set("Retry-After", "1")
+			} else {
+				w.Header().Set("WWW-Authenticate", wwwAuthenticate(err))
+			}
 			http.Error(w, msg, code)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), c)))
 	})
+}
+
+// UnverifiedID returns the "jti" of token without checking anything, for
+// logs of refused credentials ("" when unreadable). Never trust it.
+func UnverifiedID(token string) string {
+	if len(token) > MaxTokenBytes {
+		return ""
+	}
+	_, rest, ok := strings.Cut(token, ".")
+	if !ok {
+		return ""
+	}
+	seg, _, _ := strings.Cut(rest, ".")
+	b, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		ID string `json:"jti"`
+	}
+	if json.Unmarshal(b, &c) != nil || len(c.ID) > 128 {
+		return ""
+	}
+	return c.ID
 }
 
 func httpStatus(err error) (int, string) {
@@ -84,11 +127,15 @@ func httpStatus(err error) (int, string) {
 	}
 }
 
-func wwwError(err error) string {
-	if errors.Is(err, ErrInsufficientScope) {
-		return "insufficient_scope"
+func wwwAuthenticate(err error) string {
+	switch {
+	case errors.Is(err, ErrInsufficientScope):
+		return `Bearer realm="jitid", error="insufficient_scope"`
+	case errors.Is(err, ErrProof):
+		return `DPoP realm="jitid", error="invalid_dpop_proof", algs="ES256 EdDSA"`
+	default:
+		return `Bearer realm="jitid", error="invalid_token"`
 	}
-	return "invalid_token"
 }
 
 // GRPCOptions configure the interceptors.
@@ -114,18 +161,14 @@ func (v *Verifier) authorize(ctx context.Context, o GRPCOptions, method string) 
 	if tok == "" {
 		return nil, status.Error(codes.Unauthenticated, "a jitid credential is required (metadata authorization: Bearer <token>)")
 	}
-	verify := v.Verify
-	if o.Online[method] {
-		verify = v.VerifyOnline
+	var proof string
+	if vals := md.Get("dpop"); len(vals) > 0 {
+		proof = vals[0]
 	}
-	c, err := verify(ctx, tok, o.Scopes[method]...)
-	if err == nil {
-		var proof string
-		if vals := md.Get("dpop"); len(vals) > 0 {
-			proof = vals[0]
-		}
-		err = CheckProof(c, proof, tok, "POST", method, v.o.Clock(), ProofWindow)
-	}
+	// A DPoP proof for a gRPC call names the method as its htu and POST
+	// (the HTTP/2 method of every gRPC call) as its htm.
+	p := Presentation{Token: tok, Proof: proof, Method: http.MethodPost, URI: method}
+	c, err := v.VerifyPresentation(ctx, p, Check{Scopes: o.Scopes[method], Online: o.Online[method]})
 	switch {
 	case err == nil:
 		return NewContext(ctx, c), nil
