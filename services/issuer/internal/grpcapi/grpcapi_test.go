@@ -58,7 +58,7 @@ func allowAll(r *policyv1.EvaluateRequest) *identityv1.Decision {
 	}
 }
 
-func startPolicy(t *testing.T, decide func(*policyv1.EvaluateRequest) *identityv1.Decision) string {
+func startPolicy(t testing.TB, decide func(*policyv1.EvaluateRequest) *identityv1.Decision) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
