@@ -81,10 +81,38 @@ build:
 run: build
 	./bin/jitid-dev -bin-dir bin
 
-## bench: micro-benchmarks of every module
-.PHONY: bench
-bench:
+## bench-micro: go test micro-benchmarks of every module, with allocs/op
+.PHONY: bench-micro
+bench-micro:
 	go test -run '^$$' -bench . -benchmem $(MODULE_PKGS)
+
+# bench and soak: the suite as separate processes (redis-server with AOF,
+# NATS with JetStream, policy, issuer, audit) under jitid-load, on 127.0.0.1.
+# BENCH_FLAGS adds flags, e.g. BENCH_FLAGS='-runs 5 -duration 20s';
+# SOAK_DURATION shortens or lengthens the soak.
+BENCH_FLAGS ?=
+SOAK_DURATION ?= 10m
+SOAK_FLAGS ?=
+BENCH_DOC := docs/BENCHMARKS.md
+
+## bench-build: the service and benchmark binaries into bin/
+.PHONY: bench-build
+bench-build: build
+	cd bench && go build -o ../bin/jitid-load ./cmd/jitid-load
+	cd bench && go build -o ../bin/jitid-nats ./cmd/jitid-nats
+	cd bench && go build -o ../bin/jitid-echo ./cmd/jitid-echo
+
+## bench: the whole suite under load (about 10 minutes), one table, written into docs/BENCHMARKS.md; then bench-micro
+.PHONY: bench
+bench: bench-build
+	@echo "load average before the run: $$(cut -d' ' -f1-3 /proc/loadavg)"
+	./bin/jitid-load -bin-dir bin -doc $(BENCH_DOC) $(BENCH_FLAGS)
+	$(MAKE) bench-micro
+
+## soak: a steady mix for SOAK_DURATION (10m) watching every service's RSS
+.PHONY: soak
+soak: bench-build
+	./bin/jitid-load -bin-dir bin -soak $(SOAK_DURATION) $(SOAK_FLAGS)
 
 .PHONY: clean
 clean:

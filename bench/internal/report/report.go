@@ -103,8 +103,37 @@ type Report struct {
 	Memory  []Memory
 	// Processes names the columns of the memory table, in order.
 	Processes []string
+	// CPU is the CPU time each process spent per call, by workload.
+	CPU []CPUUse
 	// Notes are facts measured along the way (round trips, lag, drain time).
 	Notes []string
+}
+
+// CPUUse is the CPU time each process spent per call of one workload
+// (user plus system, from /proc/<pid>/stat, over every run).
+type CPUUse struct {
+	Workload string
+	PerCall  map[string]time.Duration
+	// Cores is how many cores the machine has, to turn the total into the
+	// rate the CPU allows.
+	Cores int
+}
+
+// Total is the CPU time of one call, every process included.
+func (c CPUUse) Total() time.Duration {
+	var t time.Duration
+	for _, d := range c.PerCall {
+		t += d
+	}
+	return t
+}
+
+// Bound is the call rate the machine's cores allow at Total per call.
+func (c CPUUse) Bound() float64 {
+	if c.Total() == 0 {
+		return 0
+	}
+	return float64(c.Cores) * float64(time.Second) / float64(c.Total())
 }
 
 // Count formats a rate or count with thousands separators: 12,345.
@@ -191,6 +220,22 @@ func (r *Report) memoryTable() table {
 	return t
 }
 
+// CPUProcesses names the columns of the CPU table, in order.
+var CPUProcesses = []string{"issuer", "policy", "audit", "jitid-nats", "redis-server", "jitid-load"}
+
+func (r *Report) cpuTable() table {
+	t := table{append(append([]string{"CPU µs per call"}, CPUProcesses...), "total", "cores allow")}
+	for _, c := range r.CPU {
+		row := []string{c.Workload}
+		for _, p := range CPUProcesses {
+			row = append(row, fmt.Sprintf("%.0f", float64(c.PerCall[p])/float64(time.Microsecond)))
+		}
+		row = append(row, fmt.Sprintf("%.0f", float64(c.Total())/float64(time.Microsecond)), Count(c.Bound())+"/s")
+		t = append(t, row)
+	}
+	return t
+}
+
 func (t table) text(w io.Writer) {
 	width := make([]int, len(t[0]))
 	for _, row := range t {
@@ -255,7 +300,7 @@ func (r *Report) Text(w io.Writer) {
 		t     table
 	}{
 		{"figures", r.figureTable()}, {"ratios", r.ratioTable()},
-		{"targets", r.targetTable()}, {"memory", r.memoryTable()},
+		{"targets", r.targetTable()}, {"memory", r.memoryTable()}, {"CPU", r.cpuTable()},
 	}
 	for _, s := range sections {
 		if len(s.t) < 2 {
@@ -285,6 +330,7 @@ func (r *Report) Markdown(w io.Writer) {
 	}{
 		{"Figures", r.figureTable()}, {"Ratios to references measured in the same run", r.ratioTable()},
 		{"Targets (issue 5)", r.targetTable()}, {"Memory (VmRSS)", r.memoryTable()},
+		{"CPU per call, by process (user + system, /proc/<pid>/stat)", r.cpuTable()},
 	}
 	for _, s := range sections {
 		if len(s.t) < 2 {

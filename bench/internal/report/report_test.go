@@ -136,3 +136,17 @@ func TestSpliceKeepsHandWrittenText(t *testing.T) {
 		t.Errorf("markers not added to a doc without them:\n%s", fresh)
 	}
 }
+
+func TestCPUUseBound(t *testing.T) {
+	t.Parallel()
+	c := report.CPUUse{Cores: 2, PerCall: map[string]time.Duration{"issuer": 300 * time.Microsecond, "policy": 200 * time.Microsecond}}
+	if c.Total() != 500*time.Microsecond {
+		t.Errorf("Total = %v, want 500µs", c.Total())
+	}
+	if got := c.Bound(); got != 4000 {
+		t.Errorf("Bound = %v, want 4000 (2 cores / 500µs)", got)
+	}
+	if got := (report.CPUUse{Cores: 2}).Bound(); got != 0 {
+		t.Errorf("Bound of nothing = %v, want 0", got)
+	}
+}

@@ -1,6 +1,8 @@
 package suite_test
 
 import (
+	"time"
+
 	"testing"
 
 	"github.com/jitid/jitid/bench/internal/suite"
@@ -45,5 +47,18 @@ jitid_audit_events_stored_total{shard="b"} 5.5
 	}
 	if _, err := suite.ParseMetric(text, "jitid_absent"); err == nil {
 		t.Error("absent metric: want an error")
+	}
+}
+
+func TestParseStatCPU(t *testing.T) {
+	t.Parallel()
+	// pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+	line := []byte("4242 (jitid (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0")
+	got, err := suite.ParseStatCPU(line)
+	if err != nil || got != 3*time.Second {
+		t.Errorf("ParseStatCPU = %v, %v; want 3s (300 ticks)", got, err)
+	}
+	if _, err := suite.ParseStatCPU([]byte("garbage")); err == nil {
+		t.Error("malformed line: want an error")
 	}
 }

@@ -1,0 +1,214 @@
+package workload
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/jitid/jitid/bench/internal/load"
+	"github.com/jitid/jitid/pkg/eventbus"
+	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
+	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
+)
+
+// MassExpiryResult is what MassExpiry measured.
+type MassExpiryResult struct {
+	N        int
+	MintRate float64
+	// Reported is how many expired events of the n reached the stream.
+	Reported int
+	// Last is the latest report after the credentials' expiry.
+	Last time.Duration
+	// Issue is the open-loop issuance measured meanwhile.
+	Issue load.Result
+}
+
+// MassExpiry issues n credentials that all expire in the same second, then
+// issues at rate per second from just before that second until every
+// expired event was seen on the stream (or 20 s), and measures how late the
+// last expired event came. Credentials are minted as fast as the suite
+// goes; expireIn must leave time for that.
+func MassExpiry(ctx context.Context, p *Pool, a *Auditor, n int, expireIn time.Duration, rate float64) (MassExpiryResult, error) {
+	res := MassExpiryResult{N: n}
+	expiry := time.Now().Add(expireIn).Truncate(time.Second)
+	reqs := NewRequests("expiry")
+	clients := p.Issuers()
+	ids := make(map[string]struct{}, n)
+	var idsMu sync.Mutex
+	start := time.Now()
+	const workers = 48
+	var wg sync.WaitGroup
+	errc := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				req := reqs.Issue(w, uint64(i))
+				left := time.Until(expiry)
+				if left < 2*time.Second {
+					errc <- fmt.Errorf("minting %d credentials took too long: lengthen the expiry", n)
+					return
+				}
+				req.Ttl = durationpb.New(left + 900*time.Millisecond) // truncated to the expiry second by the issuer
+				resp, err := clients[w%len(clients)].IssueCredential(ctx, req)
+				if err != nil {
+					errc <- err
+					return
+				}
+				if got := resp.GetCredential().GetExpiresAt().AsTime(); !got.Equal(expiry) {
+					errc <- fmt.Errorf("credential expires at %v, want %v", got, expiry)
+					return
+				}
+				idsMu.Lock()
+				ids[resp.GetCredential().GetId()] = struct{}{}
+				idsMu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		return res, err
+	}
+	res.MintRate = float64(n) / time.Since(start).Seconds()
+
+	var reported atomic.Int64
+	var last atomic.Int64
+	done := make(chan struct{})
+	var once sync.Once
+	subject := eventbus.Config{}.Subject(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)
+	sub, err := a.NATS().Subscribe(subject, func(m *nats.Msg) {
+		var env struct {
+			Subject string `json:"subject"`
+		}
+		if json.Unmarshal(m.Data, &env) != nil {
+			return
+		}
+		idsMu.Lock()
+		_, ours := ids[env.Subject]
+		delete(ids, env.Subject) // a redelivery is counted once
+		idsMu.Unlock()
+		if !ours {
+			return
+		}
+		last.Store(int64(time.Since(expiry)))
+		if reported.Add(1) == int64(n) {
+			once.Do(func() { close(done) })
+		}
+	})
+	if err != nil {
+		return res, err
+	}
+	defer sub.Unsubscribe()
+	_ = sub.SetPendingLimits(-1, -1)
+
+	// Issue at rate from 2 s before the expiry until the last report.
+	if wait := time.Until(expiry.Add(-2 * time.Second)); wait > 0 {
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+	}
+	openCtx, stopOpen := context.WithCancel(ctx)
+	resc := make(chan load.Result, 1)
+	go func() { resc <- load.Open(openCtx, rate, 25*time.Second, 256, Issue(p, NewRequests("during-expiry"))) }()
+	select {
+	case <-done:
+		time.Sleep(time.Second) // a little issuance after the burst, too
+	case <-time.After(time.Until(expiry.Add(20 * time.Second))):
+	case <-ctx.Done():
+	}
+	stopOpen()
+	res.Issue = <-resc
+	res.Reported = int(reported.Load())
+	res.Last = time.Duration(last.Load())
+	return res, nil
+}
+
+// RevokeResult is what RevokeByDelegator measured.
+type RevokeResult struct {
+	N        int
+	MintRate float64
+	// Revoked is how many credentials the call revoked.
+	Revoked int
+	// Call is how long RevokeCredentials took: every credential is
+	// inactive when it returns.
+	Call time.Duration
+	// StillActive counts sampled tokens that still introspected active.
+	StillActive int
+	Sampled     int
+	// Audited is how many revoked events of the delegator audit recorded,
+	// and AuditedAfter when the last of them was recorded (from the call).
+	Audited      int
+	AuditedAfter time.Duration
+}
+
+// RevokeByDelegator issues n live credentials for one delegator, waits
+// until audit has recorded their issuance, revokes them all with one call,
+// checks a sample is inactive, and waits until audit recorded every
+// revoked event.
+func RevokeByDelegator(ctx context.Context, p *Pool, a *Auditor, n int) (RevokeResult, error) {
+	res := RevokeResult{N: n}
+	reqs := NewRequests("revoke")
+	reqs.Delegator = "user:revoke-" + reqs.prefix + "@example.com"
+	reqs.TTL = 15 * time.Minute
+	start := time.Now()
+	creds, err := Mint(ctx, p, reqs, n)
+	if err != nil {
+		return res, err
+	}
+	res.MintRate = float64(n) / time.Since(start).Seconds()
+	if _, err := a.WaitDrained(ctx, 2*time.Minute); err != nil {
+		return res, err
+	}
+	stored0, err := a.Sample(ctx, time.Now())
+	if err != nil {
+		return res, err
+	}
+	client := p.Issuers()[0]
+	t0 := time.Now()
+	resp, err := client.RevokeCredentials(ctx, &issuerv1.RevokeCredentialsRequest{
+		Selector: &issuerv1.RevokeCredentialsRequest_DelegatorId{DelegatorId: reqs.Delegator}, Reason: "delegator left the company",
+	})
+	res.Call = time.Since(t0)
+	if err != nil {
+		return res, fmt.Errorf("revoke by delegator: %w", err)
+	}
+	res.Revoked = int(resp.GetRevoked())
+	for i := 0; i < n; i += max(n/200, 1) {
+		r, err := client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: creds[i].GetToken()})
+		if err != nil {
+			return res, err
+		}
+		res.Sampled++
+		if r.GetActive() {
+			res.StillActive++
+		}
+	}
+	// Every revoked event is in the audit log when audit has stored as
+	// many new records as were revoked; then the log is asked, by
+	// delegator and type, to count them one by one.
+	deadline := t0.Add(2 * time.Minute)
+	for {
+		l, err := a.Sample(ctx, time.Now())
+		if err == nil && int(l.Stored-stored0.Stored) >= res.Revoked {
+			res.AuditedAfter = time.Since(t0)
+			break
+		}
+		if time.Now().After(deadline) {
+			return res, fmt.Errorf("audit stored %v of %d revoked events within 2 minutes (%v)", l.Stored-stored0.Stored, res.Revoked, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	res.Audited, err = a.CountEvents(ctx, reqs.Delegator, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_REVOKED)
+	if err != nil {
+		return res, err
+	}
+	return res, nil
+}
