@@ -8,8 +8,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/jitid/jitid/services/issuer/internal/issuer"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
+	"github.com/jitid/jitid/services/issuer/internal/issuer"
 )
 
 // Fields of a credential hash. Agent, delegator and task are kept as

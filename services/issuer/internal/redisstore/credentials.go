@@ -14,8 +14,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jitid/jitid/pkg/eventbus"
-	"github.com/jitid/jitid/services/issuer/internal/issuer"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
+	"github.com/jitid/jitid/services/issuer/internal/issuer"
 )
 
 // ErrIDInUse means Issue was given the id of a credential that is live.

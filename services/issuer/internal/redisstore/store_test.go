@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/jitid/jitid/pkg/localinfra"
+	"github.com/jitid/jitid/pkg/testserver"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
 	"github.com/jitid/jitid/services/issuer/internal/redisstore"
@@ -215,17 +216,23 @@ func TestRevoke(t *testing.T) {
 	}{
 		{
 			name: "by credential",
-			sel:  func(a, _, _ *issuer.Credential) issuer.Selector { return issuer.Selector{Kind: issuer.ByCredential, ID: a.ID} },
+			sel: func(a, _, _ *issuer.Credential) issuer.Selector {
+				return issuer.Selector{Kind: issuer.ByCredential, ID: a.ID}
+			},
 			want: func(a, _, _ *issuer.Credential) []*issuer.Credential { return []*issuer.Credential{a} },
 		},
 		{
 			name: "by task",
-			sel:  func(a, _, _ *issuer.Credential) issuer.Selector { return issuer.Selector{Kind: issuer.ByTask, ID: a.Task.GetId()} },
+			sel: func(a, _, _ *issuer.Credential) issuer.Selector {
+				return issuer.Selector{Kind: issuer.ByTask, ID: a.Task.GetId()}
+			},
 			want: func(a, b, _ *issuer.Credential) []*issuer.Credential { return []*issuer.Credential{a, b} },
 		},
 		{
 			name: "by agent",
-			sel:  func(a, _, _ *issuer.Credential) issuer.Selector { return issuer.Selector{Kind: issuer.ByAgent, ID: a.Agent.GetId()} },
+			sel: func(a, _, _ *issuer.Credential) issuer.Selector {
+				return issuer.Selector{Kind: issuer.ByAgent, ID: a.Agent.GetId()}
+			},
 			want: func(a, _, c *issuer.Credential) []*issuer.Credential { return []*issuer.Credential{a, c} },
 		},
 		{
@@ -645,3 +652,29 @@ func TestCompleteTaskRereadsWhenIssuedMeanwhile(t *testing.T) {
 // The issuer's store interface is unexported; handing a *Store to
 // issuer.New checks at compile time that it implements it.
 var _ = func() { _, _ = issuer.New(issuer.Config{}, nil, (*redisstore.Store)(nil), nil) }
+
+func TestWatchHealth(t *testing.T) {
+	t.Parallel()
+	r := testserver.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	st := redisstore.New(rdb, redisstore.Options{Prefix: testserver.Namespace(t)})
+	reports := make(chan bool, 16)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go st.WatchHealth(ctx, 50*time.Millisecond, func(up bool) { reports <- up })
+	wait := func(want bool) {
+		t.Helper()
+		select {
+		case got := <-reports:
+			if got != want {
+				t.Fatalf("health report %v, want %v", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no health report %v", want)
+		}
+	}
+	wait(true)
+	r.Stop()
+	wait(false)
+}

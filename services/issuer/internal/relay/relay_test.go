@@ -329,4 +329,3 @@ func outboxOf(t *testing.T, e *env) string {
 	t.Fatal("empty outbox")
 	return ""
 }
-
