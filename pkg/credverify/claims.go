@@ -1,10 +1,3 @@
-// Package credverify verifies jitid credentials where they are used: in the
-// API an agent calls. It checks the signature against the issuer's JWKS
-// (cached, refreshed on an unknown kid), the token type, issuer, audience,
-// validity window with a bounded clock skew, scopes, key binding (DPoP), and
-// optionally revocation (pushed over NATS by package natsrevocation, or asked online). gRPC
-// interceptors and net/http middleware put the verified delegation context
-// into the request context.
 package credverify
 
 import (

@@ -252,13 +252,18 @@ func lookup(set *jose.JSONWebKeySet, kid string) (*jose.JSONWebKey, bool) {
 	return nil, false
 }
 
-// maxAge returns the Cache-Control max-age, or zero.
+// maxAge returns the Cache-Control max-age, zero when none is given, and
+// the shortest positive duration for "max-age=0", "no-cache" and
+// "no-store" (which RemoteKeys raises to MinRefresh).
 func maxAge(cacheControl string) time.Duration {
 	for d := range strings.SplitSeq(cacheControl, ",") {
-		d = strings.TrimSpace(d)
+		d = strings.ToLower(strings.TrimSpace(d))
+		if d == "no-cache" || d == "no-store" {
+			return time.Nanosecond
+		}
 		if v, ok := strings.CutPrefix(d, "max-age="); ok {
 			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-				return time.Duration(n) * time.Second
+				return max(time.Duration(n)*time.Second, time.Nanosecond)
 			}
 		}
 	}

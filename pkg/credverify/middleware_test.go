@@ -1,6 +1,7 @@
 package credverify_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,15 +10,19 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -240,6 +245,107 @@ func TestGRPCInterceptor(t *testing.T) {
 			err := conn.Invoke(ctx, method, &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
 			if status.Code(err) != tt.want {
 				t.Errorf("code = %v, want %v (%v)", status.Code(err), tt.want, err)
+			}
+		})
+	}
+}
+
+// recordingIntrospector answers active and remembers what it was shown.
+type recordingIntrospector struct {
+	mu     sync.Mutex
+	active bool
+	err    error
+	got    []credverify.Presentation
+}
+
+func (r *recordingIntrospector) Introspect(_ context.Context, p credverify.Presentation) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, p)
+	return r.active, r.err
+}
+
+func TestHTTPMiddlewareOnline(t *testing.T) {
+	t.Parallel()
+	es := newSigner(t, jose.ES256)
+	holder := newDPoPKey(t)
+	plain := es.sign(t, "at+jwt", es.jwk.KeyID, goodClaims())
+	boundClaims := goodClaims()
+	boundClaims.Cnf = &credverify.Confirmation{JKT: holder.jkt}
+	bound := es.sign(t, "at+jwt", es.jwk.KeyID, boundClaims)
+	const url = "https://api.test/tickets/purchase"
+	proof := holder.proof(t, "POST", url, bound, now)
+	tests := []struct {
+		name       string
+		intro      *recordingIntrospector
+		auth, dpop string
+		status     int
+		// wantAsked is what the issuer must have been shown (nil: not asked).
+		wantAsked *credverify.Presentation
+	}{
+		{name: "active", intro: &recordingIntrospector{active: true}, auth: "Bearer " + plain, status: http.StatusOK,
+			wantAsked: &credverify.Presentation{Token: plain, Method: "POST", URI: url}},
+		{name: "inactive (revoked a moment ago)", intro: &recordingIntrospector{}, auth: "Bearer " + plain, status: http.StatusUnauthorized,
+			wantAsked: &credverify.Presentation{Token: plain, Method: "POST", URI: url}},
+		{name: "issuer unreachable", intro: &recordingIntrospector{err: errors.New("connection refused")}, auth: "Bearer " + plain, status: http.StatusServiceUnavailable,
+			wantAsked: &credverify.Presentation{Token: plain, Method: "POST", URI: url}},
+		{name: "key-bound: the proof goes to the issuer too", intro: &recordingIntrospector{active: true}, auth: "DPoP " + bound, dpop: proof, status: http.StatusOK,
+			wantAsked: &credverify.Presentation{Token: bound, Proof: proof, Method: "POST", URI: url}},
+		{name: "refused offline: the issuer is not asked", intro: &recordingIntrospector{active: true}, auth: "Bearer " + plain[:len(plain)-4], status: http.StatusUnauthorized},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			v, err := credverify.New(credverify.Options{Issuer: testIssuer, Audience: testAudience, Keys: es.keys(t),
+				Clock: func() time.Time { return now }, Introspector: tt.intro})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			h := v.Middleware(credverify.HTTPOptions{Scopes: []string{"tickets:purchase"}, Online: true, PublicURL: "https://api.test/",
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))},
+				http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
+			req := httptest.NewRequest(http.MethodPost, url, nil)
+			req.Header.Set("Authorization", tt.auth)
+			if tt.dpop != "" {
+				req.Header.Set("DPoP", tt.dpop)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tt.status {
+				t.Errorf("status = %d, want %d (%s)", rec.Code, tt.status, rec.Body.String())
+			}
+			var want []credverify.Presentation
+			if tt.wantAsked != nil {
+				want = []credverify.Presentation{*tt.wantAsked}
+			}
+			if diff := cmp.Diff(want, tt.intro.got); diff != "" {
+				t.Errorf("introspected (-want +got):\n%s", diff)
+			}
+			if tt.status != http.StatusOK && !strings.Contains(logs.String(), "credential refused") {
+				t.Errorf("refusal not logged: %q", logs.String())
+			}
+			if strings.Contains(logs.String(), plain[:len(plain)-4]) || strings.Contains(logs.String(), bound) {
+				t.Errorf("the log carries the token: %q", logs.String())
+			}
+		})
+	}
+}
+
+func TestUnverifiedID(t *testing.T) {
+	t.Parallel()
+	es := newSigner(t, jose.ES256)
+	tests := []struct{ name, token, want string }{
+		{name: "credential", token: es.sign(t, "at+jwt", es.jwk.KeyID, goodClaims()), want: "cred-1"},
+		{name: "garbage", token: "x.y.z"},
+		{name: "empty", token: ""},
+		{name: "one part", token: "abc"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := credverify.UnverifiedID(tt.token); got != tt.want {
+				t.Errorf("UnverifiedID() = %q, want %q", got, tt.want)
 			}
 		})
 	}
