@@ -1,0 +1,28 @@
+module github.com/jitid/jitid/examples/ticketapi
+
+go 1.26.0
+
+require (
+	github.com/jitid/jitid/pkg v0.0.0
+	github.com/nats-io/nats.go v1.55.0
+	google.golang.org/grpc v1.85.0
+)
+
+require (
+	github.com/go-jose/go-jose/v4 v4.1.9 // indirect
+	github.com/jitid/jitid/proto v0.0.0 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
+
+replace (
+	github.com/jitid/jitid/pkg => ../../pkg
+	github.com/jitid/jitid/proto => ../../proto
+)
