@@ -13,7 +13,7 @@ import (
 // generatedSet is a set of n policies of the shapes real sets have: per-scope
 // permits with a TTL cap, sensitivity guards, attribute checks and a few
 // time and authentication forbids.
-func generatedSet(b *testing.B, n int) *policy.Set {
+func generatedSet(b testing.TB, n int) *policy.Set {
 	b.Helper()
 	var src strings.Builder
 	for i := range n {

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	// The zone database is embedded so that local-time rules work in
@@ -88,17 +89,66 @@ type input struct {
 	entities  cedar.EntityMap
 	principal cedar.EntityUID
 	resource  cedar.EntityUID
-	base      cedar.RecordMap
+	// base is the context without "scope"; shared is base as a record, for
+	// the policies that do not read the scope.
+	base   cedar.RecordMap
+	shared cedar.Record
+	// once is the answer of the set's scope-independent policies (plan.once).
+	once outcome
+	buf  *recordBuf
 }
+
+// release returns in's buffers; in must not be used afterwards.
+func (in *input) release() {
+	in.buf.release()
+	in.buf, in.base = nil, nil
+}
+
+// outcome is Cedar's answer for one scope, gathered from Authorize calls
+// over disjoint parts of the set: the policies that held, by effect, and
+// those that failed. It decides as Cedar does over their union: a forbid
+// denies, else a permit allows, else nothing does.
+type outcome struct {
+	forbids []cedar.PolicyID
+	permits []cedar.PolicyID
+	errors  []cedar.DiagnosticError
+}
+
+func (o *outcome) add(decision cedar.Decision, diag cedar.Diagnostic) {
+	// Cedar reports the forbids that held when it denies, and the permits
+	// that held when it allows (a deny without reasons had neither).
+	for _, r := range diag.Reasons {
+		if decision == cedar.Allow {
+			o.permits = append(o.permits, r.PolicyID)
+		} else {
+			o.forbids = append(o.forbids, r.PolicyID)
+		}
+	}
+	o.errors = append(o.errors, diag.Errors...)
+}
+
+// clone returns o with slices that appends do not share.
+func (o *outcome) clone() outcome {
+	return outcome{forbids: slices.Clip(o.forbids), permits: slices.Clip(o.permits), errors: slices.Clip(o.errors)}
+}
+
+// noScope is the action the scope-independent policies are evaluated with:
+// they do not read it, and no requested scope is empty, so a misfiled
+// policy would match no scope rather than another scope's.
+var noScope = cedar.NewEntityUID(ActionType, "")
 
 // evaluate decides req, which must be valid, at time now. It never parses
 // Cedar text.
 func (s *Set) evaluate(req *Request, now time.Time) Decision {
-	d, _ := s.decide(req, now)
+	d, in := s.decide(req, now, false)
+	in.release()
 	return d
 }
 
-func (s *Set) decide(req *Request, now time.Time) (Decision, *input) {
+// decide decides req. With full set, every scope is one Cedar call over the
+// whole set (the reference the plan is tested against); else the plan
+// runs each policy only as often as its answer can change.
+func (s *Set) decide(req *Request, now time.Time, full bool) (Decision, *input) {
 	now = now.UTC()
 	d := Decision{PolicyVersion: s.version}
 	ttl := req.TTL
@@ -111,16 +161,30 @@ func (s *Set) decide(req *Request, now time.Time) (Decision, *input) {
 			ttl = left
 		}
 	}
-	in := &input{}
-	in.entities, in.principal, in.resource = s.entities(req)
-	in.base = baseContext(req, now)
+	in := &input{buf: recordBufs.Get().(*recordBuf)}
+	in.entities, in.principal, in.resource = entities(in.buf, req)
+	in.base = baseContext(in.buf, req, now)
+	in.shared = cedar.NewRecord(in.base)
+	if !full && len(s.plan.once) > 0 {
+		in.once.add(cedar.Authorize(&s.plan.once, in.entities, cedar.Request{
+			Principal: in.principal, Action: noScope, Resource: in.resource, Context: in.shared,
+		}))
+	}
 
+	d.GrantedScopes = make([]string, 0, len(req.Scopes))
+	d.Scopes = make([]ScopeResult, 0, len(req.Scopes))
 	var policies, obligations []string
 	for i, scope := range req.Scopes {
 		if slices.Contains(req.Scopes[:i], scope) {
 			continue
 		}
-		r := s.evaluateScope(in, scope)
+		var o outcome
+		if full {
+			o.add(cedar.Authorize(s.cedar, in.entities, in.cedarRequest(scope)))
+		} else {
+			o = s.authorizeScope(in, scope)
+		}
+		r := s.scopeResult(scope, &o)
 		if r.Granted {
 			switch {
 			case deadlinePassed:
@@ -164,6 +228,9 @@ func (s *Set) decide(req *Request, now time.Time) (Decision, *input) {
 		d.Scopes = append(d.Scopes, r)
 	}
 	d.Allow = len(d.GrantedScopes) > 0
+	if !d.Allow {
+		d.GrantedScopes = nil
+	}
 	if d.Allow {
 		d.MaxTTL = ttl
 		// Profile values grow with what is kept; MINIMAL unless someone
@@ -175,27 +242,69 @@ func (s *Set) decide(req *Request, now time.Time) (Decision, *input) {
 	return d, in
 }
 
-// cedarRequest is the Cedar request for one scope of in.
+// cedarRequest is the Cedar request for one scope of in, with the whole
+// context.
 func (in *input) cedarRequest(scope string) cedar.Request {
-	// NewRecord copies the map, so one map serves every scope of a request.
-	in.base["scope"] = cedar.String(scope)
 	return cedar.Request{
 		Principal: in.principal,
 		Action:    cedar.NewEntityUID(ActionType, cedar.String(scope)),
 		Resource:  in.resource,
-		Context:   cedar.NewRecord(in.base),
+		Context:   in.scopeContext(scope),
 	}
 }
 
-func (s *Set) evaluateScope(in *input, scope string) ScopeResult {
-	decision, diag := cedar.Authorize(s.cedar, in.entities, in.cedarRequest(scope))
-	r := ScopeResult{Scope: scope, Granted: decision == cedar.Allow}
-	for _, reason := range diag.Reasons {
-		r.Determining = append(r.Determining, string(reason.PolicyID))
+// scopeContext is the context record for scope: base plus "scope".
+func (in *input) scopeContext(scope string) cedar.Record {
+	// NewRecord copies the map, so one map serves every scope of a request.
+	in.base["scope"] = cedar.String(scope)
+	defer delete(in.base, "scope")
+	return cedar.NewRecord(in.base)
+}
+
+// authorizeScope is Cedar's answer for scope: the request's answer of the
+// scope-independent policies plus those of the policies that may answer
+// differently for this scope (see plan).
+func (s *Set) authorizeScope(in *input, scope string) outcome {
+	o := in.once.clone()
+	action := cedar.NewEntityUID(ActionType, cedar.String(scope))
+	named := s.plan.byAction[action]
+	if len(s.plan.anyAction) == 0 && named == nil {
+		return o
 	}
-	slices.Sort(r.Determining)
+	req := cedar.Request{Principal: in.principal, Action: action, Resource: in.resource, Context: in.shared}
+	if s.plan.anyActionReadsScope || (named != nil && named.readsScope) {
+		req.Context = in.scopeContext(scope)
+	}
+	if len(s.plan.anyAction) > 0 {
+		o.add(cedar.Authorize(&s.plan.anyAction, in.entities, req))
+	}
+	if named != nil {
+		o.add(cedar.Authorize(&named.list, in.entities, req))
+	}
+	return o
+}
+
+// scopeResult applies jitid's rules to Cedar's answer for scope.
+func (s *Set) scopeResult(scope string, o *outcome) ScopeResult {
+	r := ScopeResult{Scope: scope}
+	determining := o.permits
+	switch {
+	case len(o.forbids) > 0:
+		determining = o.forbids
+	case len(o.permits) > 0:
+		r.Granted = true
+	}
+	if len(determining) > 0 {
+		r.Determining = make([]string, len(determining))
+		for i, id := range determining {
+			r.Determining[i] = string(id)
+		}
+		slices.Sort(r.Determining)
+	}
+	// Sorted, so that logs and Explain do not depend on map order.
+	slices.SortFunc(o.errors, func(a, b cedar.DiagnosticError) int { return strings.Compare(string(a.PolicyID), string(b.PolicyID)) })
 	var failedForbid string
-	for _, e := range diag.Errors {
+	for _, e := range o.errors {
 		r.Errors = append(r.Errors, PolicyError{PolicyID: string(e.PolicyID), Message: e.Message})
 		if s.meta[e.PolicyID].effect == cedar.Forbid && (failedForbid == "" || string(e.PolicyID) < failedForbid) {
 			failedForbid = string(e.PolicyID)
@@ -225,9 +334,49 @@ func (s *Set) evaluateScope(in *input, scope string) ScopeResult {
 	return r
 }
 
+// recordBuf builds Cedar records through reused maps: NewRecord copies the
+// map it is given, so one map can be cleared and refilled for the next
+// record. Pooled, since every request builds about seven records.
+type recordBuf struct {
+	m    cedar.RecordMap // one record at a time
+	base cedar.RecordMap // the context, kept while the request's scopes are decided
+}
+
+var recordBufs = sync.Pool{New: func() any {
+	return &recordBuf{m: make(cedar.RecordMap, 8), base: make(cedar.RecordMap, 24)}
+}}
+
+// record returns b.m as a record and empties b.m.
+func (b *recordBuf) record() cedar.Record {
+	r := cedar.NewRecord(b.m)
+	clear(b.m)
+	return r
+}
+
+// stringRecord is m as a record of strings.
+func (b *recordBuf) stringRecord(m map[string]string) cedar.Record {
+	if len(m) == 0 {
+		return emptyRecord
+	}
+	for k, v := range m {
+		b.m[cedar.String(k)] = cedar.String(v)
+	}
+	return b.record()
+}
+
+func (b *recordBuf) release() {
+	clear(b.m)
+	clear(b.base)
+	recordBufs.Put(b)
+}
+
+// emptyRecord stands for every empty attributes map, which NewRecord would
+// otherwise copy and hash each time.
+var emptyRecord = cedar.NewRecord(nil)
+
 // entities builds the Cedar entities of req: the agent (in its chain), the
 // chain's agents, the delegator and the task.
-func (s *Set) entities(req *Request) (cedar.EntityMap, cedar.EntityUID, cedar.EntityUID) {
+func entities(b *recordBuf, req *Request) (cedar.EntityMap, cedar.EntityUID, cedar.EntityUID) {
 	em := make(cedar.EntityMap, 3+len(req.AgentChain))
 	principal := cedar.NewEntityUID(AgentType, cedar.String(req.Agent.ID))
 	parents := chainUIDs(req.AgentChain)
@@ -237,9 +386,9 @@ func (s *Set) entities(req *Request) (cedar.EntityMap, cedar.EntityUID, cedar.En
 		// the chain, and so does `X in Y` between chain agents.
 		a := &req.AgentChain[i]
 		uid := cedar.NewEntityUID(AgentType, cedar.String(a.ID))
-		em[uid] = agentEntity(uid, a, chainUIDs(req.AgentChain[i+1:]))
+		em[uid] = agentEntity(b, uid, a, chainUIDs(req.AgentChain[i+1:]))
 	}
-	em[principal] = agentEntity(principal, &req.Agent, parents)
+	em[principal] = agentEntity(b, principal, &req.Agent, parents)
 
 	d := &req.Delegator
 	duid := cedar.NewEntityUID(DelegatorType, cedar.String(d.ID))
@@ -247,35 +396,37 @@ func (s *Set) entities(req *Request) (cedar.EntityMap, cedar.EntityUID, cedar.En
 	for i, e := range d.Entitlements {
 		entitlements[i] = cedar.String(e)
 	}
-	dattrs := cedar.RecordMap{
-		"id":           cedar.String(d.ID),
-		"attributes":   stringRecord(d.Attributes),
-		"entitlements": cedar.NewSet(entitlements...),
-	}
+	// Nested records first: b.m holds one record at a time.
+	dattrs := b.stringRecord(d.Attributes)
+	b.m["id"] = cedar.String(d.ID)
+	b.m["attributes"] = dattrs
+	b.m["entitlements"] = cedar.NewSet(entitlements...)
 	if d.TimeZone != "" {
-		dattrs["time_zone"] = cedar.String(d.TimeZone)
+		b.m["time_zone"] = cedar.String(d.TimeZone)
 	}
 	if !d.AuthenticatedAt.IsZero() {
-		dattrs["authenticated_at"] = cedar.NewDatetime(d.AuthenticatedAt)
+		b.m["authenticated_at"] = cedar.NewDatetime(d.AuthenticatedAt)
 	}
-	em[duid] = cedar.Entity{UID: duid, Attributes: cedar.NewRecord(dattrs)}
+	em[duid] = cedar.Entity{UID: duid, Attributes: b.record()}
 
 	t := &req.Task
 	tuid := cedar.NewEntityUID(TaskType, cedar.String(t.ID))
-	tattrs := cedar.RecordMap{
-		"id":                cedar.String(t.ID),
-		"purpose":           cedar.String(t.Purpose),
-		"sensitivity":       cedar.String(t.Sensitivity.String()),
-		"sensitivity_level": cedar.Long(t.Sensitivity),
-	}
+	b.m["id"] = cedar.String(t.ID)
+	b.m["purpose"] = cedar.String(t.Purpose)
+	b.m["sensitivity"] = cedar.String(t.Sensitivity.String())
+	b.m["sensitivity_level"] = cedar.Long(t.Sensitivity)
 	if !t.Deadline.IsZero() {
-		tattrs["deadline"] = cedar.NewDatetime(t.Deadline)
+		b.m["deadline"] = cedar.NewDatetime(t.Deadline)
 	}
-	em[tuid] = cedar.Entity{UID: tuid, Attributes: cedar.NewRecord(tattrs)}
+	em[tuid] = cedar.Entity{UID: tuid, Attributes: b.record()}
 	return em, principal, tuid
 }
 
 func chainUIDs(chain []Agent) cedar.EntityUIDSet {
+	if len(chain) == 0 {
+		// The zero set is empty and costs no map.
+		return cedar.EntityUIDSet{}
+	}
 	uids := make([]cedar.EntityUID, len(chain))
 	for i := range chain {
 		uids[i] = cedar.NewEntityUID(AgentType, cedar.String(chain[i].ID))
@@ -283,24 +434,20 @@ func chainUIDs(chain []Agent) cedar.EntityUIDSet {
 	return cedar.NewEntityUIDSet(uids...)
 }
 
-func agentEntity(uid cedar.EntityUID, a *Agent, parents cedar.EntityUIDSet) cedar.Entity {
-	return cedar.Entity{
-		UID:     uid,
-		Parents: parents,
-		Attributes: cedar.NewRecord(cedar.RecordMap{
-			"id":         cedar.String(a.ID),
-			"class":      cedar.String(a.Class.String()),
-			"platform":   cedar.String(a.Platform),
-			"attributes": stringRecord(a.Attributes),
-		}),
-	}
+func agentEntity(b *recordBuf, uid cedar.EntityUID, a *Agent, parents cedar.EntityUIDSet) cedar.Entity {
+	attrs := b.stringRecord(a.Attributes)
+	b.m["id"] = cedar.String(a.ID)
+	b.m["class"] = cedar.String(a.Class.String())
+	b.m["platform"] = cedar.String(a.Platform)
+	b.m["attributes"] = attrs
+	return cedar.Entity{UID: uid, Parents: parents, Attributes: b.record()}
 }
 
-// baseContext is the context record of req without "scope", which is set
-// per scope. The field list is the schema's Context (jitid.cedarschema);
-// TestSchemaMatchesContext keeps the two in step.
-func baseContext(req *Request, now time.Time) cedar.RecordMap {
-	m := make(cedar.RecordMap, 20)
+// baseContext fills b.base with the context record of req without "scope",
+// which is set per scope. The field list is the schema's Context
+// (jitid.cedarschema); TestSchemaMatchesContext keeps the two in step.
+func baseContext(b *recordBuf, req *Request, now time.Time) cedar.RecordMap {
+	m := b.base
 	m["delegator"] = cedar.NewEntityUID(DelegatorType, cedar.String(req.Delegator.ID))
 	m["sensitivity"] = cedar.String(req.Task.Sensitivity.String())
 	m["ttl"] = cedar.NewDuration(req.TTL)
@@ -316,15 +463,14 @@ func baseContext(req *Request, now time.Time) cedar.RecordMap {
 		if loc, err := loadLocation(req.Delegator.TimeZone); err == nil {
 			local := now.In(loc)
 			h, mi, sec := local.Clock()
-			m["local"] = cedar.NewRecord(cedar.RecordMap{
-				"time_zone": cedar.String(req.Delegator.TimeZone),
-				"hour":      cedar.Long(h),
-				"minute":    cedar.Long(mi),
-				"time_of_day": cedar.NewDuration(time.Duration(h)*time.Hour + time.Duration(mi)*time.Minute +
-					time.Duration(sec)*time.Second + time.Duration(local.Nanosecond())),
-				"weekday":        weekdayNames[local.Weekday()],
-				"weekday_number": isoWeekday(local.Weekday()),
-			})
+			b.m["time_zone"] = cedar.String(req.Delegator.TimeZone)
+			b.m["hour"] = cedar.Long(h)
+			b.m["minute"] = cedar.Long(mi)
+			b.m["time_of_day"] = cedar.NewDuration(time.Duration(h)*time.Hour + time.Duration(mi)*time.Minute +
+				time.Duration(sec)*time.Second + time.Duration(local.Nanosecond()))
+			b.m["weekday"] = weekdayNames[local.Weekday()]
+			b.m["weekday_number"] = isoWeekday(local.Weekday())
+			m["local"] = b.record()
 		}
 	}
 	if at := req.Delegator.AuthenticatedAt; !at.IsZero() {
@@ -366,14 +512,6 @@ func loadLocation(name string) (*time.Location, error) {
 	}
 	zones.Store(name, loc)
 	return loc, nil
-}
-
-func stringRecord(m map[string]string) cedar.Record {
-	rm := make(cedar.RecordMap, len(m))
-	for k, v := range m {
-		rm[cedar.String(k)] = cedar.String(v)
-	}
-	return cedar.NewRecord(rm)
 }
 
 func sortedUnique(s []string) []string {

@@ -139,7 +139,7 @@ func (s *Set) explainerOf(id string) *explainer {
 
 // explain decides req like evaluate and explains every policy per scope.
 func (s *Set) explain(req *Request, now time.Time) Explanation {
-	d, in := s.decide(req, now)
+	d, in := s.decide(req, now, false)
 	ex := Explanation{Decision: d}
 	for _, r := range d.Scopes {
 		se := ScopeExplanation{ScopeResult: r}
@@ -149,6 +149,7 @@ func (s *Set) explain(req *Request, now time.Time) Explanation {
 		}
 		ex.Scopes = append(ex.Scopes, se)
 	}
+	in.release()
 	return ex
 }
 

@@ -222,6 +222,7 @@ func Compile(source string, files []File) (*Set, error) {
 	if len(s.ids) == 0 {
 		return nil, fmt.Errorf("%s: %w", source, ErrEmptySet)
 	}
+	s.plan = newPlan(s.ids, s.meta)
 	return s, nil
 }
 
@@ -321,6 +322,7 @@ func newPolicyMeta(f File, index int, p *cedar.Policy) (*policyMeta, error) {
 // Set is a compiled, immutable policy set. It is safe for concurrent use.
 type Set struct {
 	cedar   *cedar.PolicySet
+	plan    *plan
 	meta    map[cedar.PolicyID]*policyMeta
 	ids     []string // in file order
 	version string

@@ -1,0 +1,145 @@
+package policy
+
+import (
+	"iter"
+
+	"github.com/cedar-policy/cedar-go"
+	xast "github.com/cedar-policy/cedar-go/x/exp/ast"
+)
+
+// plan sorts a set's policies by what they read of the scope, so that each
+// is evaluated only as often as its answer can change. Built once per load.
+//
+// Cedar's answer for one scope is a function of the policies that hold and
+// those that fail. A policy that reads neither `action` nor context.scope
+// gives the same answer for every scope of a request, so it runs once per
+// request. A policy whose head names actions (`action == A`, `action in A`,
+// `action in [A, B]`) is false, without an error, for any other action: jitid
+// sends no action entities, so `in` is equality, and Cedar's head is
+// `principal && action && resource && conditions` with short-circuit, so the
+// conditions are not reached. It runs only for the scopes it names.
+// TestPlanMatchesFullEvaluation checks the result against one Cedar call per
+// scope over the whole set.
+type plan struct {
+	// once read neither the action nor context.scope.
+	once policyList
+	// anyAction have an unconstrained head but read the action or
+	// context.scope: every scope runs them.
+	anyAction policyList
+	// anyActionReadsScope: some of anyAction read context.scope, so each
+	// scope needs its own context record.
+	anyActionReadsScope bool
+	// byAction holds the policies whose head names the action.
+	byAction map[cedar.EntityUID]*actionPolicies
+}
+
+type actionPolicies struct {
+	list       policyList
+	readsScope bool
+}
+
+type policyRef struct {
+	id     cedar.PolicyID
+	policy *cedar.Policy
+}
+
+// policyList is a cedar.PolicyIterator over a slice, in file order.
+type policyList []policyRef
+
+// All yields the policies in order.
+func (l *policyList) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
+	return func(yield func(cedar.PolicyID, *cedar.Policy) bool) {
+		for _, r := range *l {
+			if !yield(r.id, r.policy) {
+				return
+			}
+		}
+	}
+}
+
+// newPlan sorts the policies of ids (in file order).
+func newPlan(ids []string, meta map[cedar.PolicyID]*policyMeta) *plan {
+	pl := &plan{byAction: map[cedar.EntityUID]*actionPolicies{}}
+	for _, id := range ids {
+		m := meta[cedar.PolicyID(id)]
+		ref := policyRef{id: cedar.PolicyID(id), policy: m.policy}
+		a := (*xast.Policy)(m.policy.AST())
+		readsAction, readsScope := scopeReads(a)
+		var named []cedar.EntityUID
+		switch h := a.Action.(type) {
+		case xast.ScopeTypeAll:
+			switch {
+			case readsAction || readsScope:
+				pl.anyAction = append(pl.anyAction, ref)
+				pl.anyActionReadsScope = pl.anyActionReadsScope || readsScope
+			default:
+				pl.once = append(pl.once, ref)
+			}
+			continue
+		case xast.ScopeTypeEq:
+			named = []cedar.EntityUID{h.Entity}
+		case xast.ScopeTypeIn:
+			named = []cedar.EntityUID{h.Entity}
+		case xast.ScopeTypeInSet:
+			named = h.Entities
+		default:
+			// Not in Cedar's grammar for actions today; run it for every
+			// scope rather than guess.
+			pl.anyAction = append(pl.anyAction, ref)
+			pl.anyActionReadsScope = true
+			continue
+		}
+		for _, uid := range named {
+			ap := pl.byAction[uid]
+			if ap == nil {
+				ap = &actionPolicies{}
+				pl.byAction[uid] = ap
+			}
+			// `action in [A, A]` must not run the policy twice.
+			if n := len(ap.list); n > 0 && ap.list[n-1].id == ref.id {
+				continue
+			}
+			ap.list = append(ap.list, ref)
+			ap.readsScope = ap.readsScope || readsScope
+		}
+	}
+	return pl
+}
+
+// scopeReads says whether the conditions of p read the `action` variable,
+// and whether they read context.scope. Any use of `context` other than
+// `context.k` or `context has k` with k != "scope" (comparing or passing
+// the whole record) counts as reading the scope.
+func scopeReads(p *xast.Policy) (action, scope bool) {
+	visit := func(n xast.IsNode) bool {
+		switch n := n.(type) {
+		case xast.NodeTypeAccess:
+			if isContext(n.Arg) {
+				scope = scope || n.Value == "scope"
+				return false
+			}
+		case xast.NodeTypeHas:
+			if isContext(n.Arg) {
+				scope = scope || n.Value == "scope"
+				return false
+			}
+		case xast.NodeTypeVariable:
+			switch n.Name {
+			case "action":
+				action = true
+			case "context":
+				scope = true
+			}
+		}
+		return true
+	}
+	for _, c := range p.Conditions {
+		xast.Inspect(xast.NewNode(c.Body), visit)
+	}
+	return action, scope
+}
+
+func isContext(n xast.IsNode) bool {
+	v, ok := n.(xast.NodeTypeVariable)
+	return ok && v.Name == "context"
+}
