@@ -114,6 +114,13 @@ bench: bench-build
 soak: bench-build
 	./bin/jitid-load -bin-dir bin -soak $(SOAK_DURATION) $(SOAK_FLAGS)
 
+## fuzz: a short run of each fuzz target (token parsing in pkg/credverify, token verification in the issuer)
+FUZZTIME ?= 15s
+.PHONY: fuzz
+fuzz:
+	cd pkg && go test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./credverify/
+	cd services/issuer && go test -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./internal/signing/
+
 .PHONY: clean
 clean:
 	rm -rf bin .jitid
