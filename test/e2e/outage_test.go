@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,14 @@ import (
 // shards), a few at a time, and fails the test on any error.
 func (s *stack) issueMany(t testing.TB, n int, delegator, tag string) []*issuerv1.Credential {
 	t.Helper()
+	return s.issueManyThen(t, n, delegator, tag, nil)
+}
+
+// issueManyThen is issueMany that calls after (when not nil) with the
+// number issued so far after each success, from the issuing goroutines.
+func (s *stack) issueManyThen(t testing.TB, n int, delegator, tag string, after func(issued int64)) []*issuerv1.Credential {
+	t.Helper()
+	var issued atomic.Int64
 	creds := make([]*issuerv1.Credential, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -33,6 +42,9 @@ func (s *stack) issueMany(t testing.TB, n int, delegator, tag string) []*issuerv
 			defer cancel()
 			resp, err := s.issuer.IssueCredential(ctx, r)
 			creds[i], errs[i] = resp.GetCredential(), err
+			if err == nil && after != nil {
+				after(issued.Add(1))
+			}
 		})
 	}
 	wg.Wait()
@@ -91,15 +103,29 @@ func TestNATSOutage(t *testing.T) {
 	warm := s.party("warm")
 	s.expectIssuedOnce(t, warm.delegator, []*issuerv1.Credential{s.issue(t, warm.request())}, 15*time.Second)
 
-	s.StopNATS()
+	// NATS stops while the 100 are being issued, so some events are being
+	// published at that moment (unknown outcomes, to be retried) and the
+	// rest wait in the outbox.
 	delegator := "user:" + s.ns + "-outage@example.com"
-	creds := s.issueMany(t, 100, delegator, "outage")
+	var stopOnce sync.Once
+	stopped := make(chan struct{})
+	creds := s.issueManyThen(t, 100, delegator, "outage", func(issued int64) {
+		if issued >= 25 {
+			stopOnce.Do(func() { go func() { s.StopNATS(); close(stopped) }() })
+		}
+	})
+	<-stopped
+	t.Logf("NATS stopped with %d of 100 issued events in the audit log", len(s.eventsNow(&auditv1.EventFilter{DelegatorId: delegator})))
 	if keys := s.credKeys(t, "*"); len(keys) != 101 {
 		t.Errorf("credential keys in Redis during the outage: %d; want 101", len(keys))
 	}
 
 	s.StartNATS()
-	s.expectIssuedOnce(t, delegator, creds, 45*time.Second)
+	back := time.Now()
+	// Events JetStream had handed audit but saw no ack for before it went
+	// down come back after audit's consumer AckWait (30s), hence the wait.
+	s.expectIssuedOnce(t, delegator, creds, 60*time.Second)
+	t.Logf("all 100 recorded %v after NATS came back", time.Since(back).Round(100*time.Millisecond))
 	all := s.mustEvents(t, &auditv1.EventFilter{})
 	if n := distinctEventIDs(all); n != len(all) || len(all) != 101 {
 		t.Errorf("audit log: %d records, %d distinct event ids; want 101 and 101", len(all), n)
@@ -114,13 +140,23 @@ func TestNATSOutage(t *testing.T) {
 	s.StopNATS()
 	delegator2 := "user:" + s.ns + "-outage2@example.com"
 	creds2 := s.issueMany(t, 20, delegator2, "outage2")
+	// The events stay in the outbox for as long as NATS is down, past the
+	// relay's publish timeout (5s): a relay that counted an unanswered
+	// publish as done would drop them here, and the nats.go reconnect
+	// buffer that might still have carried them dies with the process.
+	var outbox int64
+	if !holdsFor(7*time.Second, func() bool { outbox = s.outboxLen(t); return outbox >= int64(len(creds2)) }) {
+		t.Errorf("outbox entries with NATS down: %d; want at least %d until NATS is back", outbox, len(creds2))
+	}
 	s.issuers[0].Stop()
 	if n := s.outboxLen(t); n < int64(len(creds2)) {
 		t.Errorf("outbox entries with NATS down and the issuer stopped: %d; want at least %d", n, len(creds2))
 	}
 	s.StartNATS()
 	s.issuers[0].Start()
-	s.expectIssuedOnce(t, delegator2, creds2, 45*time.Second)
+	back = time.Now()
+	s.expectIssuedOnce(t, delegator2, creds2, 60*time.Second)
+	t.Logf("all 20 recorded %v after NATS and the issuer came back", time.Since(back).Round(100*time.Millisecond))
 	all = s.mustEvents(t, &auditv1.EventFilter{})
 	if n := distinctEventIDs(all); n != len(all) || len(all) != 121 {
 		t.Errorf("audit log: %d records, %d distinct event ids; want 121 and 121", len(all), n)
