@@ -221,7 +221,7 @@ func (r *Report) memoryTable() table {
 }
 
 // CPUProcesses names the columns of the CPU table, in order.
-var CPUProcesses = []string{"issuer", "policy", "audit", "jitid-nats", "redis-server", "jitid-load"}
+var CPUProcesses = []string{"issuer", "policy", "audit", "jitid-nats", "redis-server", "jitid-echo", "jitid-load"}
 
 func (r *Report) cpuTable() table {
 	t := table{append(append([]string{"CPU µs per call"}, CPUProcesses...), "total", "cores allow")}

@@ -85,7 +85,9 @@ func Start(ctx context.Context, o Options) (*Suite, error) {
 		return s, fmt.Errorf("nats: %w", err)
 	}
 	s.Echo = s.proc("jitid-echo", "-addr", s.EchoAddr)
-	s.Policy = s.proc("policy", "-grpc-addr", s.PolicyAddr, "-admin-addr", addrs[7])
+	// The AuthZEN endpoint is off: its fixed default port may be taken, and
+	// nothing here calls it.
+	s.Policy = s.proc("policy", "-grpc-addr", s.PolicyAddr, "-admin-addr", addrs[7], "-authzen-addr", "")
 	s.Audit = s.proc("audit", "-grpc-addr", s.AuditAddr, "-admin-addr", s.AuditAdmin,
 		"-nats-url", s.NATSURL, "-audit-dsn", "sqlite://"+filepath.Join(o.WorkDir, "audit.db"))
 	issuerArgs := []string{"-grpc-addr", s.IssuerAddr, "-admin-addr", s.IssuerAdmin,
