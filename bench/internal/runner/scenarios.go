@@ -144,7 +144,11 @@ func (r *run) heavy(ctx context.Context) error {
 	if r.wants("expiry") {
 		// Time to mint them at the rate just seen, plus room for audit to
 		// drain their issued events before they expire.
-		expireIn := time.Duration(float64(n)/1500*float64(time.Second)) + 30*time.Second
+		mint := 1000.0
+		if r.issueRate > 0 {
+			mint = 0.7 * r.issueRate
+		}
+		expireIn := time.Duration(float64(n)/mint*float64(time.Second)) + 30*time.Second
 		r.say("mass expiry: minting %s credentials expiring in the same second, %v from now", report.Count(float64(n)), expireIn.Round(time.Second))
 		rate := r.c.ExpiryRate
 		if rate <= 0 {
