@@ -1,0 +1,216 @@
+package cli_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
+	policyv1 "github.com/jitid/jitid/proto/jitid/policy/v1"
+	"github.com/jitid/jitid/services/policy/internal/cli"
+	"github.com/jitid/jitid/services/policy/internal/policy"
+	"github.com/jitid/jitid/services/policy/policies"
+)
+
+// TestServe runs `policy serve` as main does, on real sockets, and asks it
+// everything it serves: Evaluate, Explain and GetPolicySet over gRPC,
+// AuthZEN over HTTP, /policyz and /metrics on the admin server; then stops
+// it by cancelling its context.
+func TestServe(t *testing.T) {
+	t.Parallel()
+	grpcAddr, adminAddr, authzenAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- cli.Main(ctx, cli.Env{
+			Args:   []string{"serve", "-grpc-addr", grpcAddr, "-admin-addr", adminAddr, "-authzen-addr", authzenAddr, "-log-format", "text"},
+			Stdout: logs, Stderr: logs, Getenv: func(string) string { return "" },
+		})
+	}()
+	stopped := false
+	t.Cleanup(func() {
+		cancel()
+		if !stopped {
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("policy output:\n%s", logs.String())
+		}
+	})
+
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	waitServing(t, healthpb.NewHealthClient(conn), done)
+	client := policyv1.NewPolicyServiceClient(conn)
+	def, err := policy.LoadFS(policies.Default(), policies.Source)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	req := &policyv1.EvaluateRequest{
+		Agent:     &identityv1.Agent{Id: "agent-1", Class: identityv1.AgentClass_AGENT_CLASS_RECURRING},
+		Delegator: &identityv1.Delegator{Id: "alice", Attributes: map[string]string{"age_verified": "true"}},
+		Task:      &identityv1.Task{Id: "task-1", Purpose: "tickets", Sensitivity: identityv1.Sensitivity_SENSITIVITY_MEDIUM},
+		Scopes:    []string{"tickets:purchase", "tickets:read"},
+		Ttl:       durationpb.New(time.Hour),
+		Time:      timestamppb.New(time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)),
+	}
+	rpcCtx, rpcCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rpcCancel()
+
+	t.Run("Evaluate", func(t *testing.T) {
+		resp, err := client.Evaluate(rpcCtx, req)
+		if err != nil {
+			t.Fatalf("Evaluate: %v", err)
+		}
+		want := &identityv1.Decision{
+			Allow: true, GrantedScopes: []string{"tickets:purchase", "tickets:read"}, MaxTtl: durationpb.New(15 * time.Minute),
+			Profile: identityv1.Profile_PROFILE_FULL, Obligations: []string{"age_verified"},
+			Policies:      []string{"medium-sensitivity", "recurring-full-profile", "tickets-purchase-age-verified"},
+			PolicyVersion: def.Version(),
+		}
+		if diff := cmp.Diff(want, resp.GetDecision(), protocmp.Transform(), protocmp.IgnoreFields(&identityv1.Decision{}, "decision_id")); diff != "" {
+			t.Errorf("decision (-want +got):\n%s", diff)
+		}
+		if resp.GetDecision().GetDecisionId() == "" {
+			t.Error("no decision id")
+		}
+	})
+
+	t.Run("Explain", func(t *testing.T) {
+		resp, err := client.Explain(rpcCtx, &policyv1.ExplainRequest{Request: req})
+		if err != nil {
+			t.Fatalf("Explain: %v", err)
+		}
+		if got := len(resp.GetScopes()); got != 2 {
+			t.Fatalf("%d scopes explained, want 2", got)
+		}
+		for _, s := range resp.GetScopes() {
+			if got, want := len(s.GetPolicies()), len(def.PolicyIDs()); got != want || !s.GetGranted() {
+				t.Errorf("scope %s: granted %v, %d policies explained; want granted, %d", s.GetScope(), s.GetGranted(), got, want)
+			}
+		}
+	})
+
+	t.Run("GetPolicySet", func(t *testing.T) {
+		resp, err := client.GetPolicySet(rpcCtx, &policyv1.GetPolicySetRequest{})
+		if err != nil {
+			t.Fatalf("GetPolicySet: %v", err)
+		}
+		if resp.GetVersion() != def.Version() {
+			t.Errorf("version = %q, want %q", resp.GetVersion(), def.Version())
+		}
+	})
+
+	t.Run("AuthZEN", func(t *testing.T) {
+		body := `{"subject": {"type": "agent", "id": "agent-1", "properties": {"class": "EPHEMERAL"}},
+		          "action": {"name": "tickets:read"},
+		          "resource": {"type": "task", "id": "t-1", "properties": {"sensitivity": "LOW"}},
+		          "context": {"delegator": {"id": "carol"}, "ttl": "30m"}}`
+		httpReq, err := http.NewRequestWithContext(rpcCtx, http.MethodPost, "http://"+authzenAddr+"/access/v1/evaluation", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		httpReq.Header.Set("Content-Type", "application/json")
+		httpReq.Header.Set("X-Request-ID", "req-7")
+		resp, err := http.DefaultClient.Do(httpReq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var got struct {
+			Decision bool `json:"decision"`
+			Context  struct {
+				PolicyVersion string `json:"policy_version"`
+				MaxTTL        string `json:"max_ttl"`
+			} `json:"context"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK || !got.Decision || got.Context.PolicyVersion != def.Version() || got.Context.MaxTTL != "30m0s" {
+			t.Errorf("AuthZEN: %d %+v; want 200, a permit for 30m by %s", resp.StatusCode, got, def.Version())
+		}
+		if id := resp.Header.Get("X-Request-ID"); id != "req-7" {
+			t.Errorf("X-Request-ID = %q, want it echoed", id)
+		}
+	})
+
+	t.Run("admin", func(t *testing.T) {
+		var status map[string]any
+		if err := json.Unmarshal([]byte(httpGet(t, "http://"+adminAddr+"/policyz")), &status); err != nil {
+			t.Fatal(err)
+		}
+		if status["status"] != "ok" || status["version"] != def.Version() || status["source"] != policies.Source {
+			t.Errorf("/policyz = %v; want ok, version %s, source %s", status, def.Version(), policies.Source)
+		}
+		metrics := httpGet(t, "http://"+adminAddr+"/metrics")
+		if want := `jitid_policy_set_info{source="` + policies.Source + `",version="` + def.Version() + `"} 1`; !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	})
+
+	cancel()
+	select {
+	case code := <-done:
+		stopped = true
+		if code != cli.ExitOK {
+			t.Errorf("serve exited %d after cancel, want %d", code, cli.ExitOK)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop within 15s of its context ending")
+	}
+}
+
+func waitServing(t *testing.T, hc healthpb.HealthClient, done <-chan int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case code := <-done:
+			t.Fatalf("serve exited %d at start", code)
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("policy service not SERVING within 15s")
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d\n%s", url, resp.StatusCode, b)
+	}
+	return string(b)
+}
