@@ -1,5 +1,14 @@
 // Package natsrevocation feeds a credverify.Verifier with revocations from the
-// jitid lifecycle event stream on NATS JetStream.
+// jitid lifecycle event stream on NATS JetStream: credential.revoked events
+// and the credential ids of task.completed ones.
+//
+// Serve only once List.Ready is closed: before, the replay of past
+// revocations has not caught up, and a credential revoked while the server
+// was down would pass. While NATS is unreachable the list learns nothing
+// new (the ordered consumer resumes where it stopped once NATS is back), so
+// operations that must not accept a just-revoked credential use online
+// introspection as well (credverify.Check.Online). It is a separate package
+// so that importing credverify does not pull in NATS.
 package natsrevocation
 
 import (
