@@ -111,6 +111,11 @@ func (s *Issuer) Exchange(ctx context.Context, r *ExchangeRequest) (*Issued, err
 		s.recordDenial(ctx, s.exchangeDenial(r, child, decision, now))
 		return nil, &DeniedError{Decision: decision}
 	}
+	if unmet := s.unmetObligations(decision, child.Delegator, now); len(unmet) > 0 {
+		decision = withUnmet(decision, unmet)
+		s.recordDenial(ctx, s.exchangeDenial(r, child, decision, now))
+		return nil, &DeniedError{Decision: decision}
+	}
 	child.Scopes = grantedScopes(r.Scopes, decision, parent.Scopes)
 	if len(child.Scopes) == 0 {
 		decision = emptyGrant(decision)

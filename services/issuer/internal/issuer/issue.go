@@ -29,7 +29,8 @@ type Issued struct {
 // the sweeper emits later) in one step.
 //
 // Errors: *InvalidArgumentError (nothing asked, nothing written);
-// *DeniedError (a denied event written, no credential);
+// *DeniedError (a denied event written, no credential; also when an
+// obligation of the decision is not met);
 // ErrPolicyUnavailable (fail closed: nothing written); ErrTaskCompleted;
 // ErrStoreUnavailable; ErrSigning.
 func (s *Issuer) Issue(ctx context.Context, r *IssueRequest) (*Issued, error) {
@@ -47,6 +48,12 @@ func (s *Issuer) Issue(ctx context.Context, r *IssueRequest) (*Issued, error) {
 		return nil, err
 	}
 	if !decision.GetAllow() {
+		s.recordDenial(ctx, s.denialEvent(r, audience, decision, now))
+		return nil, &DeniedError{Decision: decision}
+	}
+
+	if unmet := s.unmetObligations(decision, r.Delegator, now); len(unmet) > 0 {
+		decision = withUnmet(decision, unmet)
 		s.recordDenial(ctx, s.denialEvent(r, audience, decision, now))
 		return nil, &DeniedError{Decision: decision}
 	}

@@ -63,6 +63,9 @@ type Config struct {
 	// credential issued directly may be exchanged once, its child not
 	// again); DefaultMaxChainDepth when zero.
 	MaxChainDepth int
+	// RecentAuthentication is how recent the delegator's authentication must
+	// be for the mfa_recent obligation; DefaultRecentAuthentication when zero.
+	RecentAuthentication time.Duration
 }
 
 // DefaultMaxChainDepth is Config.MaxChainDepth when zero.
