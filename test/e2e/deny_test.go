@@ -50,7 +50,8 @@ func TestDeniedRequest(t *testing.T) {
 	t.Run("denials", func(t *testing.T) {
 		for i, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				t.Parallel()
+				// Sequential: the subtests are quick, and parallel ones would wait
+				// for the -parallel slots (GOMAXPROCS) the long tests hold.
 				p := s.party(fmt.Sprintf("deny%d", i))
 				req := p.request()
 				tt.modify(req)
@@ -169,7 +170,8 @@ func TestInvalidArgument(t *testing.T) {
 	t.Run("requests", func(t *testing.T) {
 		for i, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				t.Parallel()
+				// Sequential: the subtests are quick, and parallel ones would wait
+				// for the -parallel slots (GOMAXPROCS) the long tests hold.
 				req := s.party(fmt.Sprintf("bad%d", i)).request()
 				tt.modify(req)
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -83,7 +83,8 @@ func TestRevoke(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
+			// Sequential: the subtests are quick, and parallel ones would wait
+			// for the -parallel slots (GOMAXPROCS) the long tests hold.
 			p := s.party("revoke-" + tt.name[3:])
 			revoked, kept := tt.issue(t, p)
 			ids := credIDs(revoked...)
