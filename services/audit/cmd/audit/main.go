@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	consumer, err := natsconsumer.New(js, svc, natsconsumer.Options{
-		Bus: cfg.EventBus(), Durable: cfg.Consumer, Logger: log, Registerer: srv.Registry(),
+		Bus: cfg.EventBus(), Durable: cfg.Consumer, AckWait: cfg.AckWait, Logger: log, Registerer: srv.Registry(),
 	})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/jitid/jitid/pkg/envflag"
 	"github.com/jitid/jitid/pkg/eventbus"
@@ -29,7 +30,11 @@ type Config struct {
 	SubjectPrefix string
 	// Consumer is the durable consumer name, shared by audit replicas so
 	// that each event is handled by one of them.
-	Consumer  string
+	Consumer string
+	// AckWait is how long JetStream waits for the ack of an event handed to
+	// a replica before it hands it out again: the delay before events that
+	// were in flight when a replica died reach the log.
+	AckWait   time.Duration
 	LogLevel  slog.Level
 	LogFormat string
 }
@@ -50,6 +55,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&c.Stream, "stream", eventbus.DefaultStream, "JetStream stream to consume")
 	fs.StringVar(&c.SubjectPrefix, "subject-prefix", eventbus.DefaultSubjectPrefix, "subject prefix of the stream")
 	fs.StringVar(&c.Consumer, "consumer", "audit", "durable consumer name, shared by audit replicas")
+	fs.DurationVar(&c.AckWait, "ack-wait", 10*time.Second, "redelivery delay of an unacknowledged event (a replica that died holding it); longer than a batch takes to store")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
 	if err := envflag.Parse(fs, args, getenv); err != nil {
@@ -88,6 +94,9 @@ func (c Config) validate() error {
 	}
 	if strings.ContainsAny(c.SubjectPrefix, " *>") || strings.HasSuffix(c.SubjectPrefix, ".") {
 		errs = append(errs, fmt.Errorf("%w: -subject-prefix %q: no spaces, wildcards or trailing dot", ErrInvalid, c.SubjectPrefix))
+	}
+	if c.AckWait < time.Second {
+		errs = append(errs, fmt.Errorf("%w: -ack-wait %v: at least 1s, or a slow batch is delivered twice", ErrInvalid, c.AckWait))
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("%w: -log-format %q: want json or text", ErrInvalid, c.LogFormat))
