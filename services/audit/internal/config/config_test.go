@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -16,7 +17,7 @@ func TestLoad(t *testing.T) {
 	defaults := config.Config{
 		GRPCAddr: "127.0.0.1:50053", AdminAddr: "127.0.0.1:9093", AuditDSN: "sqlite://jitid-audit.db",
 		NATSURL: "nats://127.0.0.1:4222", Stream: "JITID_EVENTS", SubjectPrefix: "jitid.events",
-		Consumer: "audit", LogLevel: slog.LevelInfo, LogFormat: "json",
+		Consumer: "audit", AckWait: 10 * time.Second, LogLevel: slog.LevelInfo, LogFormat: "json",
 	}
 	tests := []struct {
 		name    string
@@ -49,6 +50,7 @@ func TestLoad(t *testing.T) {
 		{name: "consumer with dot", args: []string{"-consumer", "a.b"}, wantErr: config.ErrInvalid},
 		{name: "empty stream", args: []string{"-stream", ""}, wantErr: config.ErrInvalid},
 		{name: "wildcard prefix", args: []string{"-subject-prefix", "jitid.>"}, wantErr: config.ErrInvalid},
+		{name: "ack wait too short", args: []string{"-ack-wait", "100ms"}, wantErr: config.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

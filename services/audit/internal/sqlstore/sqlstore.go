@@ -31,8 +31,8 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	_ "modernc.org/sqlite"             // registers the "sqlite" driver
 
-	"github.com/jitid/jitid/services/audit/internal/audit"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
+	"github.com/jitid/jitid/services/audit/internal/audit"
 )
 
 // ErrUnsupportedDSN reports a DSN that is neither sqlite:// nor postgres://.
