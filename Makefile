@@ -64,6 +64,8 @@ check-test-deps:
 ## test: every test of every module, with the race detector
 .PHONY: test
 test: check-test-deps checkgenerate
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then \
+		echo "gofmt needed: $$unformatted"; exit 1; fi
 	go vet $(MODULE_PKGS)
 	go test -race -count=1 -timeout 15m $(MODULE_PKGS)
 
