@@ -47,10 +47,14 @@ func benchRequest() policy.Request {
 func benchmarkEvaluate(b *testing.B, engine *policy.Engine, req policy.Request) {
 	ctx := context.Background()
 	b.ReportAllocs()
+	start := processCPU()
 	for b.Loop() {
 		if _, err := engine.Evaluate(ctx, req); err != nil {
 			b.Fatal(err)
 		}
+	}
+	if cpu := processCPU() - start; cpu > 0 {
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 	}
 }
 

@@ -146,8 +146,9 @@ func (s *Set) evaluate(req *Request, now time.Time) Decision {
 }
 
 // decide decides req. With full set, every scope is one Cedar call over the
-// whole set (the reference the plan is tested against); else the plan
-// runs each policy only as often as its answer can change.
+// whole set with every field filled (the reference the plan is tested
+// against); else the plan runs each policy only as often as its answer can
+// change, on the fields the set can see.
 func (s *Set) decide(req *Request, now time.Time, full bool) (Decision, *input) {
 	now = now.UTC()
 	d := Decision{PolicyVersion: s.version}
@@ -161,9 +162,13 @@ func (s *Set) decide(req *Request, now time.Time, full bool) (Decision, *input) 
 			ttl = left
 		}
 	}
+	f := &s.plan.fields
+	if full {
+		f = nil
+	}
 	in := &input{buf: recordBufs.Get().(*recordBuf)}
-	in.entities, in.principal, in.resource = entities(in.buf, req)
-	in.base = baseContext(in.buf, req, now)
+	in.entities, in.principal, in.resource = entities(in.buf, f, req)
+	in.base = baseContext(in.buf, f, req, now)
 	in.shared = cedar.NewRecord(in.base)
 	if !full && len(s.plan.once) > 0 {
 		in.once.add(cedar.Authorize(&s.plan.once, in.entities, cedar.Request{
@@ -374,9 +379,12 @@ func (b *recordBuf) release() {
 // otherwise copy and hash each time.
 var emptyRecord = cedar.NewRecord(nil)
 
-// entities builds the Cedar entities of req: the agent (in its chain), the
-// chain's agents, the delegator and the task.
-func entities(b *recordBuf, req *Request) (cedar.EntityMap, cedar.EntityUID, cedar.EntityUID) {
+// emptySet is every empty entitlements set, boxed once.
+var emptySet cedar.Value = cedar.NewSet()
+
+// entities builds the Cedar entities of req, with the attributes in f: the
+// agent (in its chain), the chain's agents, the delegator and the task.
+func entities(b *recordBuf, f *fields, req *Request) (cedar.EntityMap, cedar.EntityUID, cedar.EntityUID) {
 	em := make(cedar.EntityMap, 3+len(req.AgentChain))
 	principal := cedar.NewEntityUID(AgentType, cedar.String(req.Agent.ID))
 	parents := chainUIDs(req.AgentChain)
@@ -386,36 +394,53 @@ func entities(b *recordBuf, req *Request) (cedar.EntityMap, cedar.EntityUID, ced
 		// the chain, and so does `X in Y` between chain agents.
 		a := &req.AgentChain[i]
 		uid := cedar.NewEntityUID(AgentType, cedar.String(a.ID))
-		em[uid] = agentEntity(b, uid, a, chainUIDs(req.AgentChain[i+1:]))
+		em[uid] = agentEntity(b, f, uid, a, chainUIDs(req.AgentChain[i+1:]))
 	}
-	em[principal] = agentEntity(b, principal, &req.Agent, parents)
+	em[principal] = agentEntity(b, f, principal, &req.Agent, parents)
 
 	d := &req.Delegator
 	duid := cedar.NewEntityUID(DelegatorType, cedar.String(d.ID))
-	entitlements := make([]cedar.Value, len(d.Entitlements))
-	for i, e := range d.Entitlements {
-		entitlements[i] = cedar.String(e)
+	if f.attr(fAttributes) {
+		// Nested records first: b.m holds one record at a time.
+		b.m["attributes"] = b.stringRecord(d.Attributes)
 	}
-	// Nested records first: b.m holds one record at a time.
-	dattrs := b.stringRecord(d.Attributes)
-	b.m["id"] = cedar.String(d.ID)
-	b.m["attributes"] = dattrs
-	b.m["entitlements"] = cedar.NewSet(entitlements...)
-	if d.TimeZone != "" {
+	if f.attr(fID) {
+		b.m["id"] = cedar.String(d.ID)
+	}
+	if f.attr(fEntitlements) {
+		entitlements := emptySet
+		if len(d.Entitlements) > 0 {
+			vals := make([]cedar.Value, len(d.Entitlements))
+			for i, e := range d.Entitlements {
+				vals[i] = cedar.String(e)
+			}
+			entitlements = cedar.NewSet(vals...)
+		}
+		b.m["entitlements"] = entitlements
+	}
+	if d.TimeZone != "" && f.attr(fTimeZone) {
 		b.m["time_zone"] = cedar.String(d.TimeZone)
 	}
-	if !d.AuthenticatedAt.IsZero() {
+	if !d.AuthenticatedAt.IsZero() && f.attr(fAuthenticatedAt) {
 		b.m["authenticated_at"] = cedar.NewDatetime(d.AuthenticatedAt)
 	}
 	em[duid] = cedar.Entity{UID: duid, Attributes: b.record()}
 
 	t := &req.Task
 	tuid := cedar.NewEntityUID(TaskType, cedar.String(t.ID))
-	b.m["id"] = cedar.String(t.ID)
-	b.m["purpose"] = cedar.String(t.Purpose)
-	b.m["sensitivity"] = cedar.String(t.Sensitivity.String())
-	b.m["sensitivity_level"] = cedar.Long(t.Sensitivity)
-	if !t.Deadline.IsZero() {
+	if f.attr(fID) {
+		b.m["id"] = cedar.String(t.ID)
+	}
+	if f.attr(fPurpose) {
+		b.m["purpose"] = cedar.String(t.Purpose)
+	}
+	if f.attr(fSensitivity) {
+		b.m["sensitivity"] = sensitivityValue(t.Sensitivity)
+	}
+	if f.attr(fSensitivityLevel) {
+		b.m["sensitivity_level"] = cedar.Long(t.Sensitivity)
+	}
+	if !t.Deadline.IsZero() && f.attr(fDeadline) {
 		b.m["deadline"] = cedar.NewDatetime(t.Deadline)
 	}
 	em[tuid] = cedar.Entity{UID: tuid, Attributes: b.record()}
@@ -434,31 +459,59 @@ func chainUIDs(chain []Agent) cedar.EntityUIDSet {
 	return cedar.NewEntityUIDSet(uids...)
 }
 
-func agentEntity(b *recordBuf, uid cedar.EntityUID, a *Agent, parents cedar.EntityUIDSet) cedar.Entity {
-	attrs := b.stringRecord(a.Attributes)
-	b.m["id"] = cedar.String(a.ID)
-	b.m["class"] = cedar.String(a.Class.String())
-	b.m["platform"] = cedar.String(a.Platform)
-	b.m["attributes"] = attrs
+func agentEntity(b *recordBuf, f *fields, uid cedar.EntityUID, a *Agent, parents cedar.EntityUIDSet) cedar.Entity {
+	if f.attr(fAttributes) {
+		b.m["attributes"] = b.stringRecord(a.Attributes)
+	}
+	if f.attr(fID) {
+		b.m["id"] = cedar.String(a.ID)
+	}
+	if f.attr(fClass) {
+		b.m["class"] = classValue(a.Class)
+	}
+	if f.attr(fPlatform) {
+		b.m["platform"] = cedar.String(a.Platform)
+	}
 	return cedar.Entity{UID: uid, Parents: parents, Attributes: b.record()}
 }
 
-// baseContext fills b.base with the context record of req without "scope",
-// which is set per scope. The field list is the schema's Context
-// (jitid.cedarschema); TestSchemaMatchesContext keeps the two in step.
-func baseContext(b *recordBuf, req *Request, now time.Time) cedar.RecordMap {
+// baseContext fills b.base with the keys in f of the context record of req,
+// without "scope", which is set per scope. The field list is the schema's
+// Context (jitid.cedarschema); TestSchemaMatchesRequest keeps the two in
+// step.
+func baseContext(b *recordBuf, f *fields, req *Request, now time.Time) cedar.RecordMap {
 	m := b.base
-	m["delegator"] = cedar.NewEntityUID(DelegatorType, cedar.String(req.Delegator.ID))
-	m["sensitivity"] = cedar.String(req.Task.Sensitivity.String())
-	m["ttl"] = cedar.NewDuration(req.TTL)
-	m["ttl_seconds"] = cedar.Long(req.TTL / time.Second)
-	m["audience"] = cedar.String(req.Audience)
-	m["time"] = cedar.NewDatetime(now)
-	m["hour"] = cedar.Long(now.Hour())
-	m["minute"] = cedar.Long(now.Minute())
-	m["weekday"] = weekdayNames[now.Weekday()]
-	m["weekday_number"] = isoWeekday(now.Weekday())
-	if req.Delegator.TimeZone != "" {
+	if f.ctx(fDelegator) {
+		m["delegator"] = cedar.NewEntityUID(DelegatorType, cedar.String(req.Delegator.ID))
+	}
+	if f.ctx(fSensitivity) {
+		m["sensitivity"] = sensitivityValue(req.Task.Sensitivity)
+	}
+	if f.ctx(fTTL) {
+		m["ttl"] = cedar.NewDuration(req.TTL)
+	}
+	if f.ctx(fTTLSeconds) {
+		m["ttl_seconds"] = cedar.Long(req.TTL / time.Second)
+	}
+	if f.ctx(fAudience) {
+		m["audience"] = cedar.String(req.Audience)
+	}
+	if f.ctx(fTime) {
+		m["time"] = cedar.NewDatetime(now)
+	}
+	if f.ctx(fHour) {
+		m["hour"] = cedar.Long(now.Hour())
+	}
+	if f.ctx(fMinute) {
+		m["minute"] = cedar.Long(now.Minute())
+	}
+	if f.ctx(fWeekday) {
+		m["weekday"] = weekdayNames[now.Weekday()]
+	}
+	if f.ctx(fWeekdayNumber) {
+		m["weekday_number"] = isoWeekday(now.Weekday())
+	}
+	if req.Delegator.TimeZone != "" && f.ctx(fLocal) {
 		// Validate has loaded the zone once already, so this hits the cache.
 		if loc, err := loadLocation(req.Delegator.TimeZone); err == nil {
 			local := now.In(loc)
@@ -475,16 +528,52 @@ func baseContext(b *recordBuf, req *Request, now time.Time) cedar.RecordMap {
 	}
 	if at := req.Delegator.AuthenticatedAt; !at.IsZero() {
 		age := now.Sub(at)
-		m["authentication_age"] = cedar.NewDuration(age)
-		m["seconds_since_authentication"] = cedar.Long(age / time.Second)
+		if f.ctx(fAuthenticationAge) {
+			m["authentication_age"] = cedar.NewDuration(age)
+		}
+		if f.ctx(fSecondsSinceAuthentication) {
+			m["seconds_since_authentication"] = cedar.Long(age / time.Second)
+		}
 	}
-	if dl := req.Task.Deadline; !dl.IsZero() {
+	if dl := req.Task.Deadline; !dl.IsZero() && f.ctx(fTimeToDeadline) {
 		m["time_to_deadline"] = cedar.NewDuration(dl.Sub(now))
 	}
 	return m
 }
 
-var weekdayNames = [...]cedar.String{"Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"}
+// The values of closed sets, boxed once: putting a cedar.String in a
+// RecordMap (an interface) costs an allocation each time.
+var (
+	weekdayNames = [...]cedar.Value{cedar.String("Sunday"), cedar.String("Monday"), cedar.String("Tuesday"),
+		cedar.String("Wednesday"), cedar.String("Thursday"), cedar.String("Friday"), cedar.String("Saturday")}
+	sensitivityValues = func() (v [SensitivityCritical + 1]cedar.Value) {
+		for s := range v {
+			v[s] = cedar.String(Sensitivity(s).String())
+		}
+		return v
+	}()
+	classValues = func() (v [AgentClassRecurring + 1]cedar.Value) {
+		for c := range v {
+			v[c] = cedar.String(AgentClass(c).String())
+		}
+		return v
+	}()
+)
+
+// sensitivityValue is s as policies see it; Validate has checked its range.
+func sensitivityValue(s Sensitivity) cedar.Value {
+	if s < 0 || int(s) >= len(sensitivityValues) {
+		return cedar.String(s.String())
+	}
+	return sensitivityValues[s]
+}
+
+func classValue(c AgentClass) cedar.Value {
+	if !c.valid() {
+		return cedar.String(c.String())
+	}
+	return classValues[c]
+}
 
 // isoWeekday numbers days ISO 8601 style, Monday 1 to Sunday 7, so that
 // "weekdays" is weekday_number <= 5.

@@ -31,6 +31,8 @@ type plan struct {
 	anyActionReadsScope bool
 	// byAction holds the policies whose head names the action.
 	byAction map[cedar.EntityUID]*actionPolicies
+	// fields are the entity attributes and context keys the set can see.
+	fields fields
 }
 
 type actionPolicies struct {
@@ -64,6 +66,7 @@ func newPlan(ids []string, meta map[cedar.PolicyID]*policyMeta) *plan {
 		m := meta[cedar.PolicyID(id)]
 		ref := policyRef{id: cedar.PolicyID(id), policy: m.policy}
 		a := (*xast.Policy)(m.policy.AST())
+		pl.fields.addPolicy(a)
 		readsAction, readsScope := scopeReads(a)
 		var named []cedar.EntityUID
 		switch h := a.Action.(type) {
@@ -142,4 +145,100 @@ func scopeReads(p *xast.Policy) (action, scope bool) {
 func isContext(n xast.IsNode) bool {
 	v, ok := n.(xast.NodeTypeVariable)
 	return ok && v.Name == "context"
+}
+
+// field is an entity attribute or context key that jitid fills.
+type field uint8
+
+// The fields, by name; see the package comment and jitid.cedarschema.
+const (
+	fID field = iota
+	fClass
+	fPlatform
+	fAttributes
+	fPurpose
+	fSensitivity
+	fSensitivityLevel
+	fDeadline
+	fEntitlements
+	fTimeZone
+	fAuthenticatedAt
+	fDelegator
+	fTTL
+	fTTLSeconds
+	fAudience
+	fTime
+	fHour
+	fMinute
+	fWeekday
+	fWeekdayNumber
+	fLocal
+	fAuthenticationAge
+	fSecondsSinceAuthentication
+	fTimeToDeadline
+	numFields
+)
+
+var fieldByName = map[string]field{
+	"id": fID, "class": fClass, "platform": fPlatform, "attributes": fAttributes, "purpose": fPurpose,
+	"sensitivity": fSensitivity, "sensitivity_level": fSensitivityLevel, "deadline": fDeadline,
+	"entitlements": fEntitlements, "time_zone": fTimeZone, "authenticated_at": fAuthenticatedAt,
+	"delegator": fDelegator, "ttl": fTTL, "ttl_seconds": fTTLSeconds, "audience": fAudience, "time": fTime,
+	"hour": fHour, "minute": fMinute, "weekday": fWeekday, "weekday_number": fWeekdayNumber, "local": fLocal,
+	"authentication_age": fAuthenticationAge, "seconds_since_authentication": fSecondsSinceAuthentication,
+	"time_to_deadline": fTimeToDeadline,
+}
+
+// fields says which entity attributes and context keys a set's policies
+// can observe, so that evaluation builds only those: every record costs a
+// copy, a sort and a hash of its keys in cedar-go.
+//
+// A policy observes an attribute of an entity only by naming it (`e.k`,
+// `e["k"]`, `e has k`): entities compare by UID, never by attributes. So an
+// attribute named nowhere in the set, on any expression, cannot change an
+// answer. The context is a record a policy can also use whole (`context ==
+// {...}`); any such use keeps every key. Free-form records (attributes,
+// context.local) are kept whole when named. TestPlanMatchesFullEvaluation
+// compares against requests built with every field.
+type fields struct {
+	named        [numFields]bool
+	wholeContext bool
+}
+
+// attr reports whether entity attribute x is kept; nil f keeps every field
+// (the reference evaluation).
+func (f *fields) attr(x field) bool { return f == nil || f.named[x] }
+
+// ctx reports whether context key x is kept; nil f keeps every key.
+func (f *fields) ctx(x field) bool { return f == nil || f.wholeContext || f.named[x] }
+
+// addPolicy records what p names.
+func (f *fields) addPolicy(p *xast.Policy) {
+	name := func(k string) {
+		if x, ok := fieldByName[k]; ok {
+			f.named[x] = true
+		}
+	}
+	visit := func(n xast.IsNode) bool {
+		switch n := n.(type) {
+		case xast.NodeTypeAccess:
+			name(string(n.Value))
+			if isContext(n.Arg) {
+				return false
+			}
+		case xast.NodeTypeHas:
+			name(string(n.Value))
+			if isContext(n.Arg) {
+				return false
+			}
+		case xast.NodeTypeVariable:
+			if n.Name == "context" {
+				f.wholeContext = true
+			}
+		}
+		return true
+	}
+	for _, c := range p.Conditions {
+		xast.Inspect(xast.NewNode(c.Body), visit)
+	}
 }

@@ -53,6 +53,12 @@ when { context.scope like "g:*" && context.ttl_seconds * 9223372036854775807 > 0
 @id("chain-only")
 permit (principal in Jitid::Agent::"parent-1", action, resource) when { context.hour >= 0 };
 
+@id("has-deadline-only")
+permit (principal, action == Jitid::Action::"h:1", resource) when { resource has deadline };
+
+@id("has-authentication-only") @reason("not authenticated")
+forbid (principal, action == Jitid::Action::"h:2", resource) unless { context has authentication_age };
+
 @id("deadline-forbid") @reason("too late")
 forbid (principal, action, resource)
 when { resource has deadline && context.time > resource.deadline };
@@ -95,7 +101,7 @@ func TestPlanMatchesFullEvaluation(t *testing.T) {
 		"payments:spend:up-to-500", "finance:pay", "finance:read", "metrics:read", "reports:read",
 		"reports:write", "calendar:write", "docs:search", "mail:send", "a:x", "a:y", "b:y", "c:z",
 		"d:w", "d:v", "e:v", "f:u", "g:1", "svc0:read", "svc3:write", "svc4:read", "svc7:write",
-		"team1:x", "team5:y", "night:shift",
+		"team1:x", "team5:y", "night:shift", "h:1", "h:2",
 	}
 	zones := []string{"", "Europe/Paris", "America/New_York", "Asia/Tokyo", "UTC"}
 	const perSet = 400
@@ -137,7 +143,7 @@ func TestPlanSizes(t *testing.T) {
 		// everything-low, fails-for-high, chain-only and deadline-forbid
 		// run once; has-scope, action-in-condition, action-set-in-condition
 		// and permit-fails read the scope or the action.
-		{"shapes", compile(t, planShapes), 4, 4, 3},
+		{"shapes", compile(t, planShapes), 4, 4, 5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -234,8 +234,9 @@ func (r *Request) Validate() error {
 }
 
 func validateAgent(field string, a *Agent) error {
-	if err := checkID(field+".id", a.ID); err != nil {
-		return err
+	// The field names are built only on error: Validate runs on every call.
+	if a.ID == "" || len(a.ID) > MaxIDBytes {
+		return checkID(field+".id", a.ID)
 	}
 	if !a.Class.valid() {
 		return &FieldError{field + ".class", "unknown value"}
@@ -243,7 +244,10 @@ func validateAgent(field string, a *Agent) error {
 	if len(a.Platform) > MaxShortFieldBytes {
 		return &FieldError{field + ".platform", fmt.Sprintf("longer than %d bytes", MaxShortFieldBytes)}
 	}
-	return checkAttributes(field+".attributes", a.Attributes)
+	if err := checkAttributes("", a.Attributes); err != nil {
+		return checkAttributes(field+".attributes", a.Attributes)
+	}
+	return nil
 }
 
 func checkID(field, id string) error {
