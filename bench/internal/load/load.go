@@ -140,6 +140,9 @@ func Open(ctx context.Context, rate float64, d time.Duration, maxInFlight int, c
 				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				err := call(cctx, w, seq.Add(1))
 				cancel()
+				if ctx.Err() != nil {
+					continue // cut by the end of the run (ctx): not counted
+				}
 				if err != nil {
 					rec.fail(err)
 					continue

@@ -92,3 +92,18 @@ func TestPercentileNearestRank(t *testing.T) {
 		t.Errorf("Percentile(nil) = %v, want 0", got)
 	}
 }
+
+// Calls cut short because the caller ended the run are neither latencies
+// nor errors.
+func TestOpenDoesNotCountCallsCutByCancel(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	res := load.Open(ctx, 100, 2*time.Second, 4, func(ctx context.Context, _ int, _ uint64) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if res.Errors != 0 {
+		t.Errorf("errors = %d (%s), want 0: every call was cut by the end of the run", res.Errors, res.FirstError)
+	}
+}
