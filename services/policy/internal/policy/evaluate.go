@@ -273,15 +273,26 @@ func (s *Set) authorizeScope(in *input, scope string) outcome {
 	o := in.once.clone()
 	action := cedar.NewEntityUID(ActionType, cedar.String(scope))
 	named := s.plan.byAction[action]
-	if len(s.plan.anyAction) == 0 && named == nil {
+	every := &s.plan.anyAction
+	if s.plan.anyActionGuarded {
+		// Only the policies whose scope guard admits this scope.
+		in.buf.list = in.buf.list[:0]
+		for i := range s.plan.anyAction {
+			if r := &s.plan.anyAction[i]; r.admits(cedar.String(scope)) {
+				in.buf.list = append(in.buf.list, *r)
+			}
+		}
+		every = &in.buf.list
+	}
+	if len(*every) == 0 && named == nil {
 		return o
 	}
 	req := cedar.Request{Principal: in.principal, Action: action, Resource: in.resource, Context: in.shared}
 	if s.plan.anyActionReadsScope || (named != nil && named.readsScope) {
 		req.Context = in.scopeContext(scope)
 	}
-	if len(s.plan.anyAction) > 0 {
-		o.add(cedar.Authorize(&s.plan.anyAction, in.entities, req))
+	if len(*every) > 0 {
+		o.add(cedar.Authorize(every, in.entities, req))
 	}
 	if named != nil {
 		o.add(cedar.Authorize(&named.list, in.entities, req))
@@ -345,6 +356,7 @@ func (s *Set) scopeResult(scope string, o *outcome) ScopeResult {
 type recordBuf struct {
 	m    cedar.RecordMap // one record at a time
 	base cedar.RecordMap // the context, kept while the request's scopes are decided
+	list policyList      // the policies one scope runs, when filtered
 }
 
 var recordBufs = sync.Pool{New: func() any {
@@ -372,6 +384,8 @@ func (b *recordBuf) stringRecord(m map[string]string) cedar.Record {
 func (b *recordBuf) release() {
 	clear(b.m)
 	clear(b.base)
+	clear(b.list) // drop the policy pointers
+	b.list = b.list[:0]
 	recordBufs.Put(b)
 }
 

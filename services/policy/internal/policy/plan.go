@@ -29,6 +29,8 @@ type plan struct {
 	// anyActionReadsScope: some of anyAction read context.scope, so each
 	// scope needs its own context record.
 	anyActionReadsScope bool
+	// anyActionGuarded: some of anyAction have a scope guard.
+	anyActionGuarded bool
 	// byAction holds the policies whose head names the action.
 	byAction map[cedar.EntityUID]*actionPolicies
 	// fields are the entity attributes and context keys the set can see.
@@ -43,7 +45,13 @@ type actionPolicies struct {
 type policyRef struct {
 	id     cedar.PolicyID
 	policy *cedar.Policy
+	// guard, when set, is a test on the scope that the policy's first
+	// condition starts with; see scopeGuard.
+	guard func(cedar.String) bool
 }
+
+// admits reports whether the policy can hold, or fail, for scope.
+func (r *policyRef) admits(scope cedar.String) bool { return r.guard == nil || r.guard(scope) }
 
 // policyList is a cedar.PolicyIterator over a slice, in file order.
 type policyList []policyRef
@@ -73,8 +81,10 @@ func newPlan(ids []string, meta map[cedar.PolicyID]*policyMeta) *plan {
 		case xast.ScopeTypeAll:
 			switch {
 			case readsAction || readsScope:
+				ref.guard = scopeGuard(a)
 				pl.anyAction = append(pl.anyAction, ref)
 				pl.anyActionReadsScope = pl.anyActionReadsScope || readsScope
+				pl.anyActionGuarded = pl.anyActionGuarded || ref.guard != nil
 			default:
 				pl.once = append(pl.once, ref)
 			}
@@ -140,6 +150,48 @@ func scopeReads(p *xast.Policy) (action, scope bool) {
 		xast.Inspect(xast.NewNode(c.Body), visit)
 	}
 	return action, scope
+}
+
+// scopeGuard returns the test on the scope that p's first condition starts
+// with, `when { context.scope like "p*" && ... }` or `when {
+// context.scope == "s" && ... }`, or nil. Cedar evaluates a policy as
+// `principal && action && resource && first condition && ...`, left to
+// right with short-circuit, and neither the head nor the test can fail
+// (jitid always sends the scope as a string): for a scope the test rejects
+// the policy is false without an error, the same as not running it.
+func scopeGuard(p *xast.Policy) func(cedar.String) bool {
+	if len(p.Conditions) == 0 || p.Conditions[0].Condition != xast.ConditionWhen {
+		return nil
+	}
+	n := p.Conditions[0].Body
+	for {
+		and, ok := n.(xast.NodeTypeAnd)
+		if !ok {
+			break
+		}
+		n = and.Left
+	}
+	switch n := n.(type) {
+	case xast.NodeTypeLike:
+		if isContextScope(n.Arg) {
+			pattern := n.Value
+			return pattern.Match
+		}
+	case xast.NodeTypeEquals:
+		for _, pair := range [][2]xast.IsNode{{n.Left, n.Right}, {n.Right, n.Left}} {
+			if v, ok := pair[1].(xast.NodeValue); ok && isContextScope(pair[0]) {
+				if want, ok := v.Value.(cedar.String); ok {
+					return func(scope cedar.String) bool { return scope == want }
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func isContextScope(n xast.IsNode) bool {
+	a, ok := n.(xast.NodeTypeAccess)
+	return ok && a.Value == "scope" && isContext(a.Arg)
 }
 
 func isContext(n xast.IsNode) bool {

@@ -59,6 +59,17 @@ permit (principal, action == Jitid::Action::"h:1", resource) when { resource has
 @id("has-authentication-only") @reason("not authenticated")
 forbid (principal, action == Jitid::Action::"h:2", resource) unless { context has authentication_age };
 
+@id("eq-guard") @max_ttl("3m")
+permit (principal, action, resource) when { "k:1" == context.scope && resource.sensitivity_level <= 2 };
+
+@id("like-guard-unless") @reason("k needs authentication")
+forbid (principal, action, resource) when { context.scope like "k:*" } unless { context has authentication_age };
+
+// The guard is not first: the failing unless runs for every scope.
+@id("guard-after-unless")
+permit (principal, action, resource)
+unless { context.ttl_seconds * 9223372036854775807 > 0 } when { context.scope like "l:*" };
+
 @id("deadline-forbid") @reason("too late")
 forbid (principal, action, resource)
 when { resource has deadline && context.time > resource.deadline };
@@ -101,7 +112,7 @@ func TestPlanMatchesFullEvaluation(t *testing.T) {
 		"payments:spend:up-to-500", "finance:pay", "finance:read", "metrics:read", "reports:read",
 		"reports:write", "calendar:write", "docs:search", "mail:send", "a:x", "a:y", "b:y", "c:z",
 		"d:w", "d:v", "e:v", "f:u", "g:1", "svc0:read", "svc3:write", "svc4:read", "svc7:write",
-		"team1:x", "team5:y", "night:shift", "h:1", "h:2",
+		"team1:x", "team5:y", "night:shift", "h:1", "h:2", "k:1", "k:2", "l:1",
 	}
 	zones := []string{"", "Europe/Paris", "America/New_York", "Asia/Tokyo", "UTC"}
 	const perSet = 400
@@ -143,7 +154,7 @@ func TestPlanSizes(t *testing.T) {
 		// everything-low, fails-for-high, chain-only and deadline-forbid
 		// run once; has-scope, action-in-condition, action-set-in-condition
 		// and permit-fails read the scope or the action.
-		{"shapes", compile(t, planShapes), 4, 4, 5},
+		{"shapes", compile(t, planShapes), 4, 7, 5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
