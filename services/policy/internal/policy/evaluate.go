@@ -101,7 +101,6 @@ type input struct {
 // release returns in's buffers; in must not be used afterwards.
 func (in *input) release() {
 	in.buf.release()
-	in.buf, in.base = nil, nil
 }
 
 // outcome is Cedar's answer for one scope, gathered from Authorize calls
@@ -166,7 +165,9 @@ func (s *Set) decide(req *Request, now time.Time, full bool) (Decision, *input) 
 	if full {
 		f = nil
 	}
-	in := &input{buf: recordBufs.Get().(*recordBuf)}
+	buf := recordBufs.Get().(*recordBuf)
+	in := &buf.in
+	in.buf = buf
 	in.entities, in.principal, in.resource = entities(in.buf, f, req)
 	in.base = baseContext(in.buf, f, req, now)
 	in.shared = cedar.NewRecord(in.base)
@@ -357,10 +358,12 @@ type recordBuf struct {
 	m    cedar.RecordMap // one record at a time
 	base cedar.RecordMap // the context, kept while the request's scopes are decided
 	list policyList      // the policies one scope runs, when filtered
+	em   cedar.EntityMap
+	in   input
 }
 
 var recordBufs = sync.Pool{New: func() any {
-	return &recordBuf{m: make(cedar.RecordMap, 8), base: make(cedar.RecordMap, 24)}
+	return &recordBuf{m: make(cedar.RecordMap, 8), base: make(cedar.RecordMap, 24), em: make(cedar.EntityMap, 4)}
 }}
 
 // record returns b.m as a record and empties b.m.
@@ -386,6 +389,8 @@ func (b *recordBuf) release() {
 	clear(b.base)
 	clear(b.list) // drop the policy pointers
 	b.list = b.list[:0]
+	clear(b.em)
+	b.in = input{}
 	recordBufs.Put(b)
 }
 
@@ -399,7 +404,7 @@ var emptySet cedar.Value = cedar.NewSet()
 // entities builds the Cedar entities of req, with the attributes in f: the
 // agent (in its chain), the chain's agents, the delegator and the task.
 func entities(b *recordBuf, f *fields, req *Request) (cedar.EntityMap, cedar.EntityUID, cedar.EntityUID) {
-	em := make(cedar.EntityMap, 3+len(req.AgentChain))
+	em := b.em
 	principal := cedar.NewEntityUID(AgentType, cedar.String(req.Agent.ID))
 	parents := chainUIDs(req.AgentChain)
 	for i := range req.AgentChain {
