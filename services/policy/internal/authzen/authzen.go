@@ -1,6 +1,7 @@
 // Package authzen serves the OpenID AuthZEN Authorization API 1.0 access
-// evaluation endpoint (POST /access/v1/evaluation) over the policy engine,
-// so that enforcement points other than the issuer can ask the same policy.
+// evaluation endpoints over the policy engine (POST /access/v1/evaluation,
+// and POST /access/v1/evaluations for batches, §7), so that enforcement
+// points other than the issuer can ask the same policy.
 //
 // The AuthZEN request maps onto jitid's model as follows:
 //
@@ -15,6 +16,15 @@
 // id, policy version, deciding policies, reasons (reason_admin and
 // reason_user as the spec's examples show), max_ttl, profile and
 // obligations. An enforcement point that allows must meet the obligations.
+//
+// A batch has optional top-level subject, action, resource and context,
+// the defaults, and `evaluations`, each of which replaces the defaults it
+// names; options.evaluations_semantic is execute_all (the default: one
+// answer per evaluation, in order), deny_on_first_deny or
+// permit_on_first_permit (answers in order up to and including the first
+// deny, or permit). An evaluation that is not a valid request is a deny
+// with context.error {status: 400, message}, and counts as a deny. Without
+// evaluations the request is a single evaluation and so is the answer.
 package authzen
 
 import (
@@ -33,6 +43,12 @@ import (
 
 // EvaluationPath is the AuthZEN access evaluation endpoint.
 const EvaluationPath = "/access/v1/evaluation"
+
+// EvaluationsPath is the AuthZEN access evaluations (batch) endpoint.
+const EvaluationsPath = "/access/v1/evaluations"
+
+// MaxEvaluations bounds a batch: each evaluation is one decision.
+const MaxEvaluations = 64
 
 // MetadataPath is the AuthZEN PDP metadata document.
 const MetadataPath = "/.well-known/authzen-configuration"
@@ -58,6 +74,7 @@ func New(engine *policy.Engine, log *slog.Logger) *Handler {
 	}
 	h := &Handler{engine: engine, log: log, mux: http.NewServeMux()}
 	h.mux.HandleFunc("POST "+EvaluationPath, h.evaluation)
+	h.mux.HandleFunc("POST "+EvaluationsPath, h.evaluations)
 	h.mux.HandleFunc("GET "+MetadataPath, h.metadata)
 	return h
 }
@@ -103,7 +120,48 @@ type ResponseContext struct {
 	MaxTTL        string            `json:"max_ttl,omitempty"`
 	Profile       string            `json:"profile,omitempty"`
 	Obligations   []string          `json:"obligations,omitempty"`
+	// Error says why one evaluation of a batch could not be decided.
+	Error *EvaluationError `json:"error,omitempty"`
 }
+
+// EvaluationError is an evaluation of a batch that is not a valid request.
+type EvaluationError struct {
+	Status  int    `json:"status"`
+	Message string `json:"message"`
+}
+
+// EvaluationsRequest is the body of POST /access/v1/evaluations.
+type EvaluationsRequest struct {
+	Subject     *Entity          `json:"subject,omitempty"`
+	Action      *Action          `json:"action,omitempty"`
+	Resource    *Entity          `json:"resource,omitempty"`
+	Context     json.RawMessage  `json:"context,omitempty"`
+	Evaluations []EvaluationItem `json:"evaluations,omitempty"`
+	Options     struct {
+		EvaluationsSemantic string `json:"evaluations_semantic,omitempty"`
+	} `json:"options,omitzero"`
+}
+
+// EvaluationItem is one evaluation of a batch; what it names replaces the
+// batch's default.
+type EvaluationItem struct {
+	Subject  *Entity         `json:"subject,omitempty"`
+	Action   *Action         `json:"action,omitempty"`
+	Resource *Entity         `json:"resource,omitempty"`
+	Context  json.RawMessage `json:"context,omitempty"`
+}
+
+// EvaluationsResponse answers a batch.
+type EvaluationsResponse struct {
+	Evaluations []EvaluationResponse `json:"evaluations"`
+}
+
+// The evaluations semantics of AuthZEN 1.0 §7.1.2.
+const (
+	ExecuteAll          = "execute_all"
+	DenyOnFirstDeny     = "deny_on_first_deny"
+	PermitOnFirstPermit = "permit_on_first_permit"
+)
 
 type agentProps struct {
 	Class      string            `json:"class"`
@@ -249,31 +307,116 @@ func parseTTL(raw json.RawMessage) (time.Duration, error) {
 }
 
 func (h *Handler) evaluation(w http.ResponseWriter, r *http.Request) {
-	if id := r.Header.Get("X-Request-ID"); id != "" {
-		// The spec asks the PDP to echo it.
-		w.Header().Set("X-Request-ID", id)
-	}
+	echoRequestID(w, r)
 	var in EvaluationRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
 	if err := dec.Decode(&in); err != nil {
 		writeError(w, http.StatusBadRequest, "body: not an AuthZEN evaluation request: "+err.Error())
 		return
 	}
-	req, err := ToRequest(&in)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	resp, code, msg := h.decide(r.Context(), &in)
+	if code != http.StatusOK {
+		writeError(w, code, msg)
 		return
 	}
-	d, err := h.engine.Evaluate(r.Context(), req)
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (h *Handler) evaluations(w http.ResponseWriter, r *http.Request) {
+	echoRequestID(w, r)
+	var in EvaluationsRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	if err := dec.Decode(&in); err != nil {
+		writeError(w, http.StatusBadRequest, "body: not an AuthZEN evaluations request: "+err.Error())
+		return
+	}
+	semantic := in.Options.EvaluationsSemantic
+	switch semantic {
+	case "":
+		semantic = ExecuteAll
+	case ExecuteAll, DenyOnFirstDeny, PermitOnFirstPermit:
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("options.evaluations_semantic %q: want %s, %s or %s", semantic, ExecuteAll, DenyOnFirstDeny, PermitOnFirstPermit))
+		return
+	}
+	if len(in.Evaluations) > MaxEvaluations {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("evaluations: more than %d", MaxEvaluations))
+		return
+	}
+	if len(in.Evaluations) == 0 {
+		// §7: without evaluations, the request and its answer are a
+		// single evaluation's.
+		one := in.item(EvaluationItem{})
+		resp, code, msg := h.decide(r.Context(), &one)
+		if code != http.StatusOK {
+			writeError(w, code, msg)
+			return
+		}
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
+	out := EvaluationsResponse{Evaluations: make([]EvaluationResponse, 0, len(in.Evaluations))}
+	for _, item := range in.Evaluations {
+		one := in.item(item)
+		resp, code, msg := h.decide(r.Context(), &one)
+		if code == http.StatusInternalServerError {
+			writeError(w, code, msg)
+			return
+		}
+		if code != http.StatusOK {
+			resp = EvaluationResponse{Context: ResponseContext{Error: &EvaluationError{Status: code, Message: msg}}}
+		}
+		out.Evaluations = append(out.Evaluations, resp)
+		if (semantic == DenyOnFirstDeny && !resp.Decision) || (semantic == PermitOnFirstPermit && resp.Decision) {
+			break
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// item is the evaluation it describes: its own subject, action, resource
+// and context, else the batch's.
+func (in *EvaluationsRequest) item(it EvaluationItem) EvaluationRequest {
+	var req EvaluationRequest
+	pick := func(own, def *Entity) Entity {
+		switch {
+		case own != nil:
+			return *own
+		case def != nil:
+			return *def
+		}
+		return Entity{}
+	}
+	req.Subject = pick(it.Subject, in.Subject)
+	req.Resource = pick(it.Resource, in.Resource)
+	switch {
+	case it.Action != nil:
+		req.Action = *it.Action
+	case in.Action != nil:
+		req.Action = *in.Action
+	}
+	req.Context = in.Context
+	if len(it.Context) > 0 {
+		req.Context = it.Context
+	}
+	return req
+}
+
+// decide answers one evaluation; a status other than 200 comes with a
+// message for the caller.
+func (h *Handler) decide(ctx context.Context, in *EvaluationRequest) (EvaluationResponse, int, string) {
+	req, err := ToRequest(in)
+	if err != nil {
+		return EvaluationResponse{}, http.StatusBadRequest, err.Error()
+	}
+	d, err := h.engine.Evaluate(ctx, req)
 	var fe *policy.FieldError
 	switch {
 	case errors.As(err, &fe):
-		writeError(w, http.StatusBadRequest, fe.Error())
-		return
+		return EvaluationResponse{}, http.StatusBadRequest, fe.Error()
 	case err != nil:
-		h.log.ErrorContext(r.Context(), "authzen evaluation failed", "error", err)
-		writeError(w, http.StatusInternalServerError, "internal error")
-		return
+		h.log.ErrorContext(ctx, "authzen evaluation failed", "error", err)
+		return EvaluationResponse{}, http.StatusInternalServerError, "internal error"
 	}
 	resp := EvaluationResponse{Decision: d.Allow, Context: ResponseContext{
 		ID: d.DecisionID, PolicyVersion: d.PolicyVersion, Policies: d.Policies, Reasons: d.Reasons,
@@ -286,7 +429,14 @@ func (h *Handler) evaluation(w http.ResponseWriter, r *http.Request) {
 		resp.Context.ReasonAdmin = map[string]string{"en": d.Reasons[0]}
 		resp.Context.ReasonUser = map[string]string{"en": d.Reasons[0]}
 	}
-	writeJSON(w, http.StatusOK, resp)
+	return resp, http.StatusOK, ""
+}
+
+func echoRequestID(w http.ResponseWriter, r *http.Request) {
+	if id := r.Header.Get("X-Request-ID"); id != "" {
+		// The spec asks the PDP to echo it.
+		w.Header().Set("X-Request-ID", id)
+	}
 }
 
 func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
@@ -295,8 +445,9 @@ func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
 		base = "https://" + r.Host
 	}
 	writeJSON(w, http.StatusOK, map[string]string{
-		"policy_decision_point":      base,
-		"access_evaluation_endpoint": base + EvaluationPath,
+		"policy_decision_point":       base,
+		"access_evaluation_endpoint":  base + EvaluationPath,
+		"access_evaluations_endpoint": base + EvaluationsPath,
 	})
 }
 

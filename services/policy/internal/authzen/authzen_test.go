@@ -117,7 +117,121 @@ func TestMetadata(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&md); err != nil {
 		t.Fatal(err)
 	}
-	if md["access_evaluation_endpoint"] != srv.URL+authzen.EvaluationPath {
+	if md["access_evaluation_endpoint"] != srv.URL+authzen.EvaluationPath || md["access_evaluations_endpoint"] != srv.URL+authzen.EvaluationsPath {
 		t.Errorf("metadata = %v", md)
+	}
+}
+
+// TestEvaluations covers the batch endpoint (AuthZEN 1.0 §7): defaults and
+// per-evaluation overrides, the three semantics, an invalid evaluation as a
+// deny with an error, the single-evaluation form, and bad batches.
+func TestEvaluations(t *testing.T) {
+	t.Parallel()
+	srv := start(t)
+	const defaults = `"subject": {"type": "agent", "id": "agent-1", "properties": {"class": "EPHEMERAL"}},
+	  "resource": {"type": "task", "id": "t-1", "properties": {"sensitivity": "LOW"}},
+	  "context": {"delegator": {"id": "carol", "attributes": {"age_verified": "false"}}, "ttl": "10m"}`
+	const mixed = `[
+	  {"action": {"name": "tickets:read"}},
+	  {"action": {"name": "tickets:purchase"}},
+	  {"action": {"name": "prod:delete"}, "resource": {"type": "task", "id": "t-2", "properties": {"sensitivity": "CRITICAL"}}},
+	  {"action": {"name": "tickets:read"}, "subject": {"type": "user", "id": "bob"}},
+	  {"action": {"name": "tickets:purchase"}, "context": {"delegator": {"id": "carol", "attributes": {"age_verified": "true"}}}}
+	]`
+	type result struct {
+		Decision    bool
+		ErrorStatus int
+		MaxTTL      string
+	}
+	tests := []struct {
+		name string
+		body string
+		code int
+		want []result
+	}{
+		{
+			name: "execute all",
+			body: `{` + defaults + `, "evaluations": ` + mixed + `}`,
+			code: 200,
+			want: []result{{true, 0, "10m0s"}, {false, 0, ""}, {false, 0, ""}, {false, 400, ""}, {true, 0, "1h0m0s"}},
+		},
+		{
+			name: "deny on first deny",
+			body: `{` + defaults + `, "options": {"evaluations_semantic": "deny_on_first_deny"}, "evaluations": ` + mixed + `}`,
+			code: 200,
+			want: []result{{true, 0, "10m0s"}, {false, 0, ""}},
+		},
+		{
+			name: "permit on first permit",
+			body: `{` + defaults + `, "options": {"evaluations_semantic": "permit_on_first_permit"}, "evaluations": [
+			  {"action": {"name": "tickets:purchase"}}, {"action": {"name": "tickets:read"}}, {"action": {"name": "tickets:search"}}]}`,
+			code: 200,
+			want: []result{{false, 0, ""}, {true, 0, "10m0s"}},
+		},
+		{
+			name: "an invalid evaluation is a deny",
+			body: `{` + defaults + `, "options": {"evaluations_semantic": "deny_on_first_deny"}, "evaluations": [
+			  {"action": {"name": ""}}, {"action": {"name": "tickets:read"}}]}`,
+			code: 200,
+			want: []result{{false, 400, ""}},
+		},
+		{
+			name: "bad semantic",
+			body: `{` + defaults + `, "options": {"evaluations_semantic": "some"}, "evaluations": [{"action": {"name": "a"}}]}`,
+			code: 400,
+		},
+		{
+			name: "too many",
+			body: `{` + defaults + `, "evaluations": [` + strings.Repeat(`{"action": {"name": "a"}},`, authzen.MaxEvaluations) + `{"action": {"name": "a"}}]}`,
+			code: 400,
+		},
+		{name: "not json", body: `{"evaluations": [`, code: 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			resp, err := http.Post(srv.URL+authzen.EvaluationsPath, "application/json", strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != tt.code {
+				b, _ := io.ReadAll(resp.Body)
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.code, b)
+			}
+			if tt.code != 200 {
+				return
+			}
+			var got authzen.EvaluationsResponse
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+				t.Fatal(err)
+			}
+			var results []result
+			for _, e := range got.Evaluations {
+				r := result{Decision: e.Decision, MaxTTL: e.Context.MaxTTL}
+				if e.Context.Error != nil {
+					r.ErrorStatus = e.Context.Error.Status
+				}
+				results = append(results, r)
+			}
+			if diff := cmp.Diff(tt.want, results); diff != "" {
+				t.Errorf("evaluations (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	// Without evaluations, the request is one evaluation and so is the answer.
+	resp, err := http.Post(srv.URL+authzen.EvaluationsPath, "application/json",
+		strings.NewReader(`{`+defaults+`, "action": {"name": "tickets:read"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var single authzen.EvaluationResponse
+	if err := json.NewDecoder(resp.Body).Decode(&single); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || !single.Decision || single.Context.MaxTTL != "10m0s" {
+		t.Errorf("single form: %d %+v, want 200 and a permit for 10m", resp.StatusCode, single)
 	}
 }

@@ -150,6 +150,28 @@ func TestServe(t *testing.T) {
 		if id := resp.Header.Get("X-Request-ID"); id != "req-7" {
 			t.Errorf("X-Request-ID = %q, want it echoed", id)
 		}
+
+		batch := `{"subject": {"type": "agent", "id": "agent-1", "properties": {"class": "EPHEMERAL"}},
+		           "resource": {"type": "task", "id": "t-1", "properties": {"sensitivity": "CRITICAL"}},
+		           "context": {"delegator": {"id": "carol"}},
+		           "evaluations": [{"action": {"name": "tickets:read"}}, {"action": {"name": "tickets:read"},
+		             "resource": {"type": "task", "id": "t-2", "properties": {"sensitivity": "LOW"}}}]}`
+		bresp, err := http.Post("http://"+authzenAddr+"/access/v1/evaluations", "application/json", strings.NewReader(batch))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bresp.Body.Close()
+		var bgot struct {
+			Evaluations []struct {
+				Decision bool `json:"decision"`
+			} `json:"evaluations"`
+		}
+		if err := json.NewDecoder(bresp.Body).Decode(&bgot); err != nil {
+			t.Fatal(err)
+		}
+		if len(bgot.Evaluations) != 2 || bgot.Evaluations[0].Decision || !bgot.Evaluations[1].Decision {
+			t.Errorf("batch: %d %+v, want a deny (CRITICAL) then a permit (LOW)", bresp.StatusCode, bgot)
+		}
 	})
 
 	t.Run("admin", func(t *testing.T) {
