@@ -104,17 +104,15 @@ bench-build: build
 	cd bench && go build -o ../bin/jitid-nats ./cmd/jitid-nats
 	cd bench && go build -o ../bin/jitid-echo ./cmd/jitid-echo
 
-## bench: the whole suite under load (about 10 minutes), one table, written into docs/BENCHMARKS.md; then bench-micro
+## bench: the whole suite under load (about 10 minutes), one table, written into docs/BENCHMARKS.md (micro-benchmarks: bench-micro)
 .PHONY: bench
 bench: bench-build
-	@echo "load average before the run: $$(cut -d' ' -f1-3 /proc/loadavg)"
 	./bin/jitid-load -bin-dir bin -doc $(BENCH_DOC) $(BENCH_FLAGS)
-	$(MAKE) bench-micro
 
 ## soak: a steady mix for SOAK_DURATION (10m) watching every service's RSS
 .PHONY: soak
 soak: bench-build
-	./bin/jitid-load -bin-dir bin -soak $(SOAK_DURATION) $(SOAK_FLAGS)
+	./bin/jitid-load -bin-dir bin -doc $(BENCH_DOC) -soak $(SOAK_DURATION) $(SOAK_FLAGS)
 
 ## fuzz: a short run of each fuzz target (token parsing in pkg/credverify, token verification in the issuer)
 FUZZTIME ?= 15s

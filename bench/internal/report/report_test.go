@@ -124,14 +124,14 @@ func TestMarkdownEscapesPipes(t *testing.T) {
 func TestSpliceKeepsHandWrittenText(t *testing.T) {
 	t.Parallel()
 	doc := "# Benchmarks\n\nintro\n\n" + report.BeginMarker + "\nold\n" + report.EndMarker + "\n\n## Findings\nkept\n"
-	got := report.Splice(doc, "new table")
+	got := report.Splice(doc, report.BeginMarker, report.EndMarker, "new table")
 	if strings.Contains(got, "old") || !strings.Contains(got, "new table") {
 		t.Errorf("generated part not replaced:\n%s", got)
 	}
 	if !strings.HasPrefix(got, "# Benchmarks\n\nintro\n\n") || !strings.HasSuffix(got, "## Findings\nkept\n") {
 		t.Errorf("hand-written text not kept:\n%s", got)
 	}
-	fresh := report.Splice("# Benchmarks\n", "table")
+	fresh := report.Splice("# Benchmarks\n", report.BeginMarker, report.EndMarker, "table")
 	if !strings.Contains(fresh, report.BeginMarker) || !strings.Contains(fresh, "table") {
 		t.Errorf("markers not added to a doc without them:\n%s", fresh)
 	}
@@ -148,5 +148,15 @@ func TestCPUUseBound(t *testing.T) {
 	}
 	if got := (report.CPUUse{Cores: 2}).Bound(); got != 0 {
 		t.Errorf("Bound of nothing = %v, want 0", got)
+	}
+}
+
+func TestSpliceSectionsAreIndependent(t *testing.T) {
+	t.Parallel()
+	doc := report.Splice("# B\n", report.BeginMarker, report.EndMarker, "bench table")
+	doc = report.Splice(doc, report.SoakBeginMarker, report.SoakEndMarker, "soak table")
+	doc = report.Splice(doc, report.BeginMarker, report.EndMarker, "bench table 2")
+	if !strings.Contains(doc, "soak table") || !strings.Contains(doc, "bench table 2") || strings.Contains(doc, "bench table\n") {
+		t.Errorf("sections interfere:\n%s", doc)
 	}
 }

@@ -365,7 +365,7 @@ func bench(ctx context.Context, c Config, out io.Writer) error {
 	fmt.Fprintln(out)
 	fmt.Fprint(out, b.String())
 	if c.Doc != "" {
-		return writeDoc(c.Doc, rep)
+		return writeDoc(c.Doc, report.BeginMarker, report.EndMarker, rep)
 	}
 	return nil
 }
@@ -377,12 +377,12 @@ func errNote(res load.Result) string {
 	return fmt.Sprintf(" (%d errors)", res.Errors)
 }
 
-func writeDoc(path string, rep *report.Report) error {
+func writeDoc(path, begin, end string, rep *report.Report) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return err
 	}
 	var b strings.Builder
 	rep.Markdown(&b)
-	return os.WriteFile(path, []byte(report.Splice(string(old), b.String())), 0o644)
+	return os.WriteFile(path, []byte(report.Splice(string(old), begin, end, b.String())), 0o644)
 }

@@ -69,5 +69,8 @@ func soak(ctx context.Context, c Config, out io.Writer) error {
 	rep.Text(&b)
 	fmt.Fprintln(out)
 	fmt.Fprint(out, b.String())
+	if c.Doc != "" {
+		return writeDoc(c.Doc, report.SoakBeginMarker, report.SoakEndMarker, rep)
+	}
 	return nil
 }
