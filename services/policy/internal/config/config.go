@@ -42,7 +42,7 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	var level string
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50052", "gRPC listen address")
 	fs.StringVar(&c.AdminAddr, "admin-addr", "127.0.0.1:9092", "admin HTTP address (/metrics, /healthz, /readyz); empty turns it off")
-	fs.StringVar(&c.AuthZENAddr, "authzen-addr", "127.0.0.1:8092", "OpenID AuthZEN 1.0 evaluation endpoint (POST /access/v1/evaluation), HTTP; empty turns it off")
+	fs.StringVar(&c.AuthZENAddr, "authzen-addr", "127.0.0.1:8092", "OpenID AuthZEN 1.0 evaluation endpoints (POST /access/v1/evaluation and /access/v1/evaluations), HTTP; empty turns it off")
 	fs.StringVar(&c.PolicyFile, "policy-file", "", "a .cedar file or a directory of them; the built-in default set when empty")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", 2*time.Second, "how often -policy-file is checked for changes")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")

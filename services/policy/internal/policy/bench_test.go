@@ -69,6 +69,17 @@ func BenchmarkEvaluate200(b *testing.B) {
 	benchmarkEvaluate(b, newEngine(generatedSet(b, 200)), benchRequest())
 }
 
+// BenchmarkEvaluate200Matching decides three scopes that the generated
+// policies name (a permit by action, a permit by context.scope pattern and
+// an attribute, and a scope with only a forbid by action), so that the
+// policies run rather than being skipped by the plan.
+func BenchmarkEvaluate200Matching(b *testing.B) {
+	req := benchRequest()
+	req.Scopes = []string{"svc0:read", "team1:x", "svc3:write"}
+	req.Agent.Attributes = map[string]string{"model": "m1", "team": "t1"}
+	benchmarkEvaluate(b, newEngine(generatedSet(b, 200)), req)
+}
+
 // BenchmarkCompile200 is the cost of one load (parse, validate, index).
 func BenchmarkCompile200(b *testing.B) {
 	b.ReportAllocs()
