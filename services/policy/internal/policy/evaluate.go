@@ -355,21 +355,30 @@ func (s *Set) scopeResult(scope string, o *outcome) ScopeResult {
 // map it is given, so one map can be cleared and refilled for the next
 // record. Pooled, since every request builds about seven records.
 type recordBuf struct {
-	m    cedar.RecordMap // one record at a time
-	base cedar.RecordMap // the context, kept while the request's scopes are decided
+	m cedar.RecordMap // one record at a time
 	list policyList      // the policies one scope runs, when filtered
 	em   cedar.EntityMap
 	in   input
 }
 
 var recordBufs = sync.Pool{New: func() any {
-	return &recordBuf{m: make(cedar.RecordMap, 8), base: make(cedar.RecordMap, 24), em: make(cedar.EntityMap, 4)}
+	return &recordBuf{m: make(cedar.RecordMap, smallMap), em: make(cedar.EntityMap, 4)}
 }}
+
+// smallMap is the most entries a Go map holds in one group. NewRecord's
+// copy costs the source map's capacity, not its length, and clear keeps
+// the capacity: a reused map that once grew past this would make every
+// later copy pay for the large table.
+const smallMap = 8
 
 // record returns b.m as a record and empties b.m.
 func (b *recordBuf) record() cedar.Record {
 	r := cedar.NewRecord(b.m)
-	clear(b.m)
+	if len(b.m) > smallMap {
+		b.m = make(cedar.RecordMap, smallMap)
+	} else {
+		clear(b.m)
+	}
 	return r
 }
 
@@ -386,7 +395,6 @@ func (b *recordBuf) stringRecord(m map[string]string) cedar.Record {
 
 func (b *recordBuf) release() {
 	clear(b.m)
-	clear(b.base)
 	clear(b.list) // drop the policy pointers
 	b.list = b.list[:0]
 	clear(b.em)
@@ -494,12 +502,14 @@ func agentEntity(b *recordBuf, f *fields, uid cedar.EntityUID, a *Agent, parents
 	return cedar.Entity{UID: uid, Parents: parents, Attributes: b.record()}
 }
 
-// baseContext fills b.base with the keys in f of the context record of req,
+// baseContext returns the keys in f of the context record of req,
 // without "scope", which is set per scope. The field list is the schema's
 // Context (jitid.cedarschema); TestSchemaMatchesRequest keeps the two in
 // step.
 func baseContext(b *recordBuf, f *fields, req *Request, now time.Time) cedar.RecordMap {
-	m := b.base
+	// Sized to what is kept (and "scope"): every scope's record copies it,
+	// at the cost of its capacity.
+	m := make(cedar.RecordMap, f.contextKeys()+1)
 	if f.ctx(fDelegator) {
 		m["delegator"] = cedar.NewEntityUID(DelegatorType, cedar.String(req.Delegator.ID))
 	}

@@ -264,6 +264,20 @@ func (f *fields) attr(x field) bool { return f == nil || f.named[x] }
 // ctx reports whether context key x is kept; nil f keeps every key.
 func (f *fields) ctx(x field) bool { return f == nil || f.wholeContext || f.named[x] }
 
+// contextKeys is how many context keys are kept, at most.
+func (f *fields) contextKeys() int {
+	if f == nil || f.wholeContext {
+		return int(numFields)
+	}
+	n := 0
+	for _, named := range f.named {
+		if named {
+			n++
+		}
+	}
+	return n
+}
+
 // addPolicy records what p names.
 func (f *fields) addPolicy(p *xast.Policy) {
 	name := func(k string) {
