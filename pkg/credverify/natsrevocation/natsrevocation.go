@@ -78,9 +78,9 @@ func Watch(ctx context.Context, js jetstream.JetStream, o Options) (*List, error
 		ev, err := eventbus.Decode(m.Data())
 		if err != nil {
 			o.Logger.Warn("revocation list: skipping malformed event", "subject", m.Subject(), "error", err)
-			return
+		} else {
+			l.add(ev)
 		}
-		l.add(ev)
 		if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
 			l.once.Do(func() { close(l.ready) })
 		}
@@ -88,8 +88,11 @@ func Watch(ctx context.Context, js jetstream.JetStream, o Options) (*List, error
 	if err != nil {
 		return nil, fmt.Errorf("natsrevocation: follow revocations: %w", err)
 	}
-	// An empty stream sends nothing; the replay is then complete at once.
-	if info, err := cons.Info(ctx); err == nil && info.NumPending == 0 {
+	// With nothing to replay the handler never runs, so the replay is
+	// complete at once. Only when nothing was delivered either: a message
+	// already handed to the handler but not yet applied would otherwise be
+	// missed by a caller that trusts Ready (the handler closes it then).
+	if info, err := cons.Info(ctx); err == nil && info.NumPending == 0 && info.Delivered.Consumer == 0 {
 		l.once.Do(func() { close(l.ready) })
 	}
 	go func() {
