@@ -144,7 +144,11 @@ const tailChunk = 500
 // fails. after == 0 starts at the next record written. New records are
 // seen at once when this process appended them, and within the poll
 // interval when another replica did.
-func (s *Service) Tail(ctx context.Context, f Filter, after int64, send func(*Record) error) error {
+//
+// started, when not nil, is called once with the sequence the tail starts
+// after, before any record is sent: a client that waits for it knows that
+// every record written from then on reaches it.
+func (s *Service) Tail(ctx context.Context, f Filter, after int64, started func(after int64) error, send func(*Record) error) error {
 	if err := f.Validate(); err != nil {
 		return err
 	}
@@ -157,6 +161,11 @@ func (s *Service) Tail(ctx context.Context, f Filter, after int64, send func(*Re
 			return err
 		}
 		after = head.Sequence
+	}
+	if started != nil {
+		if err := started(after); err != nil {
+			return err
+		}
 	}
 	ticker := time.NewTicker(s.poll)
 	defer ticker.Stop()

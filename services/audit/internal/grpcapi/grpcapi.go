@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -61,6 +63,10 @@ func (s *Server) QueryEvents(ctx context.Context, req *auditv1.QueryEventsReques
 	return resp, nil
 }
 
+// TailStartHeader is the response header of TailEvents carrying the
+// sequence the tail starts after; it is sent before any record.
+const TailStartHeader = "jitid-tail-after"
+
 // TailEvents streams matching records after after_sequence, then new
 // ones as they are recorded, until the client goes away.
 func (s *Server) TailEvents(req *auditv1.TailEventsRequest, stream grpc.ServerStreamingServer[auditv1.TailEventsResponse]) error {
@@ -68,7 +74,12 @@ func (s *Server) TailEvents(req *auditv1.TailEventsRequest, stream grpc.ServerSt
 	if err != nil {
 		return s.toStatus(err)
 	}
-	err = s.svc.Tail(stream.Context(), f, req.GetAfterSequence(), func(r *audit.Record) error {
+	// The response header says where the tail starts (TailStartHeader), so
+	// that a client of a from-now tail knows when it is listening.
+	started := func(after int64) error {
+		return stream.SendHeader(metadata.Pairs(TailStartHeader, strconv.FormatInt(after, 10)))
+	}
+	err = s.svc.Tail(stream.Context(), f, req.GetAfterSequence(), started, func(r *audit.Record) error {
 		pr, err := toProto(r)
 		if err != nil {
 			return err

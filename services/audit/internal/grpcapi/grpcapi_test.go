@@ -332,10 +332,15 @@ func TestTailEvents(t *testing.T) {
 			if diff := cmp.Diff(tt.old, recv(t, stream, len(tt.old))); diff != "" {
 				t.Errorf("replayed (-want +got):\n%s", diff)
 			}
-			// The tail has no "caught up" message; give it a moment to
-			// read the head before writing, so that a from-now tail does
-			// not start after the new records.
-			time.Sleep(300 * time.Millisecond)
+			// The header arrives once the tail knows where it starts, so
+			// records written from here on must reach it.
+			md, err := stream.Header()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := md.Get(grpcapi.TailStartHeader); len(got) != 1 {
+				t.Errorf("header %s = %v, want one sequence", grpcapi.TailStartHeader, got)
+			}
 			tt.write(t)
 			if diff := cmp.Diff(tt.new, recv(t, stream, len(tt.new))); diff != "" {
 				t.Errorf("live (-want +got):\n%s", diff)
