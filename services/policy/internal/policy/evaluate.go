@@ -355,7 +355,7 @@ func (s *Set) scopeResult(scope string, o *outcome) ScopeResult {
 // map it is given, so one map can be cleared and refilled for the next
 // record. Pooled, since every request builds about seven records.
 type recordBuf struct {
-	m cedar.RecordMap // one record at a time
+	m    cedar.RecordMap // one record at a time
 	list policyList      // the policies one scope runs, when filtered
 	em   cedar.EntityMap
 	in   input

@@ -1,10 +1,12 @@
 package policy_test
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -215,4 +217,58 @@ func randomRequest(rng *rand.Rand, scopes, zones []string) policy.Request {
 		}
 	}
 	return r
+}
+
+// TestConcurrentEvaluate decides the same requests from many goroutines at
+// once, Explain among them, and wants the sequential answers: evaluation
+// reuses pooled buffers, which must never leak between requests.
+func TestConcurrentEvaluate(t *testing.T) {
+	t.Parallel()
+	set, err := policy.Load("../../../../examples/policies/tickets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := newEngine(set)
+	rng := rand.New(rand.NewPCG(7, 7))
+	scopes := []string{"tickets:read", "tickets:search", "tickets:purchase", "payments:spend:up-to-100", "payments:spend:up-to-500", "mail:send"}
+	reqs := make([]policy.Request, 200)
+	want := make([]policy.Decision, len(reqs))
+	ctx := context.Background()
+	for i := range reqs {
+		reqs[i] = randomRequest(rng, scopes, []string{"", "Europe/Paris"})
+		if want[i], err = engine.Evaluate(ctx, reqs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			for k := range reqs {
+				i := (k*7 + g*31) % len(reqs)
+				var got policy.Decision
+				var err error
+				if g%4 == 0 {
+					ex, err := engine.Explain(ctx, reqs[i])
+					if err != nil {
+						errs <- err.Error()
+						return
+					}
+					got = ex.Decision
+				} else if got, err = engine.Evaluate(ctx, reqs[i]); err != nil {
+					errs <- err.Error()
+					return
+				}
+				if diff := cmp.Diff(want[i], got); diff != "" {
+					errs <- fmt.Sprintf("goroutine %d, request %d (-sequential +concurrent):\n%s", g, i, diff)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
 }
