@@ -18,6 +18,9 @@ import (
 	"time"
 )
 
+// callTimeout bounds every call.
+const callTimeout = 10 * time.Second
+
 // Call makes one call. worker identifies the caller (0..N-1) and seq the
 // call number, so a workload can vary its requests without shared state.
 type Call func(ctx context.Context, worker int, seq uint64) error
@@ -86,8 +89,13 @@ func pct(sorted []time.Duration, q float64) time.Duration {
 // Closed runs concurrency callers for d and measures successful calls.
 func Closed(ctx context.Context, concurrency int, d time.Duration, call Call) Result {
 	rec := &recorder{}
-	ctx, cancel := context.WithTimeout(ctx, d)
+	// The run ends by cancellation, not by a deadline on the calls: gRPC
+	// fails a call on its deadline a moment before ctx.Err says so, which
+	// would count calls cut by the end of the run as errors.
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	timer := time.AfterFunc(d, cancel)
+	defer timer.Stop()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := range concurrency {
@@ -97,7 +105,11 @@ func Closed(ctx context.Context, concurrency int, d time.Duration, call Call) Re
 			local := make([]time.Duration, 0, 4096)
 			for seq := uint64(0); ctx.Err() == nil; seq++ {
 				t0 := time.Now()
-				err := call(ctx, w, seq)
+				// Bounded, as in Open, so that a hung server cannot hold
+				// the run forever.
+				cctx, ccancel := context.WithTimeout(ctx, callTimeout)
+				err := call(cctx, w, seq)
+				ccancel()
 				if ctx.Err() != nil {
 					break // a call cut by the end of the run is not counted
 				}
@@ -137,7 +149,7 @@ func Open(ctx context.Context, rate float64, d time.Duration, maxInFlight int, c
 			defer wg.Done()
 			local := make([]time.Duration, 0, 4096)
 			for due := range jobs {
-				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				cctx, cancel := context.WithTimeout(ctx, callTimeout)
 				err := call(cctx, w, seq.Add(1))
 				cancel()
 				if ctx.Err() != nil {

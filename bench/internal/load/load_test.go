@@ -107,3 +107,21 @@ func TestOpenDoesNotCountCallsCutByCancel(t *testing.T) {
 		t.Errorf("errors = %d (%s), want 0: every call was cut by the end of the run", res.Errors, res.FirstError)
 	}
 }
+
+// The run ends by cancellation: calls carry no deadline of the run (only
+// their own, much longer, bound), on
+// which gRPC would fail them a moment before ctx.Err says so (and the
+// caller would count them as errors).
+func TestClosedCallsCarryNoRunDeadline(t *testing.T) {
+	t.Parallel()
+	res := load.Closed(context.Background(), 4, 100*time.Millisecond, func(ctx context.Context, _ int, _ uint64) error {
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 5*time.Second {
+			return errors.New("call has the run's deadline")
+		}
+		time.Sleep(time.Millisecond)
+		return nil
+	})
+	if res.Errors != 0 || res.Calls == 0 {
+		t.Errorf("calls %d errors %d (%s): want calls and no errors", res.Calls, res.Errors, res.FirstError)
+	}
+}

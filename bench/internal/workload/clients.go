@@ -80,6 +80,9 @@ var runSeq atomic.Uint64
 // two scopes, attributes as an agent platform would send them.
 type Requests struct {
 	prefix string
+	// n numbers the parties, so that every request of a builder names its
+	// own task and agent, across runs too.
+	n atomic.Uint64
 	// Delegator, when set, is every request's delegator.
 	Delegator string
 	// TTL is the requested life (10 minutes when zero).
@@ -91,13 +94,8 @@ func NewRequests(name string) *Requests {
 	return &Requests{prefix: fmt.Sprintf("%s-%x-%d", name, time.Now().UnixNano()&0xffffffff, runSeq.Add(1))}
 }
 
-// TaskID returns the task id of call seq of worker.
-func (r *Requests) TaskID(worker int, seq uint64) string {
-	return "task-" + r.prefix + "-" + strconv.Itoa(worker) + "-" + strconv.FormatUint(seq, 10)
-}
-
 func (r *Requests) parties(worker int, seq uint64) (*identityv1.Agent, *identityv1.Delegator, *identityv1.Task) {
-	id := r.prefix + "-" + strconv.Itoa(worker) + "-" + strconv.FormatUint(seq, 10)
+	id := r.prefix + "-" + strconv.FormatUint(r.n.Add(1), 10)
 	delegator := r.Delegator
 	if delegator == "" {
 		delegator = "user:" + strconv.FormatUint((uint64(worker)*7919+seq)%500, 10) + "@example.com"
