@@ -275,15 +275,17 @@ func (s *Set) authorizeScope(in *input, scope string) outcome {
 	action := cedar.NewEntityUID(ActionType, cedar.String(scope))
 	named := s.plan.byAction[action]
 	every := &s.plan.anyAction
-	if s.plan.anyActionGuarded {
+	if s.plan.guards != nil {
 		// Only the policies whose scope guard admits this scope.
-		in.buf.list = in.buf.list[:0]
-		for i := range s.plan.anyAction {
+		b := in.buf
+		b.pos = s.plan.guards.candidates(b.pos[:0], scope)
+		b.list = b.list[:0]
+		for _, i := range b.pos {
 			if r := &s.plan.anyAction[i]; r.admits(cedar.String(scope)) {
-				in.buf.list = append(in.buf.list, *r)
+				b.list = append(b.list, *r)
 			}
 		}
-		every = &in.buf.list
+		every = &b.list
 	}
 	if len(*every) == 0 && named == nil {
 		return o
@@ -357,6 +359,7 @@ func (s *Set) scopeResult(scope string, o *outcome) ScopeResult {
 type recordBuf struct {
 	m    cedar.RecordMap // one record at a time
 	list policyList      // the policies one scope runs, when filtered
+	pos  []int           // scratch for guardIndex.candidates
 	em   cedar.EntityMap
 	in   input
 }

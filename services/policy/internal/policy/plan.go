@@ -1,9 +1,12 @@
 package policy
 
 import (
+	"encoding/json"
 	"iter"
+	"slices"
 
 	"github.com/cedar-policy/cedar-go"
+	"github.com/cedar-policy/cedar-go/types"
 	xast "github.com/cedar-policy/cedar-go/x/exp/ast"
 )
 
@@ -29,8 +32,9 @@ type plan struct {
 	// anyActionReadsScope: some of anyAction read context.scope, so each
 	// scope needs its own context record.
 	anyActionReadsScope bool
-	// anyActionGuarded: some of anyAction have a scope guard.
-	anyActionGuarded bool
+	// guards indexes anyAction by the prefix of their scope guards; nil
+	// when none has one.
+	guards *guardIndex
 	// byAction holds the policies whose head names the action.
 	byAction map[cedar.EntityUID]*actionPolicies
 	// fields are the entity attributes and context keys the set can see.
@@ -46,8 +50,10 @@ type policyRef struct {
 	id     cedar.PolicyID
 	policy *cedar.Policy
 	// guard, when set, is a test on the scope that the policy's first
-	// condition starts with; see scopeGuard.
-	guard func(cedar.String) bool
+	// condition starts with; see scopeGuard. Every scope it admits starts
+	// with prefix.
+	guard  func(cedar.String) bool
+	prefix string
 }
 
 // admits reports whether the policy can hold, or fail, for scope.
@@ -81,10 +87,9 @@ func newPlan(ids []string, meta map[cedar.PolicyID]*policyMeta) *plan {
 		case xast.ScopeTypeAll:
 			switch {
 			case readsAction || readsScope:
-				ref.guard = scopeGuard(a)
+				ref.guard, ref.prefix = scopeGuard(a)
 				pl.anyAction = append(pl.anyAction, ref)
 				pl.anyActionReadsScope = pl.anyActionReadsScope || readsScope
-				pl.anyActionGuarded = pl.anyActionGuarded || ref.guard != nil
 			default:
 				pl.once = append(pl.once, ref)
 			}
@@ -116,7 +121,53 @@ func newPlan(ids []string, meta map[cedar.PolicyID]*policyMeta) *plan {
 			ap.readsScope = ap.readsScope || readsScope
 		}
 	}
+	pl.guards = newGuardIndex(pl.anyAction)
 	return pl
+}
+
+// guardIndex finds the policies of a list whose scope guard may admit a
+// scope without running every guard: a guard admits only scopes that
+// start with its prefix.
+type guardIndex struct {
+	lengths  []int            // the distinct prefix lengths, ascending
+	byPrefix map[string][]int // prefix → positions in the list
+	always   []int            // no guard, or an empty prefix
+}
+
+func newGuardIndex(list policyList) *guardIndex {
+	ix := &guardIndex{byPrefix: map[string][]int{}}
+	guarded := false
+	for i, r := range list {
+		guarded = guarded || r.guard != nil
+		if r.guard == nil || r.prefix == "" {
+			ix.always = append(ix.always, i)
+			continue
+		}
+		if _, ok := ix.byPrefix[r.prefix]; !ok {
+			ix.lengths = append(ix.lengths, len(r.prefix))
+		}
+		ix.byPrefix[r.prefix] = append(ix.byPrefix[r.prefix], i)
+	}
+	if !guarded {
+		return nil
+	}
+	slices.Sort(ix.lengths)
+	ix.lengths = slices.Compact(ix.lengths)
+	return ix
+}
+
+// candidates appends to dst, in list order, the positions of the policies
+// that may admit scope; their guards still have to be run.
+func (ix *guardIndex) candidates(dst []int, scope string) []int {
+	dst = append(dst, ix.always...)
+	for _, n := range ix.lengths {
+		if n > len(scope) {
+			break
+		}
+		dst = append(dst, ix.byPrefix[scope[:n]]...)
+	}
+	slices.Sort(dst)
+	return dst
 }
 
 // scopeReads says whether the conditions of p read the `action` variable,
@@ -159,9 +210,9 @@ func scopeReads(p *xast.Policy) (action, scope bool) {
 // right with short-circuit, and neither the head nor the test can fail
 // (jitid always sends the scope as a string): for a scope the test rejects
 // the policy is false without an error, the same as not running it.
-func scopeGuard(p *xast.Policy) func(cedar.String) bool {
+func scopeGuard(p *xast.Policy) (guard func(cedar.String) bool, prefix string) {
 	if len(p.Conditions) == 0 || p.Conditions[0].Condition != xast.ConditionWhen {
-		return nil
+		return nil, ""
 	}
 	n := p.Conditions[0].Body
 	for {
@@ -175,18 +226,40 @@ func scopeGuard(p *xast.Policy) func(cedar.String) bool {
 	case xast.NodeTypeLike:
 		if isContextScope(n.Arg) {
 			pattern := n.Value
-			return pattern.Match
+			return pattern.Match, literalPrefix(pattern)
 		}
 	case xast.NodeTypeEquals:
 		for _, pair := range [][2]xast.IsNode{{n.Left, n.Right}, {n.Right, n.Left}} {
 			if v, ok := pair[1].(xast.NodeValue); ok && isContextScope(pair[0]) {
 				if want, ok := v.Value.(cedar.String); ok {
-					return func(scope cedar.String) bool { return scope == want }
+					return func(scope cedar.String) bool { return scope == want }, string(want)
 				}
 			}
 		}
 	}
-	return nil
+	return nil, ""
+}
+
+// literalPrefix is the text before the first wildcard of p, which every
+// string p matches starts with; "" when unknown. cedar-go keeps a
+// pattern's parts unexported; its JSON form lists them, a leading literal
+// as {"Literal": "..."}.
+func literalPrefix(p types.Pattern) string {
+	b, err := p.MarshalJSON()
+	if err != nil {
+		return ""
+	}
+	var parts []json.RawMessage
+	if err := json.Unmarshal(b, &parts); err != nil || len(parts) == 0 {
+		return ""
+	}
+	var lit struct {
+		Literal *string
+	}
+	if err := json.Unmarshal(parts[0], &lit); err != nil || lit.Literal == nil {
+		return ""
+	}
+	return *lit.Literal
 }
 
 func isContextScope(n xast.IsNode) bool {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,5 +134,47 @@ func TestSchemaMatchesRequest(t *testing.T) {
 		if _, ok := fieldByName[k]; !ok && k != "scope" {
 			t.Errorf("context key %q is not in fieldByName", k)
 		}
+	}
+}
+
+func TestScopeGuardPrefix(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		when    string
+		guarded bool
+		prefix  string
+		admits  []string
+		rejects []string
+	}{
+		{`context.scope like "team1:*"`, true, "team1:", []string{"team1:", "team1:x"}, []string{"team10:x", "team", "x"}},
+		{`context.scope like "a\*b*" && context.hour > 1`, true, "a*b", []string{"a*b", "a*bc"}, []string{"ab", "a*"}},
+		{`context.scope like "*:read"`, true, "", []string{"x:read", ":read"}, []string{"x:write"}},
+		{`context.scope like "exact"`, true, "exact", []string{"exact"}, []string{"exact2", "exac"}},
+		{`"k:1" == context.scope`, true, "k:1", []string{"k:1"}, []string{"k:12", "k:"}},
+		{`context.hour > 1 && context.scope like "x*"`, false, "", nil, nil},
+		{`context.scope like "x*" || context.hour > 1`, false, "", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.when, func(t *testing.T) {
+			t.Parallel()
+			list, err := cedar.NewPolicyListFromBytes("t.cedar", []byte(`permit (principal, action, resource) when { `+tt.when+` };`))
+			if err != nil || len(list) != 1 {
+				t.Fatalf("parse: %v", err)
+			}
+			guard, prefix := scopeGuard((*xast.Policy)(list[0].AST()))
+			if (guard != nil) != tt.guarded || prefix != tt.prefix {
+				t.Fatalf("scopeGuard = guarded %v, prefix %q; want %v, %q", guard != nil, prefix, tt.guarded, tt.prefix)
+			}
+			for _, s := range tt.admits {
+				if !guard(cedar.String(s)) || !strings.HasPrefix(s, prefix) {
+					t.Errorf("%q not admitted, or lacks the prefix", s)
+				}
+			}
+			for _, s := range tt.rejects {
+				if guard(cedar.String(s)) {
+					t.Errorf("%q admitted", s)
+				}
+			}
+		})
 	}
 }

@@ -67,6 +67,10 @@ permit (principal, action, resource) when { "k:1" == context.scope && resource.s
 @id("like-guard-unless") @reason("k needs authentication")
 forbid (principal, action, resource) when { context.scope like "k:*" } unless { context has authentication_age };
 
+// A one-letter guard prefix; "mail:send" and "metrics:read" pass it.
+@id("one-letter-guard") @max_ttl("4m")
+permit (principal, action, resource) when { context.scope like "m*" && resource.sensitivity_level == 2 };
+
 // The guard is not first: the failing unless runs for every scope.
 @id("guard-after-unless")
 permit (principal, action, resource)
@@ -156,7 +160,7 @@ func TestPlanSizes(t *testing.T) {
 		// everything-low, fails-for-high, chain-only and deadline-forbid
 		// run once; has-scope, action-in-condition, action-set-in-condition
 		// and permit-fails read the scope or the action.
-		{"shapes", compile(t, planShapes), 4, 7, 5},
+		{"shapes", compile(t, planShapes), 4, 8, 5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
