@@ -353,9 +353,11 @@ func (s *Set) scopeResult(scope string, o *outcome) ScopeResult {
 	return r
 }
 
-// recordBuf builds Cedar records through reused maps: NewRecord copies the
-// map it is given, so one map can be cleared and refilled for the next
-// record. Pooled, since every request builds about seven records.
+// recordBuf is what one decision reuses from the last: the map Cedar
+// records are built through (NewRecord copies the map it is given, so one
+// map can be cleared and refilled for the next record), the entity map, the
+// input and scratch slices. Pooled; release clears it, and nothing in a
+// Decision points into it.
 type recordBuf struct {
 	m    cedar.RecordMap // one record at a time
 	list policyList      // the policies one scope runs, when filtered
