@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -137,13 +138,14 @@ func (r *run) heavy(ctx context.Context) error {
 	}
 	if r.wants("revoke") {
 		r.say("revoke by delegator: minting %s credentials for one delegator", report.Count(float64(n)))
-		res, err := workload.RevokeByDelegator(ctx, r.iss, r.aud, n)
+		res, err := workload.RevokeByDelegator(ctx, r.iss, r.aud, n, r.cpu)
 		if err != nil {
 			return fmt.Errorf("revoke: %w", err)
 		}
 		r.note("revoke by delegator: %s credentials minted at %s/s; RevokeCredentials revoked %s in %v; %d of %d sampled tokens still active; %s revoked events in the audit log, the last %v after the call started",
 			report.Count(float64(n)), report.Count(res.MintRate), report.Count(float64(res.Revoked)), res.Call.Round(time.Millisecond),
 			res.StillActive, res.Sampled, report.Count(float64(res.Audited)), res.AuditedAfter.Round(time.Millisecond))
+		r.cpuTotal(fmt.Sprintf("RevokeCredentials by delegator, per credential (%s)", report.Count(float64(n))), res.CPU, int64(n))
 		r.target(fmt.Sprintf("Revoke by delegator, %s live credentials", report.Count(float64(n))), "all inactive < 3 s, every revoked event audited",
 			fmt.Sprintf("%.2f s, %s revoked, %s audited", res.Call.Seconds(), report.Count(float64(res.Revoked)), report.Count(float64(res.Audited))),
 			res.Call < 3*time.Second && res.Revoked == n && res.StillActive == 0 && res.Audited == n)
@@ -164,13 +166,14 @@ func (r *run) heavy(ctx context.Context) error {
 			// the sweep, not an overloaded issuer.
 			rate = min(r.c.IssueRate, max(r.issueRate/2, 100))
 		}
-		res, err := workload.MassExpiry(ctx, r.iss, r.aud, n, expireIn, rate)
+		res, err := workload.MassExpiry(ctx, r.iss, r.aud, n, expireIn, rate, r.cpu)
 		if err != nil {
 			return fmt.Errorf("mass expiry: %w", err)
 		}
 		r.rep.Figures = append(r.rep.Figures, report.Figure{Workload: "IssueCredential during mass expiry", Result: res.Issue, Runs: 1})
 		r.note("mass expiry: %s credentials minted at %s/s; %s expired events on the stream, the last %v after the expiry",
 			report.Count(float64(n)), report.Count(res.MintRate), report.Count(float64(res.Reported)), res.Last.Round(time.Millisecond))
+		r.cpuTotal(fmt.Sprintf("mass expiry, per expired credential (%s, issuance included)", report.Count(float64(n))), res.CPU, int64(n))
 		r.target(fmt.Sprintf("Mass expiry of %s credentials in one second", report.Count(float64(n))), "all reported < 10 s after expiry",
 			fmt.Sprintf("%s reported, last %.1f s after", report.Count(float64(res.Reported)), res.Last.Seconds()), res.Reported == n && res.Last < 10*time.Second)
 		r.target(fmt.Sprintf("Issue p99 during mass expiry, %s/s open loop", report.Count(rate)), "< 30 ms",
@@ -189,4 +192,16 @@ var scriptCommands = map[string]bool{
 	"exists": true, "hset": true, "pexpireat": true, "pexpiretime": true, "sadd": true, "zadd": true,
 	"xadd": true, "zrem": true, "hdel": true, "srem": true, "del": true, "zrangebyscore": true, "hget": true,
 	"scard": true, "sismember": true, "set": true,
+}
+
+// cpuTotal records CPU times measured over a scenario, per unit of work.
+func (r *run) cpuTotal(name string, used map[string]time.Duration, units int64) {
+	if used == nil || units <= 0 {
+		return
+	}
+	use := report.CPUUse{Workload: name, PerCall: map[string]time.Duration{}, Cores: runtime.NumCPU()}
+	for k, v := range used {
+		use.PerCall[k] = v / time.Duration(units)
+	}
+	r.rep.CPU = append(r.rep.CPU, use)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/jitid/jitid/bench/internal/load"
 	"github.com/jitid/jitid/pkg/eventbus"
@@ -27,6 +28,30 @@ type MassExpiryResult struct {
 	Last time.Duration
 	// Issue is the open-loop issuance measured meanwhile.
 	Issue load.Result
+	// CPU is each process's CPU time from the open-loop start to the last
+	// report, when a CPU reader was given.
+	CPU map[string]time.Duration
+}
+
+// CPUReader returns the CPU time used so far by each process of the suite.
+type CPUReader func() map[string]time.Duration
+
+func cpuSince(read CPUReader, before map[string]time.Duration) map[string]time.Duration {
+	if read == nil {
+		return nil
+	}
+	out := map[string]time.Duration{}
+	for k, v := range read() {
+		out[k] = v - before[k]
+	}
+	return out
+}
+
+func cpuNow(read CPUReader) map[string]time.Duration {
+	if read == nil {
+		return nil
+	}
+	return read()
 }
 
 // MassExpiry issues n credentials that all expire in the same second, then
@@ -34,7 +59,7 @@ type MassExpiryResult struct {
 // expired event was seen on the stream (or 20 s), and measures how late the
 // last expired event came. Credentials are minted as fast as the suite
 // goes; expireIn must leave time for that.
-func MassExpiry(ctx context.Context, p *Pool, a *Auditor, n int, expireIn time.Duration, rate float64) (MassExpiryResult, error) {
+func MassExpiry(ctx context.Context, p *Pool, a *Auditor, n int, expireIn time.Duration, rate float64, cpu CPUReader) (MassExpiryResult, error) {
 	res := MassExpiryResult{N: n}
 	expiry := time.Now().Add(expireIn).Truncate(time.Second)
 	reqs := NewRequests("expiry")
@@ -49,12 +74,14 @@ func MassExpiry(ctx context.Context, p *Pool, a *Auditor, n int, expireIn time.D
 		wg.Go(func() {
 			for i := w; i < n; i += workers {
 				req := reqs.Issue(w, uint64(i))
-				left := time.Until(expiry)
-				if left < 2*time.Second {
+				if time.Until(expiry) < 2*time.Second {
 					errc <- fmt.Errorf("minting %d credentials took too long: lengthen the expiry", n)
 					return
 				}
-				req.Ttl = durationpb.New(left + 900*time.Millisecond) // truncated to the expiry second by the issuer
+				// Tasks that share a deadline: every credential's life
+				// ends on it, whatever the issuer's clock says now.
+				req.Task.Deadline = timestamppb.New(expiry)
+				req.Ttl = durationpb.New(15 * time.Minute)
 				resp, err := clients[w%len(clients)].IssueCredential(ctx, req)
 				if err != nil {
 					errc <- err
@@ -115,6 +142,7 @@ func MassExpiry(ctx context.Context, p *Pool, a *Auditor, n int, expireIn time.D
 			return res, ctx.Err()
 		}
 	}
+	cpu0 := cpuNow(cpu)
 	openCtx, stopOpen := context.WithCancel(ctx)
 	resc := make(chan load.Result, 1)
 	go func() { resc <- load.Open(openCtx, rate, 25*time.Second, 256, Issue(p, NewRequests("during-expiry"))) }()
@@ -126,6 +154,7 @@ func MassExpiry(ctx context.Context, p *Pool, a *Auditor, n int, expireIn time.D
 	}
 	stopOpen()
 	res.Issue = <-resc
+	res.CPU = cpuSince(cpu, cpu0)
 	res.Reported = int(reported.Load())
 	res.Last = time.Duration(last.Load())
 	return res, nil
@@ -147,13 +176,15 @@ type RevokeResult struct {
 	// and AuditedAfter when the last of them was recorded (from the call).
 	Audited      int
 	AuditedAfter time.Duration
+	// CPU is each process's CPU time during the RevokeCredentials call.
+	CPU map[string]time.Duration
 }
 
 // RevokeByDelegator issues n live credentials for one delegator, waits
 // until audit has recorded their issuance, revokes them all with one call,
 // checks a sample is inactive, and waits until audit recorded every
 // revoked event.
-func RevokeByDelegator(ctx context.Context, p *Pool, a *Auditor, n int) (RevokeResult, error) {
+func RevokeByDelegator(ctx context.Context, p *Pool, a *Auditor, n int, cpu CPUReader) (RevokeResult, error) {
 	res := RevokeResult{N: n}
 	reqs := NewRequests("revoke")
 	reqs.Delegator = "user:revoke-" + reqs.prefix + "@example.com"
@@ -172,11 +203,13 @@ func RevokeByDelegator(ctx context.Context, p *Pool, a *Auditor, n int) (RevokeR
 		return res, err
 	}
 	client := p.Issuers()[0]
+	cpu0 := cpuNow(cpu)
 	t0 := time.Now()
 	resp, err := client.RevokeCredentials(ctx, &issuerv1.RevokeCredentialsRequest{
 		Selector: &issuerv1.RevokeCredentialsRequest_DelegatorId{DelegatorId: reqs.Delegator}, Reason: "delegator left the company",
 	})
 	res.Call = time.Since(t0)
+	res.CPU = cpuSince(cpu, cpu0)
 	if err != nil {
 		return res, fmt.Errorf("revoke by delegator: %w", err)
 	}
