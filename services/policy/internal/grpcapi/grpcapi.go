@@ -237,6 +237,7 @@ func ToDecision(d *policy.Decision) *identityv1.Decision {
 		GrantedScopes: d.GrantedScopes,
 		Profile:       toProfile(d.Profile),
 		Obligations:   d.Obligations,
+		MaxUses:       d.MaxUses,
 		Reasons:       d.Reasons,
 		Policies:      d.Policies,
 		PolicyVersion: d.PolicyVersion,

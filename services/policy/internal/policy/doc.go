@@ -19,7 +19,7 @@
 //	           { id, attributes: {string: string}, entitlements: Set<String>,
 //	             time_zone?, authenticated_at? (datetime) }
 //
-// Annotations that jitid reads: @id, @reason (forbid), @max_ttl, @profile and
-// @obligation (permit). The package has no transport imports: grpcapi maps
+// Annotations that jitid reads: @id, @reason (forbid), @max_ttl, @max_uses,
+// @profile and @obligation (permit). The package has no transport imports: grpcapi maps
 // the protos onto it.
 package policy

@@ -37,6 +37,9 @@ type Decision struct {
 	// Obligations are the union of the determining permits' @obligation,
 	// sorted.
 	Obligations []string
+	// MaxUses is the smallest @max_uses of the determining permits (how
+	// many times the credential may be presented); zero for no limit.
+	MaxUses int32
 	// Reasons explain each scope not granted.
 	Reasons []string
 	// Policies are the ids of the policies that decided, sorted: the
@@ -223,6 +226,9 @@ func (s *Set) decide(req *Request, now time.Time, full bool) (Decision, *input) 
 					d.Profile = m.profile
 				}
 				obligations = append(obligations, m.obligations...)
+				if m.maxUses > 0 && (d.MaxUses == 0 || m.maxUses < d.MaxUses) {
+					d.MaxUses = m.maxUses
+				}
 			}
 			policies = append(policies, r.Determining...)
 		} else {
@@ -236,6 +242,7 @@ func (s *Set) decide(req *Request, now time.Time, full bool) (Decision, *input) 
 	d.Allow = len(d.GrantedScopes) > 0
 	if !d.Allow {
 		d.GrantedScopes = nil
+		d.MaxUses = 0
 	}
 	if d.Allow {
 		d.MaxTTL = ttl

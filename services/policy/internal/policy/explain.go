@@ -198,6 +198,9 @@ func grantTerms(m *policyMeta) string {
 	if m.maxTTL > 0 {
 		terms = append(terms, "TTL at most "+m.maxTTL.String())
 	}
+	if m.maxUses > 0 {
+		terms = append(terms, fmt.Sprintf("at most %d uses", m.maxUses))
+	}
 	if m.profile != ProfileUnspecified {
 		terms = append(terms, "profile "+m.profile.String())
 	}

@@ -135,6 +135,7 @@ const (
 	annMaxTTL     = "max_ttl"
 	annProfile    = "profile"
 	annObligation = "obligation"
+	annMaxUses    = "max_uses"
 )
 
 // maxIDBytes bounds @id: ids travel in every decision and audit record.
@@ -258,7 +259,11 @@ type policyMeta struct {
 	maxTTL      time.Duration // zero: no cap
 	profile     Profile       // unspecified: no say
 	obligations []string
+	maxUses     int32 // zero: no limit
 }
+
+// maxMaxUses bounds @max_uses: a larger limit is no limit worth counting.
+const maxMaxUses = 1_000_000
 
 func newPolicyMeta(f File, index int, p *cedar.Policy) (*policyMeta, error) {
 	ann := p.Annotations()
@@ -285,7 +290,7 @@ func newPolicyMeta(f File, index int, p *cedar.Policy) (*policyMeta, error) {
 	}
 	// Caps, profiles and obligations say what a grant comes with; a forbid
 	// grants nothing, so on a forbid they would be silently ignored.
-	for _, key := range []string{annMaxTTL, annProfile, annObligation} {
+	for _, key := range []string{annMaxTTL, annProfile, annObligation, annMaxUses} {
 		if _, ok := ann[types.AnnotationKey(key)]; ok && m.effect == cedar.Forbid {
 			return nil, bad(key, "only permit policies can carry it")
 		}
@@ -296,6 +301,13 @@ func newPolicyMeta(f File, index int, p *cedar.Policy) (*policyMeta, error) {
 			return nil, bad(annMaxTTL, "%q is not a positive Go duration such as \"15m\"", string(v))
 		}
 		m.maxTTL = d
+	}
+	if v, ok := ann[annMaxUses]; ok {
+		n, err := strconv.Atoi(strings.TrimSpace(string(v)))
+		if err != nil || n < 1 || n > maxMaxUses {
+			return nil, bad(annMaxUses, "%q is not a whole number from 1 to %d", string(v), maxMaxUses)
+		}
+		m.maxUses = int32(n)
 	}
 	if v, ok := ann[annProfile]; ok {
 		switch string(v) {

@@ -352,6 +352,9 @@ func TestLoadErrors(t *testing.T) {
 		{"max_ttl on forbid", "@max_ttl(\"5m\")\nforbid (principal, action, resource);\n", policy.ErrBadAnnotation, 1, "test.cedar:0"},
 		{"empty obligation", "@obligation(\"a,,b\")\npermit (principal, action, resource);\n", policy.ErrBadAnnotation, 1, "test.cedar:0"},
 		{"empty id", "@id(\"\")\npermit (principal, action, resource);\n", policy.ErrBadAnnotation, 1, "test.cedar:0"},
+		{"zero max_uses", "@max_uses(\"0\")\npermit (principal, action, resource);\n", policy.ErrBadAnnotation, 1, "test.cedar:0"},
+		{"word max_uses", "@max_uses(\"once\")\npermit (principal, action, resource);\n", policy.ErrBadAnnotation, 1, "test.cedar:0"},
+		{"max_uses on forbid", "@max_uses(\"1\")\nforbid (principal, action, resource);\n", policy.ErrBadAnnotation, 1, "test.cedar:0"},
 		{"duplicate id", "@id(\"x\")\npermit (principal, action, resource);\n@id(\"x\")\nforbid (principal, action, resource);\n", policy.ErrDuplicateID, 3, "x"},
 	}
 	for _, tt := range tests {
@@ -455,5 +458,45 @@ func TestReloadKeepsLastGoodSet(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"allow-all", "no-mail"}, st.Set.PolicyIDs()); diff != "" {
 		t.Errorf("PolicyIDs (-want +got):\n%s", diff)
+	}
+}
+
+// @max_uses limits how many times a credential may be presented: the
+// smallest limit of the permits that granted wins, and a denial has none.
+func TestMaxUses(t *testing.T) {
+	t.Parallel()
+	set := compile(t, `
+@id("read") @max_uses("10")
+permit (principal, action == Jitid::Action::"tickets:read", resource);
+
+@id("pay") @max_uses("1") @max_ttl("2m")
+permit (principal, action == Jitid::Action::"payments:send", resource);
+
+@id("list")
+permit (principal, action == Jitid::Action::"tickets:list", resource);
+`)
+	engine := newEngine(set)
+	tests := []struct {
+		name   string
+		scopes []string
+		want   int32
+	}{
+		{name: "one limited scope", scopes: []string{"tickets:read"}, want: 10},
+		{name: "the smallest limit wins", scopes: []string{"tickets:read", "payments:send"}, want: 1},
+		{name: "unlimited scope", scopes: []string{"tickets:list"}, want: 0},
+		{name: "limited and unlimited", scopes: []string{"tickets:list", "tickets:read"}, want: 10},
+		{name: "denied", scopes: []string{"mail:send"}, want: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := engine.Evaluate(context.Background(), request(func(r *policy.Request) { r.Scopes = tt.scopes }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.MaxUses != tt.want {
+				t.Errorf("MaxUses = %d, want %d", got.MaxUses, tt.want)
+			}
+		})
 	}
 }

@@ -77,6 +77,7 @@ type Expect struct {
 	Obligations *[]string
 	Policies    *[]string
 	Reasons     *[]string
+	MaxUses     *int32
 }
 
 type fileDoc struct {
@@ -128,6 +129,7 @@ type expectDoc struct {
 	Obligations *[]string `yaml:"obligations"`
 	Policies    *[]string `yaml:"policies"`
 	Reasons     *[]string `yaml:"reasons"`
+	MaxUses     *int32    `yaml:"max_uses"`
 }
 
 // Discover returns the case files at p: p itself when it is a file, else
@@ -312,7 +314,7 @@ func toCase(cd caseDoc, fileTime time.Time) (Case, error) {
 	if e.Allow == nil {
 		return c, errors.New("expect.allow: required")
 	}
-	c.Expect = Expect{Allow: *e.Allow, Scopes: e.Scopes, Obligations: e.Obligations, Policies: e.Policies, Reasons: e.Reasons}
+	c.Expect = Expect{Allow: *e.Allow, Scopes: e.Scopes, Obligations: e.Obligations, Policies: e.Policies, Reasons: e.Reasons, MaxUses: e.MaxUses}
 	if e.TTL != nil {
 		ttl, err := time.ParseDuration(*e.TTL)
 		if err != nil {
@@ -394,6 +396,9 @@ func compare(e Expect, d policy.Decision) []string {
 	}
 	if e.Profile != nil && *e.Profile != d.Profile {
 		add("profile", *e.Profile, d.Profile)
+	}
+	if e.MaxUses != nil && *e.MaxUses != d.MaxUses {
+		add("max_uses", *e.MaxUses, d.MaxUses)
 	}
 	if e.Obligations != nil && !slices.Equal(sorted(*e.Obligations), d.Obligations) {
 		add("obligations", list(sorted(*e.Obligations)), list(d.Obligations))
