@@ -34,7 +34,9 @@ const (
 type AuditServiceClient interface {
 	// QueryEvents returns recorded events, oldest first, page by page.
 	QueryEvents(ctx context.Context, in *QueryEventsRequest, opts ...grpc.CallOption) (*QueryEventsResponse, error)
-	// TailEvents streams events as they are recorded.
+	// TailEvents streams events as they are recorded. The response header
+	// jitid-tail-after carries the sequence the tail starts after, sent once
+	// the tail is listening and before any record.
 	TailEvents(ctx context.Context, in *TailEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailEventsResponse], error)
 	// VerifyLog walks the hash chain and names the first bad record.
 	VerifyLog(ctx context.Context, in *VerifyLogRequest, opts ...grpc.CallOption) (*VerifyLogResponse, error)
@@ -95,7 +97,9 @@ func (c *auditServiceClient) VerifyLog(ctx context.Context, in *VerifyLogRequest
 type AuditServiceServer interface {
 	// QueryEvents returns recorded events, oldest first, page by page.
 	QueryEvents(context.Context, *QueryEventsRequest) (*QueryEventsResponse, error)
-	// TailEvents streams events as they are recorded.
+	// TailEvents streams events as they are recorded. The response header
+	// jitid-tail-after carries the sequence the tail starts after, sent once
+	// the tail is listening and before any record.
 	TailEvents(*TailEventsRequest, grpc.ServerStreamingServer[TailEventsResponse]) error
 	// VerifyLog walks the hash chain and names the first bad record.
 	VerifyLog(context.Context, *VerifyLogRequest) (*VerifyLogResponse, error)
