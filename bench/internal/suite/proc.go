@@ -12,12 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
-
-func isUnimplemented(err error) bool { return status.Code(err) == codes.Unimplemented }
 
 func waitTCP(ctx context.Context, addr string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)

@@ -18,10 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
 	"github.com/jitid/jitid/pkg/localinfra"
 )
 
@@ -102,7 +98,7 @@ func Start(ctx context.Context, o Options) (*Suite, error) {
 		}
 	}
 	for _, p := range []*Proc{s.Echo, s.Policy, s.Audit, s.Issuer} {
-		if err := WaitServing(ctx, p.grpcAddr(), 30*time.Second); err != nil {
+		if err := localinfra.WaitServing(ctx, p.grpcAddr(), 30*time.Second); err != nil {
 			return s, fmt.Errorf("%s not serving: %w (log %s)", p.Name, err, p.LogPath)
 		}
 	}
@@ -195,7 +191,7 @@ func (p *Proc) Restart(ctx context.Context) error {
 	if err := p.Start(); err != nil {
 		return err
 	}
-	return WaitServing(ctx, p.grpcAddr(), 30*time.Second)
+	return localinfra.WaitServing(ctx, p.grpcAddr(), 30*time.Second)
 }
 
 // Stop sends SIGTERM and waits, killing after 15s.
@@ -232,40 +228,4 @@ func (p *Proc) RSS() (int64, error) {
 		return 0, fmt.Errorf("%s not running", p.Name)
 	}
 	return RSSOf(pid)
-}
-
-// WaitServing waits until the gRPC server at addr answers health SERVING.
-func WaitServing(ctx context.Context, addr string, timeout time.Duration) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	hc := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		resp, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return nil
-		}
-		if status := resp.GetStatus(); err == nil {
-			last = fmt.Errorf("health %s", status)
-		} else {
-			last = err
-		}
-		// The echo server has no health service: any answer but
-		// Unavailable means it is up.
-		if err != nil && isUnimplemented(err) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return last
 }

@@ -21,10 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
 	"github.com/jitid/jitid/pkg/localinfra"
 )
 
@@ -115,7 +111,7 @@ func Main(ctx context.Context, args []string, out io.Writer, getenv func(string)
 			return err
 		}
 		cleanups = append(cleanups, p.stop)
-		if err := waitHealthy(ctx, p.addr, 20*time.Second); err != nil {
+		if err := localinfra.WaitServing(ctx, p.addr, 20*time.Second); err != nil {
 			return fmt.Errorf("%s did not become healthy on %s: %w", p.name, p.addr, err)
 		}
 	}
@@ -241,33 +237,4 @@ func (c *child) stop() {
 		_ = c.cmd.Process.Kill()
 		<-c.done
 	}
-}
-
-func waitHealthy(ctx context.Context, addr string, timeout time.Duration) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	hc := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		resp, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return nil
-		}
-		last = err
-		if err == nil {
-			last = fmt.Errorf("health %s", resp.GetStatus())
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return last
 }
