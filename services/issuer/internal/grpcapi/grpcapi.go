@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -63,19 +64,16 @@ func (s *Server) IssueCredential(ctx context.Context, req *issuerv1.IssueCredent
 		Audience:  req.GetAudience(),
 		CnfJKT:    req.GetCnfJkt(),
 	}
-	if req.Ttl != nil {
-		if err := req.GetTtl().CheckValid(); err != nil {
-			return nil, s.toStatus(ctx, &issuer.InvalidArgumentError{Field: "ttl", Reason: err.Error()})
-		}
-		r.TTL = req.GetTtl().AsDuration()
+	ttl, err := requestTTL(req.GetTtl())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
 	}
+	r.TTL = ttl
 	got, err := s.iss.Issue(ctx, r)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	cred := toProto(got.Credential)
-	cred.Token = got.Token
-	return &issuerv1.IssueCredentialResponse{Credential: cred, Decision: got.Decision}, nil
+	return &issuerv1.IssueCredentialResponse{Credential: issuedProto(got), Decision: got.Decision}, nil
 }
 
 // IntrospectCredential says whether a token is active; an unknown, forged,
@@ -105,19 +103,16 @@ func (s *Server) ExchangeCredential(ctx context.Context, req *issuerv1.ExchangeC
 		Audience:     req.GetAudience(),
 		CnfJKT:       req.GetCnfJkt(),
 	}
-	if req.Ttl != nil {
-		if err := req.GetTtl().CheckValid(); err != nil {
-			return nil, s.toStatus(ctx, &issuer.InvalidArgumentError{Field: "ttl", Reason: err.Error()})
-		}
-		r.TTL = req.GetTtl().AsDuration()
+	ttl, err := requestTTL(req.GetTtl())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
 	}
+	r.TTL = ttl
 	got, err := s.iss.Exchange(ctx, r)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	cred := toProto(got.Credential)
-	cred.Token = got.Token
-	return &issuerv1.ExchangeCredentialResponse{Credential: cred, Decision: got.Decision}, nil
+	return &issuerv1.ExchangeCredentialResponse{Credential: issuedProto(got), Decision: got.Decision}, nil
 }
 
 // RevokeCredentials revokes by exactly one of credential, task, agent or
@@ -274,4 +269,24 @@ func withDetails(st *status.Status, detail protoadapt.MessageV1) error {
 		return ds.Err()
 	}
 	return st.Err()
+}
+
+// requestTTL is the requested life of a credential; zero when unset (the
+// domain names the missing field).
+func requestTTL(d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, &issuer.InvalidArgumentError{Field: "ttl", Reason: err.Error()}
+	}
+	return d.AsDuration(), nil
+}
+
+// issuedProto is a credential just minted, with its token: the one place
+// a token leaves the issuer.
+func issuedProto(got *issuer.Issued) *issuerv1.Credential {
+	cred := toProto(got.Credential)
+	cred.Token = got.Token
+	return cred
 }
