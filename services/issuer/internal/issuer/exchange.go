@@ -107,21 +107,12 @@ func (s *Issuer) Exchange(ctx context.Context, r *ExchangeRequest) (*Issued, err
 	if err != nil {
 		return nil, err
 	}
-	if !decision.GetAllow() {
-		s.recordDenial(ctx, s.exchangeDenial(r, child, decision, now))
-		return nil, &DeniedError{Decision: decision}
+	granted, refusal := s.grant(decision, r.Scopes, parent.Scopes, child.Delegator, now)
+	if refusal != nil {
+		s.recordDenial(ctx, s.exchangeDenial(r, child, refusal, now))
+		return nil, &DeniedError{Decision: refusal}
 	}
-	if unmet := s.unmetObligations(decision, child.Delegator, now); len(unmet) > 0 {
-		decision = withUnmet(decision, unmet)
-		s.recordDenial(ctx, s.exchangeDenial(r, child, decision, now))
-		return nil, &DeniedError{Decision: decision}
-	}
-	child.Scopes = grantedScopes(r.Scopes, decision, parent.Scopes)
-	if len(child.Scopes) == 0 {
-		decision = emptyGrant(decision)
-		s.recordDenial(ctx, s.exchangeDenial(r, child, decision, now))
-		return nil, &DeniedError{Decision: decision}
-	}
+	child.Scopes = granted
 
 	ttl := min(r.TTL, s.cfg.MaxTTL, remaining)
 	if decision.MaxTtl != nil {

@@ -47,23 +47,10 @@ func (s *Issuer) Issue(ctx context.Context, r *IssueRequest) (*Issued, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !decision.GetAllow() {
-		s.recordDenial(ctx, s.denialEvent(r, audience, decision, now))
-		return nil, &DeniedError{Decision: decision}
-	}
-
-	if unmet := s.unmetObligations(decision, r.Delegator, now); len(unmet) > 0 {
-		decision = withUnmet(decision, unmet)
-		s.recordDenial(ctx, s.denialEvent(r, audience, decision, now))
-		return nil, &DeniedError{Decision: decision}
-	}
-
-	granted := grantedScopes(r.Scopes, decision, nil)
-	if len(granted) == 0 {
-		// An allow with nothing in it is a policy bug; refuse like a denial.
-		decision = emptyGrant(decision)
-		s.recordDenial(ctx, s.denialEvent(r, audience, decision, now))
-		return nil, &DeniedError{Decision: decision}
+	granted, refusal := s.grant(decision, r.Scopes, nil, r.Delegator, now)
+	if refusal != nil {
+		s.recordDenial(ctx, s.denialEvent(r, audience, refusal, now))
+		return nil, &DeniedError{Decision: refusal}
 	}
 
 	ttl, err := s.ttl(r, decision, now)
@@ -79,6 +66,24 @@ func (s *Issuer) Issue(ctx context.Context, r *IssueRequest) (*Issued, error) {
 		CnfJKT:    r.CnfJKT,
 	}
 	return s.mint(ctx, c, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, decision, r.Scopes, r.TTL, ttl, now)
+}
+
+// grant returns the scopes decision grants of requested (∩ held when held
+// is not nil), or, instead, the denial to record: policy said no, an
+// obligation of the decision is not met, or the allow grants none of the
+// requested scopes (a policy bug, refused like a denial).
+func (s *Issuer) grant(d *identityv1.Decision, requested, held []string, delegator *identityv1.Delegator, now time.Time) ([]string, *identityv1.Decision) {
+	if !d.GetAllow() {
+		return nil, d
+	}
+	if unmet := s.unmetObligations(d, delegator, now); len(unmet) > 0 {
+		return nil, withUnmet(d, unmet)
+	}
+	granted := grantedScopes(requested, d, held)
+	if len(granted) == 0 {
+		return nil, emptyGrant(d)
+	}
+	return granted, nil
 }
 
 // grantedScopes is requested ∩ granted by the decision (∩ held, when held
