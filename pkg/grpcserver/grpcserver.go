@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"runtime/debug"
 	"time"
 
@@ -38,6 +39,11 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// ServerOptions are added after the interceptor chain.
 	ServerOptions []grpc.ServerOption
+	// Pprof serves the Go runtime profiles (net/http/pprof) under
+	// /debug/pprof/ on the admin server. Profiles show code paths and
+	// memory, never request contents, but they are for operators: keep
+	// the admin address private when it is on.
+	Pprof bool
 }
 
 // Server is a gRPC server and its admin HTTP server.
@@ -91,6 +97,13 @@ func New(opts Options) *Server {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
+	if opts.Pprof {
+		s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		s.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return s
 }
 

@@ -28,10 +28,14 @@ func (panicky) Check(context.Context, *healthpb.HealthCheckRequest) (*healthpb.H
 
 func start(t *testing.T) (*grpcserver.Server, *grpc.ClientConn, context.CancelFunc, <-chan error) {
 	t.Helper()
-	s := grpcserver.New(grpcserver.Options{
-		Name: "test", GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	return startWith(t, grpcserver.Options{})
+}
+
+func startWith(t *testing.T, opts grpcserver.Options) (*grpcserver.Server, *grpc.ClientConn, context.CancelFunc, <-chan error) {
+	t.Helper()
+	opts.Name, opts.GRPCAddr, opts.AdminAddr = "test", "127.0.0.1:0", "127.0.0.1:0"
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := grpcserver.New(opts)
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +96,28 @@ func TestHealthReflectionAdmin(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	t.Parallel()
+	get := func(s *grpcserver.Server, path string) int {
+		res, err := http.Get("http://" + s.AdminAddress() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	off, _, _, _ := start(t)
+	if code := get(off, "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("pprof off: GET /debug/pprof/ = %d, want 404", code)
+	}
+	on, _, _, _ := startWith(t, grpcserver.Options{Pprof: true})
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/allocs", "/debug/pprof/profile?seconds=1"} {
+		if code := get(on, path); code != http.StatusOK {
+			t.Errorf("pprof on: GET %s = %d, want 200", path, code)
+		}
 	}
 }
 

@@ -54,7 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	defer st.Close()
 	svc := audit.New(st, audit.Options{Logger: log})
 
-	srv := grpcserver.New(grpcserver.Options{Name: "audit", GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Logger: log})
+	srv := grpcserver.New(grpcserver.Options{Name: "audit", GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Pprof: cfg.Pprof, Logger: log})
 	grpcapi.New(svc, log).Register(srv.GRPC())
 	setServing(srv, healthpb.HealthCheckResponse_NOT_SERVING)
 

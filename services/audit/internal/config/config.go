@@ -23,6 +23,8 @@ var ErrInvalid = errors.New("config: invalid")
 type Config struct {
 	GRPCAddr  string
 	AdminAddr string
+	// Pprof serves runtime profiles on the admin server.
+	Pprof bool
 	// AuditDSN is sqlite://<path> or postgres://….
 	AuditDSN      string
 	NATSURL       string
@@ -50,6 +52,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	var level string
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50053", "gRPC listen address")
 	fs.StringVar(&c.AdminAddr, "admin-addr", "127.0.0.1:9093", "admin HTTP address (/metrics, /healthz, /readyz); empty turns it off")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go runtime profiles (net/http/pprof) at /debug/pprof/ on -admin-addr; keep that address private")
 	fs.StringVar(&c.AuditDSN, "audit-dsn", "sqlite://jitid-audit.db", "audit log store: sqlite://<path> or postgres://…")
 	fs.StringVar(&c.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server(s) with JetStream")
 	fs.StringVar(&c.Stream, "stream", eventbus.DefaultStream, "JetStream stream to consume")
@@ -83,6 +86,9 @@ func (c Config) validate() error {
 	need("stream", c.Stream)
 	need("subject-prefix", c.SubjectPrefix)
 	need("consumer", c.Consumer)
+	if c.Pprof && c.AdminAddr == "" {
+		errs = append(errs, fmt.Errorf("%w: -pprof needs -admin-addr", ErrInvalid))
+	}
 	if c.AuditDSN != "" && !strings.HasPrefix(c.AuditDSN, "sqlite://") &&
 		!strings.HasPrefix(c.AuditDSN, "postgres://") && !strings.HasPrefix(c.AuditDSN, "postgresql://") {
 		errs = append(errs, fmt.Errorf("%w: -audit-dsn: want sqlite://<path> or postgres://…", ErrInvalid))

@@ -50,6 +50,15 @@ func TestLoad(t *testing.T) {
 		{name: "consumer with dot", args: []string{"-consumer", "a.b"}, wantErr: config.ErrInvalid},
 		{name: "empty stream", args: []string{"-stream", ""}, wantErr: config.ErrInvalid},
 		{name: "wildcard prefix", args: []string{"-subject-prefix", "jitid.>"}, wantErr: config.ErrInvalid},
+		{
+			name: "pprof",
+			env:  map[string]string{"JITID_PPROF": "true"},
+			want: func(c config.Config) config.Config {
+				c.Pprof = true
+				return c
+			},
+		},
+		{name: "pprof without admin server", args: []string{"-pprof", "-admin-addr", ""}, wantErr: config.ErrInvalid},
 		{name: "ack wait too short", args: []string{"-ack-wait", "100ms"}, wantErr: config.ErrInvalid},
 	}
 	for _, tt := range tests {

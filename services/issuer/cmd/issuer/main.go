@@ -135,7 +135,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 
-	srv := grpcserver.New(grpcserver.Options{Name: "issuer", GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Logger: base})
+	srv := grpcserver.New(grpcserver.Options{Name: "issuer", GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Pprof: cfg.Pprof, Logger: base})
 	grpcapi.New(iss, log).Register(srv.GRPC())
 	srv.Registry().MustRegister(rl.Collectors()...)
 

@@ -22,6 +22,8 @@ type Config struct {
 	// Common to every service.
 	GRPCAddr  string
 	AdminAddr string // empty turns the admin server off
+	// Pprof serves runtime profiles on the admin server.
+	Pprof     bool
 	LogLevel  slog.Level
 	LogFormat string // "json" or "text"
 
@@ -84,6 +86,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	}
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50051", "gRPC listen address")
 	fs.StringVar(&c.AdminAddr, "admin-addr", "127.0.0.1:9091", "admin HTTP address (/metrics, /healthz, /readyz); empty turns it off")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go runtime profiles (net/http/pprof) at /debug/pprof/ on -admin-addr; keep that address private")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
 	fs.StringVar(&redisAddr, "redis-addr", "127.0.0.1:6379", "Redis address; several, comma separated, for Redis Cluster")
@@ -153,6 +156,8 @@ func (c Config) Validate() error {
 	hostPort("grpc-addr", c.GRPCAddr)
 	if c.AdminAddr != "" {
 		hostPort("admin-addr", c.AdminAddr)
+	} else if c.Pprof {
+		bad("pprof", "needs -admin-addr")
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		bad("log-format", "%q: want json or text", c.LogFormat)

@@ -89,6 +89,7 @@ func TestInvalid(t *testing.T) {
 		{name: "zero chain depth", args: []string{"-max-chain-depth", "0"}},
 		{name: "relative public url", args: []string{"-public-url", "/jwks"}},
 		{name: "public http addr without port", args: []string{"-public-http-addr", "localhost"}},
+		{name: "pprof without admin server", args: []string{"-pprof", "-admin-addr", ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

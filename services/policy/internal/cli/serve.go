@@ -44,7 +44,7 @@ func serve(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("load policy set: %w", err)
 	}
-	srv := grpcserver.New(grpcserver.Options{Name: "policy", GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Logger: log})
+	srv := grpcserver.New(grpcserver.Options{Name: "policy", GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Pprof: cfg.Pprof, Logger: log})
 	hs := srv.Health()
 	engine := policy.NewEngine(set, policy.EngineOptions{Logger: log, OnReload: func(st policy.Status) {
 		s := healthpb.HealthCheckResponse_SERVING

@@ -18,6 +18,8 @@ import (
 type Config struct {
 	GRPCAddr  string
 	AdminAddr string // empty: no admin HTTP server
+	// Pprof serves runtime profiles on the admin server.
+	Pprof bool
 	// AuthZENAddr is the listen address of the AuthZEN HTTP endpoint;
 	// empty turns it off.
 	AuthZENAddr string
@@ -42,6 +44,7 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	var level string
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50052", "gRPC listen address")
 	fs.StringVar(&c.AdminAddr, "admin-addr", "127.0.0.1:9092", "admin HTTP address (/metrics, /healthz, /readyz); empty turns it off")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go runtime profiles (net/http/pprof) at /debug/pprof/ on -admin-addr; keep that address private")
 	fs.StringVar(&c.AuthZENAddr, "authzen-addr", "127.0.0.1:8092", "OpenID AuthZEN 1.0 evaluation endpoints (POST /access/v1/evaluation and /access/v1/evaluations), HTTP; empty turns it off")
 	fs.StringVar(&c.PolicyFile, "policy-file", "", "a .cedar file or a directory of them; the built-in default set when empty")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", 2*time.Second, "how often -policy-file is checked for changes")
@@ -60,6 +63,9 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 }
 
 func (c Config) validate() error {
+	if c.Pprof && c.AdminAddr == "" {
+		return fmt.Errorf("%w: -pprof needs -admin-addr", ErrInvalid)
+	}
 	if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
 		return fmt.Errorf("%w: -grpc-addr %q: %w", ErrInvalid, c.GRPCAddr, err)
 	}

@@ -30,6 +30,12 @@ func TestLoad(t *testing.T) {
 			env:  map[string]string{"JITID_GRPC_ADDR": ":7000", "JITID_POLICY_FILE": "/etc/jitid/policies", "JITID_ADMIN_ADDR": "", "JITID_LOG_LEVEL": "debug", "JITID_AUTHZEN_ADDR": "0.0.0.0:8443"},
 			want: config.Config{GRPCAddr: ":6000", AdminAddr: "127.0.0.1:9092", AuthZENAddr: "0.0.0.0:8443", PolicyFile: "/etc/jitid/policies", LogLevel: slog.LevelDebug, LogFormat: "json", ReloadInterval: 2 * time.Second},
 		},
+		{
+			name: "pprof",
+			env:  map[string]string{"JITID_PPROF": "true"},
+			want: config.Config{GRPCAddr: "127.0.0.1:50052", AdminAddr: "127.0.0.1:9092", Pprof: true, AuthZENAddr: "127.0.0.1:8092", LogLevel: slog.LevelInfo, LogFormat: "json", ReloadInterval: 2 * time.Second},
+		},
+		{name: "pprof without admin server", args: []string{"-pprof", "-admin-addr", ""}, wantErr: config.ErrInvalid},
 		{name: "bad level", args: []string{"-log-level", "loud"}, wantErr: config.ErrInvalid},
 		{name: "bad format", args: []string{"-log-format", "xml"}, wantErr: config.ErrInvalid},
 		{name: "bad addr", args: []string{"-grpc-addr", "nowhere"}, wantErr: config.ErrInvalid},
