@@ -45,6 +45,10 @@ type Config struct {
 	// ExpiryRate is the open-loop issue rate during the mass expiry; half
 	// the closed-loop issue rate measured when zero.
 	ExpiryRate float64
+	// Profile, when set, is the directory that receives the runtime
+	// profiles of issuer, policy and audit during the first run of each
+	// workload.
+	Profile string
 }
 
 // Main parses args and runs.
@@ -64,6 +68,7 @@ func Main(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&c.HeavyRuns, "heavy-runs", 1, "runs of the mass scenarios (backlog, revoke, mass expiry)")
 	fs.StringVar(&c.Only, "only", "", "comma-separated workloads to run (echo,policy,issue,introspect,mix,verify,redis,catchup,revoke,expiry); all when empty")
 	fs.Float64Var(&c.ExpiryRate, "expiry-rate", 0, "open-loop issue rate during the mass expiry (half the measured closed-loop issue rate when 0)")
+	fs.StringVar(&c.Profile, "profile", "", "write CPU and allocation profiles of issuer, policy and audit, taken during the first run of each workload, into this directory (that run's figures then include the profiler's cost)")
 	fs.DurationVar(&c.Soak, "soak", 0, "run the soak for this long instead of the benchmark (make soak: 10m)")
 	fs.Float64Var(&c.SoakRate, "soak-rate", 1000, "open-loop rate of the soak's mix, per second")
 	if err := fs.Parse(args); err != nil {
@@ -111,6 +116,8 @@ type run struct {
 	start time.Time
 	// issueRate is the closed-loop issue rate measured, 0 before.
 	issueRate float64
+	// profiles counts the workloads profiled, to number their files.
+	profiles int
 }
 
 func (r *run) wants(name string) bool {
@@ -137,7 +144,7 @@ func startSuite(ctx context.Context, c Config, out io.Writer, rep *report.Report
 		return nil, err
 	}
 	r.say("starting the suite (binaries in %s, data and logs in %s)", bin, c.WorkDir)
-	r.s, err = suite.Start(ctx, suite.Options{BinDir: bin, WorkDir: c.WorkDir})
+	r.s, err = suite.Start(ctx, suite.Options{BinDir: bin, WorkDir: c.WorkDir, Pprof: c.Profile != ""})
 	if err != nil {
 		r.s.Stop()
 		return nil, err
@@ -234,7 +241,16 @@ func (r *run) repeat(name string, once func() load.Result) load.Result {
 		r.cpuPerCall(fmt.Sprintf("%s (%s)", name, report.Figure{Result: res}.Mode()), cpu0, calls)
 	}()
 	for i := range r.c.Runs {
+		var profiled chan error
+		if i == 0 && r.c.Profile != "" {
+			profiled = r.profile(name, r.c.Duration)
+		}
 		res := once()
+		if profiled != nil {
+			if err := <-profiled; err != nil {
+				r.say("%s: profiles: %v", name, err)
+			}
+		}
 		r.say("%s run %d/%d: %s rate %s/s p50 %s p99 %s errors %d %s", name, i+1, r.c.Runs, res.Mode,
 			report.Count(res.Rate), report.Millis(res.P50), report.Millis(res.P99), res.Errors, res.FirstError)
 		runs = append(runs, res)
@@ -242,6 +258,29 @@ func (r *run) repeat(name string, once func() load.Result) load.Result {
 	med := load.Median(runs)
 	r.rep.Figures = append(r.rep.Figures, report.Figure{Workload: name, Result: med, Runs: len(runs)})
 	return med
+}
+
+// profile starts recording the services' profiles for about d (see
+// suite.Profile), named after the workload; the channel yields the outcome.
+func (r *run) profile(name string, d time.Duration) chan error {
+	r.profiles++
+	slug := strings.Map(func(c rune) rune {
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
+			return c
+		}
+		if c >= 'A' && c <= 'Z' {
+			return c + 'a' - 'A'
+		}
+		return '-'
+	}, name)
+	file := fmt.Sprintf("%02d-%s", r.profiles, slug)
+	done := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), d+time.Minute)
+	go func() {
+		defer cancel()
+		done <- r.s.Profile(ctx, r.c.Profile, file, d-time.Second)
+	}()
+	return done
 }
 
 func (r *run) closed(ctx context.Context, name string, call load.Call) load.Result {

@@ -29,6 +29,9 @@ type Options struct {
 	WorkDir string
 	// SweepInterval is the issuer's -sweep-interval (its default when zero).
 	SweepInterval time.Duration
+	// Pprof starts policy, audit and issuer with -pprof, so that Profile
+	// can read their runtime profiles.
+	Pprof bool
 }
 
 // Suite is a running jitid deployment.
@@ -45,6 +48,8 @@ type Suite struct {
 	AuditAdmin string
 	// IssuerAdmin is the issuer admin HTTP address (/metrics).
 	IssuerAdmin string
+	// PolicyAdmin is the policy admin HTTP address (/metrics).
+	PolicyAdmin string
 }
 
 // Start starts everything and waits until every service is SERVING. Stop
@@ -70,7 +75,7 @@ func Start(ctx context.Context, o Options) (*Suite, error) {
 	natsAddr := addrs[0]
 	s.NATSURL = "nats://" + natsAddr
 	s.IssuerAddr, s.PolicyAddr, s.AuditAddr, s.EchoAddr = addrs[1], addrs[2], addrs[3], addrs[4]
-	s.IssuerAdmin, s.AuditAdmin = addrs[5], addrs[6]
+	s.IssuerAdmin, s.AuditAdmin, s.PolicyAdmin = addrs[5], addrs[6], addrs[7]
 
 	_, natsPort, _ := splitPort(natsAddr)
 	s.NATS = s.proc("jitid-nats", "-port", natsPort, "-store-dir", filepath.Join(o.WorkDir, "nats"))
@@ -83,10 +88,11 @@ func Start(ctx context.Context, o Options) (*Suite, error) {
 	s.Echo = s.proc("jitid-echo", "-addr", s.EchoAddr)
 	// The AuthZEN endpoint is off: its fixed default port may be taken, and
 	// nothing here calls it.
-	s.Policy = s.proc("policy", "-grpc-addr", s.PolicyAddr, "-admin-addr", addrs[7], "-authzen-addr", "")
-	s.Audit = s.proc("audit", "-grpc-addr", s.AuditAddr, "-admin-addr", s.AuditAdmin,
+	pprof := "-pprof=" + strconv.FormatBool(o.Pprof)
+	s.Policy = s.proc("policy", "-grpc-addr", s.PolicyAddr, "-admin-addr", s.PolicyAdmin, pprof, "-authzen-addr", "")
+	s.Audit = s.proc("audit", "-grpc-addr", s.AuditAddr, "-admin-addr", s.AuditAdmin, pprof,
 		"-nats-url", s.NATSURL, "-audit-dsn", "sqlite://"+filepath.Join(o.WorkDir, "audit.db"))
-	issuerArgs := []string{"-grpc-addr", s.IssuerAddr, "-admin-addr", s.IssuerAdmin,
+	issuerArgs := []string{"-grpc-addr", s.IssuerAddr, "-admin-addr", s.IssuerAdmin, pprof,
 		"-nats-url", s.NATSURL, "-redis-addr", s.Redis.Addr(), "-policy-addr", s.PolicyAddr}
 	if o.SweepInterval > 0 {
 		issuerArgs = append(issuerArgs, "-sweep-interval", o.SweepInterval.String())
