@@ -7,3 +7,6 @@ func ForgetVerified(k *KeySet) {
 	st.verified.m.Clear()
 	st.verified.n.Store(0)
 }
+
+// AppendClaimsJSON is appendClaimsJSON, for tests against go-jose's builder.
+var AppendClaimsJSON = appendClaimsJSON
