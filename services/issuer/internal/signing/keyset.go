@@ -23,6 +23,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/go-jose/go-jose/v4"
 
@@ -128,40 +129,10 @@ type keyState struct {
 	signKID string
 	keys    map[string]*jose.JSONWebKey // public, by kid
 	jwks    []byte
-	// verified holds the claims of tokens whose signature verified under
-	// these keys, by SHA-256 of the token; a reload builds a new state, so
-	// a key that leaves the set takes its tokens' entries with it.
-	verified verifiedCache
-}
-
-// maxVerified bounds the verified-token cache of a key state (a few KiB of
-// claims each): past it the cache starts again empty.
-const maxVerified = 1 << 14
-
-// verifiedCache remembers tokens that verified, so that a credential
-// introspected on every call of an agent is not verified again each time:
-// the ES256 verification and the JOSE parse are about 60% of the issuer's
-// CPU per introspection (docs/BENCHMARKS.md). Only the signature and the
-// claims' shape are cached; times are checked on every call.
-type verifiedCache struct {
-	m sync.Map // [sha256.Size]byte -> *credverify.Claims
-	n atomic.Int64
-}
-
-func (v *verifiedCache) get(sum [sha256.Size]byte) (*credverify.Claims, bool) {
-	c, ok := v.m.Load(sum)
-	if !ok {
-		return nil, false
-	}
-	return c.(*credverify.Claims), true
-}
-
-func (v *verifiedCache) put(sum [sha256.Size]byte, c *credverify.Claims) {
-	if v.n.Add(1) > maxVerified {
-		v.m.Clear()
-		v.n.Store(1)
-	}
-	v.m.Store(sum, c)
+	// verified remembers tokens whose signature verified under these keys
+	// (see verifiedCache); a reload builds a new state, so a key that
+	// leaves the set takes its tokens' entries with it.
+	verified *verifiedCache
 }
 
 // GenerateKey returns a new private key for alg (ES256 or EdDSA).
@@ -382,6 +353,7 @@ func (k *KeySet) apply(files []fileKey, static bool) error {
 	if err != nil {
 		return err
 	}
+	st.verified = newVerifiedCache(k.leeway)
 	k.state.Store(st)
 	return nil
 }
@@ -534,24 +506,27 @@ func (k *KeySet) VerifyClaims(token string) (*credverify.Claims, error) {
 // its times are.
 func (k *KeySet) Verify(token string) (*issuer.Credential, error) {
 	// The state is read before verifying, so an entry is only ever put in
-	// a state no newer than the keys that verified it.
+	// a cache no newer than the keys that verified it.
 	st := k.state.Load()
 	if len(token) > credverify.MaxTokenBytes {
 		return nil, credverify.ErrTooLarge
 	}
-	sum := sha256.Sum256([]byte(token))
-	if c, ok := st.verified.get(sum); ok {
-		if err := credverify.CheckTimes(c, k.now(), k.leeway); err != nil {
+	// Hashed in place: Sum256 neither keeps nor writes the bytes, and a
+	// []byte(token) copy was most of the bytes a cache hit allocated.
+	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
+	if t, ok := st.verified.get(sum); ok {
+		if err := t.checkTimes(k.now(), k.leeway); err != nil {
 			return nil, err
 		}
-		return credential(c), nil
+		return t.credential(k.issuer), nil
 	}
 	c, err := k.VerifyClaims(token)
 	if err != nil {
 		return nil, err
 	}
-	st.verified.put(sum, c)
-	return credential(c), nil
+	t := newVerifiedToken(c)
+	st.verified.put(sum, t, k.now())
+	return t.credential(k.issuer), nil
 }
 
 // CheckProof checks the DPoP proof (RFC 9449) presented with token for
