@@ -130,8 +130,8 @@ type keyState struct {
 	keys    map[string]*jose.JSONWebKey // public, by kid
 	jwks    []byte
 	// verified remembers tokens whose signature verified under these keys
-	// (see verifiedCache); a reload builds a new state, so a key that
-	// leaves the set takes its tokens' entries with it.
+	// (see verifiedCache); a reload that removes a key starts a new one,
+	// so that the key's tokens leave with it.
 	verified *verifiedCache
 }
 
@@ -353,9 +353,25 @@ func (k *KeySet) apply(files []fileKey, static bool) error {
 	if err != nil {
 		return err
 	}
-	st.verified = newVerifiedCache(k.leeway)
+	st.verified = verifiedCacheFor(prev, st, k.leeway)
 	k.state.Store(st)
 	return nil
+}
+
+// verifiedCacheFor returns the verified-token cache of st: prev's when st
+// publishes every key prev did (a token that verified under prev's keys
+// verifies under st's; Watch reloads every poll interval, mostly changing
+// nothing), else a new one.
+func verifiedCacheFor(prev, st *keyState, leeway time.Duration) *verifiedCache {
+	if prev == nil {
+		return newVerifiedCache(leeway)
+	}
+	for kid := range prev.keys {
+		if _, ok := st.keys[kid]; !ok {
+			return newVerifiedCache(leeway)
+		}
+	}
+	return prev.verified
 }
 
 // choose returns the entry that signs now.

@@ -35,7 +35,10 @@ const (
 // being introspected, and each sweep is paid for by the puts since the
 // last. Only when more than half of maxVerified are still live are live
 // tokens dropped too, down to half, whichever the map's order gives.
-
+//
+// A cache is shared by the key states of a KeySet as long as no key leaves
+// it (see KeySet.apply), so that a token is only ever remembered while the
+// key that verified it is published.
 type verifiedCache struct {
 	leeway time.Duration
 

@@ -119,6 +119,51 @@ func TestVerifyHitEqualsMiss(t *testing.T) {
 	}
 }
 
+// Reloads that remove no key keep the remembered tokens (Watch reloads
+// every poll interval); one that removes a key forgets them.
+func TestReloadKeepsRememberedTokensUntilAKeyLeaves(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	clk := &clock{now: t0}
+	writeKey(t, dir, "a.pem", generate(t, jose.EdDSA))
+	ks, err := signing.Load(signing.Options{Issuer: testIssuer, Dir: dir, Retain: time.Minute, Clock: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := ks.Sign(credentialAt(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.Verify(tok); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name string
+		do   func() error
+		want int
+	}{
+		{"unchanged", func() error { return nil }, 1},
+		{"a key added", func() error { writeKey(t, dir, "b.pem", generate(t, jose.EdDSA)); return nil }, 1},
+		{"a key's file removed, still retained", func() error { return os.Remove(filepath.Join(dir, "b.pem")) }, 1},
+		{"the retained key retired", func() error { clk.Add(2 * time.Minute); return nil }, 0},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			t.Fatal(err)
+		}
+		if err := ks.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		if got := signing.VerifiedLen(ks); got != s.want {
+			t.Errorf("%s: %d remembered tokens, want %d", s.name, got, s.want)
+		}
+	}
+	// Still valid and signed by a published key: verified again.
+	if _, err := ks.Verify(tok); err != nil || signing.VerifiedLen(ks) != 1 {
+		t.Errorf("Verify after the reload: %v, %d remembered; want nil, 1", err, signing.VerifiedLen(ks))
+	}
+}
+
 // Verify from several goroutines while the keys reload, under -race.
 func TestVerifyConcurrentWithReload(t *testing.T) {
 	t.Parallel()
