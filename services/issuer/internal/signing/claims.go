@@ -57,41 +57,6 @@ func Claims(c *issuer.Credential) *credverify.Claims {
 	}
 }
 
-// credential is the inverse of Claims, as far as a token tells.
-func credential(c *credverify.Claims) *issuer.Credential {
-	cred := &issuer.Credential{
-		ID:        c.ID,
-		Issuer:    c.Issuer,
-		Agent:     &identityv1.Agent{Id: c.Agent()},
-		Delegator: &identityv1.Delegator{Id: c.Subject},
-		Task: &identityv1.Task{
-			Id:          c.Task.ID,
-			Purpose:     c.Task.Purpose,
-			Sensitivity: identityv1.Sensitivity(identityv1.Sensitivity_value["SENSITIVITY_"+c.Task.Sensitivity]),
-		},
-		Scopes:  c.Scopes(),
-		MaxUses: c.MaxUses,
-	}
-	if c.Cnf != nil {
-		cred.CnfJKT = c.Cnf.JKT
-	}
-	if chain := c.AgentChain(); len(chain) > 1 {
-		for _, id := range chain[1:] {
-			cred.Chain = append(cred.Chain, issuer.ChainLink{Agent: &identityv1.Agent{Id: id}})
-		}
-	}
-	if len(c.Audience) > 0 {
-		cred.Audience = c.Audience[0]
-	}
-	if c.IssuedAt != nil {
-		cred.IssuedAt = c.IssuedAt.Time()
-	}
-	if c.Expiry != nil {
-		cred.ExpiresAt = c.Expiry.Time()
-	}
-	return cred
-}
-
 // sensitivityName is the claim form of a sensitivity: "LOW", "MEDIUM", …
 func sensitivityName(s identityv1.Sensitivity) string {
 	if s == identityv1.Sensitivity_SENSITIVITY_UNSPECIFIED {

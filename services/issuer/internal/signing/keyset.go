@@ -23,9 +23,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/jitid/jitid/pkg/credverify"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
@@ -129,40 +129,10 @@ type keyState struct {
 	signKID string
 	keys    map[string]*jose.JSONWebKey // public, by kid
 	jwks    []byte
-	// verified holds the claims of tokens whose signature verified under
-	// these keys, by SHA-256 of the token; a reload builds a new state, so
-	// a key that leaves the set takes its tokens' entries with it.
-	verified verifiedCache
-}
-
-// maxVerified bounds the verified-token cache of a key state (a few KiB of
-// claims each): past it the cache starts again empty.
-const maxVerified = 1 << 14
-
-// verifiedCache remembers tokens that verified, so that a credential
-// introspected on every call of an agent is not verified again each time:
-// the ES256 verification and the JOSE parse are about 60% of the issuer's
-// CPU per introspection (docs/BENCHMARKS.md). Only the signature and the
-// claims' shape are cached; times are checked on every call.
-type verifiedCache struct {
-	m sync.Map // [sha256.Size]byte -> *credverify.Claims
-	n atomic.Int64
-}
-
-func (v *verifiedCache) get(sum [sha256.Size]byte) (*credverify.Claims, bool) {
-	c, ok := v.m.Load(sum)
-	if !ok {
-		return nil, false
-	}
-	return c.(*credverify.Claims), true
-}
-
-func (v *verifiedCache) put(sum [sha256.Size]byte, c *credverify.Claims) {
-	if v.n.Add(1) > maxVerified {
-		v.m.Clear()
-		v.n.Store(1)
-	}
-	v.m.Store(sum, c)
+	// verified remembers tokens whose signature verified under these keys
+	// (see verifiedCache); a reload that removes a key starts a new one,
+	// so that the key's tokens leave with it.
+	verified *verifiedCache
 }
 
 // GenerateKey returns a new private key for alg (ES256 or EdDSA).
@@ -383,8 +353,25 @@ func (k *KeySet) apply(files []fileKey, static bool) error {
 	if err != nil {
 		return err
 	}
+	st.verified = verifiedCacheFor(prev, st, k.leeway)
 	k.state.Store(st)
 	return nil
+}
+
+// verifiedCacheFor returns the verified-token cache of st: prev's when st
+// publishes every key prev did (a token that verified under prev's keys
+// verifies under st's; Watch reloads every poll interval, mostly changing
+// nothing), else a new one.
+func verifiedCacheFor(prev, st *keyState, leeway time.Duration) *verifiedCache {
+	if prev == nil {
+		return newVerifiedCache(leeway)
+	}
+	for kid := range prev.keys {
+		if _, ok := st.keys[kid]; !ok {
+			return newVerifiedCache(leeway)
+		}
+	}
+	return prev.verified
 }
 
 // choose returns the entry that signs now.
@@ -495,7 +482,17 @@ func (k *KeySet) Sign(c *issuer.Credential) (string, error) {
 	if c.Issuer != k.issuer {
 		return "", fmt.Errorf("signing: credential issuer %q is not %q", c.Issuer, k.issuer)
 	}
-	tok, err := jwt.Signed(k.state.Load().signer).Claims(Claims(c)).Serialize()
+	// The claims are encoded here and signed by go-jose's Signer (the
+	// header, signature and serialization stay go-jose's): jwt.Signed's
+	// builder encodes them by reflection, decodes them into a map and
+	// encodes the map again, which cost almost as much CPU as the ES256
+	// signature.
+	payload := appendClaimsJSON(make([]byte, 0, 512), Claims(c))
+	jws, err := k.state.Load().signer.Sign(payload)
+	if err != nil {
+		return "", fmt.Errorf("signing: %w", err)
+	}
+	tok, err := jws.CompactSerialize()
 	if err != nil {
 		return "", fmt.Errorf("signing: %w", err)
 	}
@@ -525,24 +522,27 @@ func (k *KeySet) VerifyClaims(token string) (*credverify.Claims, error) {
 // its times are.
 func (k *KeySet) Verify(token string) (*issuer.Credential, error) {
 	// The state is read before verifying, so an entry is only ever put in
-	// a state no newer than the keys that verified it.
+	// a cache no newer than the keys that verified it.
 	st := k.state.Load()
 	if len(token) > credverify.MaxTokenBytes {
 		return nil, credverify.ErrTooLarge
 	}
-	sum := sha256.Sum256([]byte(token))
-	if c, ok := st.verified.get(sum); ok {
-		if err := credverify.CheckTimes(c, k.now(), k.leeway); err != nil {
+	// Hashed in place: Sum256 neither keeps nor writes the bytes, and a
+	// []byte(token) copy was most of the bytes a cache hit allocated.
+	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
+	if t, ok := st.verified.get(sum); ok {
+		if err := t.checkTimes(k.now(), k.leeway); err != nil {
 			return nil, err
 		}
-		return credential(c), nil
+		return t.credential(k.issuer), nil
 	}
 	c, err := k.VerifyClaims(token)
 	if err != nil {
 		return nil, err
 	}
-	st.verified.put(sum, c)
-	return credential(c), nil
+	t := newVerifiedToken(c)
+	st.verified.put(sum, t, k.now())
+	return t.credential(k.issuer), nil
 }
 
 // CheckProof checks the DPoP proof (RFC 9449) presented with token for

@@ -69,7 +69,7 @@ func readKey(t *testing.T, name string) crypto.Signer {
 	return k.(crypto.Signer)
 }
 
-func newKeySet(t *testing.T, key crypto.Signer, now time.Time, published ...crypto.PublicKey) *signing.KeySet {
+func newKeySet(t testing.TB, key crypto.Signer, now time.Time, published ...crypto.PublicKey) *signing.KeySet {
 	t.Helper()
 	ks, err := signing.New(signing.Options{Issuer: testIssuer, Clock: fixedClock(now)}, key, published...)
 	if err != nil {
@@ -78,7 +78,7 @@ func newKeySet(t *testing.T, key crypto.Signer, now time.Time, published ...cryp
 	return ks
 }
 
-func generate(t *testing.T, alg jose.SignatureAlgorithm) crypto.Signer {
+func generate(t testing.TB, alg jose.SignatureAlgorithm) crypto.Signer {
 	t.Helper()
 	k, err := signing.GenerateKey(alg)
 	if err != nil {
