@@ -1,6 +1,7 @@
 package eventbus_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -58,21 +59,70 @@ func TestEncodeGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// protojson output is deliberately unstable in whitespace, so compare
-	// the decoded forms and the envelope fields, not bytes.
+	// The golden file was written by the protojson-based encoder; the
+	// output is the same to the byte.
+	if !bytes.Equal(got, want) {
+		t.Errorf("Encode() differs from golden\n got: %s\nwant: %s", got, want)
+	}
 	gotEv, err := eventbus.Decode(got)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantEv, err := eventbus.Decode(want)
+	if diff := cmp.Diff(sampleEvent(), gotEv, protocmp.Transform()); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+}
+
+func TestAppendEncode(t *testing.T) {
+	t.Parallel()
+	want, err := eventbus.Encode("", issuedWithDecision())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(wantEv, gotEv, protocmp.Transform()); diff != "" {
-		t.Errorf("decoded event differs from golden (-want +got):\n%s", diff)
+	got, err := eventbus.AppendEncode([]byte("x"), "", issuedWithDecision())
+	if err != nil {
+		t.Fatal(err)
 	}
-	if diff := cmp.Diff(sampleEvent(), gotEv, protocmp.Transform()); diff != "" {
-		t.Errorf("round trip (-want +got):\n%s", diff)
+	if string(got) != "x"+string(want) {
+		t.Errorf("AppendEncode() = %s, want x%s", got, want)
+	}
+	bad := sampleEvent()
+	bad.Task.Purpose = "\xff"
+	if got, err := eventbus.AppendEncode([]byte("x"), "", bad); err == nil || string(got) != "x" {
+		t.Errorf("AppendEncode(invalid UTF-8) = %q, %v; want dst and an error", got, err)
+	}
+}
+
+func TestEncodeRefuses(t *testing.T) {
+	t.Parallel()
+	mutate := func(f func(*eventsv1.LifecycleEvent)) *eventsv1.LifecycleEvent {
+		ev := sampleEvent()
+		f(ev)
+		return ev
+	}
+	tests := []struct {
+		name      string
+		source    string
+		ev        *eventsv1.LifecycleEvent
+		malformed bool
+	}{
+		{"no id", "", mutate(func(ev *eventsv1.LifecycleEvent) { ev.Id = "" }), true},
+		{"no type", "", mutate(func(ev *eventsv1.LifecycleEvent) { ev.Type = 0 }), true},
+		{"invalid UTF-8", "", mutate(func(ev *eventsv1.LifecycleEvent) { ev.Agent.Id = "a\xc3" }), false},
+		{"invalid UTF-8 source", "urn:\xff", sampleEvent(), false},
+		{"time out of range", "", mutate(func(ev *eventsv1.LifecycleEvent) { ev.ExpiresAt.Seconds = 1 << 40 }), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b, err := eventbus.Encode(tt.source, tt.ev)
+			if err == nil || b != nil {
+				t.Fatalf("Encode() = %s, %v; want an error", b, err)
+			}
+			if got := errors.Is(err, eventbus.ErrMalformed); got != tt.malformed {
+				t.Errorf("Encode() error %v: errors.Is(ErrMalformed) = %v, want %v", err, got, tt.malformed)
+			}
+		})
 	}
 }
 
