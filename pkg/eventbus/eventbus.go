@@ -180,8 +180,22 @@ func AppendEncode(dst []byte, source string, ev *eventsv1.LifecycleEvent) ([]byt
 }
 
 // Decode parses a CloudEvents envelope and returns its lifecycle event. The
-// envelope id and type must agree with the event's own.
+// envelope id and type must agree with the event's own. Decode accepts
+// what encoding/json (for the envelope) and protojson (for the data, with
+// unknown fields ignored) accept; the envelopes Encode writes, and those
+// written by earlier versions, take a path that does without either.
 func Decode(b []byte) (*eventsv1.LifecycleEvent, error) {
+	if attrs, ev, ok := eventjson.ParseEnvelope(b); ok &&
+		string(attrs.SpecVersion) == SpecVersion && ev.GetId() != "" &&
+		string(attrs.ID) == ev.GetId() && string(attrs.Type) == CloudEventType(ev.GetType()) {
+		return ev, nil
+	}
+	// Anything else, valid or not, is for the general decoders, which also
+	// give the errors.
+	return decodeGeneral(b)
+}
+
+func decodeGeneral(b []byte) (*eventsv1.LifecycleEvent, error) {
 	var env Envelope
 	if err := json.Unmarshal(b, &env); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)

@@ -1,13 +1,13 @@
 // Package eventjson is the JSON form of the CloudEvents envelope of a
-// jitid.events.v1.LifecycleEvent, written without protobuf reflection:
-// the issuer writes two or three events per credential, and protojson's
-// reflection was most of that cost.
+// jitid.events.v1.LifecycleEvent, written and read without protobuf
+// reflection: the issuer writes two or three events per credential and
+// audit reads each one, and protojson's reflection was most of that cost.
 //
 // The data member is what protojson writes for the event (lowerCamelCase
 // names, zero values left out, enums by name, Timestamp and Duration as
 // strings), so protojson and any SIEM read it as before. Map entries are
 // sorted by key, as protojson sorts them, and the output has no spaces.
-// The tests compare the output with protojson's; a field added to the
+// The tests compare both directions with protojson; a field added to the
 // proto fails them until it is added here.
 package eventjson
 

@@ -2,8 +2,10 @@ package eventjson_test
 
 import (
 	"math/rand/v2"
+	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -107,6 +109,72 @@ func TestAppendEnvelopeRefuses(t *testing.T) {
 	}
 }
 
+// TestParseEnvelopeSubset shows where the fast path stops: inputs the
+// general decoders accept (or refuse) that ParseEnvelope leaves to them,
+// and spellings it takes.
+func TestParseEnvelopeSubset(t *testing.T) {
+	t.Parallel()
+	const head = `{"specversion":"1.0","id":"e","source":"s","type":"t","time":"2026-11-29T10:00:00Z","datacontenttype":"application/json","data":`
+	tests := []struct {
+		name string
+		in   string
+		ok   bool
+	}{
+		{"plain", head + `{"id":"e","type":"EVENT_TYPE_CREDENTIAL_ISSUED"}}`, true},
+		{"proto names", head + `{"id":"e","credential_id":"c","issued_at":"2026-11-29T10:00:00.5Z","decision":{"max_uses":3,"max_ttl":"-0.5s"}}}`, true},
+		{"escapes", head + `{"id":"\u0065\"\\\/\b\f\n\r\t\u00e9\u2028\ud83d\ude00"}}`, true},
+		{"enum number", head + `{"id":"e","type":99}}`, true},
+		{"nine digits", head + `{"time":"0001-01-01T00:00:00.000000001Z","requestedTtl":"315576000000.999999999s"}}`, true},
+		{"empty lists and maps", head + `{"scopes":[],"agent":{"attributes":{}}}}`, true},
+
+		{"extension attribute", `{"traceparent":"00-x","specversion":"1.0","data":{}}`, false},
+		{"null", head + `{"id":null}}`, false},
+		{"null data", head + `null}`, false},
+		{"no data", `{"specversion":"1.0","id":"e"}`, false},
+		{"member twice", head + `{"id":"e","id":"e"}}`, false},
+		{"field by both names", head + `{"credentialId":"a","credential_id":"b"}}`, false},
+		{"map key twice", head + `{"agent":{"attributes":{"a":"1","a":"2"}}}}`, false},
+		{"attribute twice", head + `{},"id":"x"}`, false},
+		{"key in other case", `{"ID":"e","specversion":"1.0","data":{}}`, false},
+		{"key with an escape", `{"\u0069d":"e","specversion":"1.0","data":{}}`, false},
+		{"unknown field", head + `{"id":"e","future":1}}`, false},
+		{"unknown enum name", head + `{"type":"EVENT_TYPE_FUTURE"}}`, false},
+		{"enum of another type", head + `{"type":"AGENT_CLASS_EPHEMERAL"}}`, false},
+		{"number as string", head + `{"decision":{"maxUses":"3"}}}`, false},
+		{"number with exponent", head + `{"decision":{"maxUses":3e0}}}`, false},
+		{"number with fraction", head + `{"decision":{"maxUses":3.0}}}`, false},
+		{"minus zero", head + `{"decision":{"maxUses":-0}}}`, false},
+		{"leading zero", head + `{"decision":{"maxUses":03}}}`, false},
+		{"beyond int32", head + `{"decision":{"maxUses":2147483648}}}`, false},
+		{"bool as string", head + `{"decision":{"allow":"true"}}}`, false},
+		{"timestamp with offset", head + `{"time":"2026-11-29T11:00:00+01:00"}}`, false},
+		{"timestamp lower case", head + `{"time":"2026-11-29t10:00:00z"}}`, false},
+		{"timestamp ten digits", head + `{"time":"2026-11-29T10:00:00.0000000001Z"}}`, false},
+		{"timestamp 31 April", head + `{"time":"2026-04-31T10:00:00Z"}}`, false},
+		{"timestamp year 0", head + `{"time":"0000-12-31T10:00:00Z"}}`, false},
+		{"duration with plus", head + `{"requestedTtl":"+1s"}}`, false},
+		{"duration with dot only", head + `{"requestedTtl":"1.s"}}`, false},
+		{"duration out of range", head + `{"requestedTtl":"315576000001s"}}`, false},
+		{"lone surrogate", head + `{"id":"\ud800"}}`, false},
+		{"invalid UTF-8", head + "{\"id\":\"\xff\"}}", false},
+		{"control character", head + "{\"id\":\"a\tb\"}}", false},
+		{"trailing data", head + `{}} {}`, false},
+		{"trailing comma", head + `{"scopes":["a",]}}`, false},
+		{"not an object", head + `[]}`, false},
+		{"truncated", head + `{"id":"e"`, false},
+		{"empty", ``, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if _, _, ok := eventjson.ParseEnvelope([]byte(tt.in)); ok != tt.ok {
+				t.Errorf("ParseEnvelope(%s) ok = %v, want %v", tt.in, ok, tt.ok)
+			}
+			checkParse(t, []byte(tt.in))
+		})
+	}
+}
+
 // FuzzEncode writes events made of the fuzzer's strings and numbers and
 // compares with protojson: same refusals, same data, read back the same.
 func FuzzEncode(f *testing.F) {
@@ -137,5 +205,29 @@ func FuzzEncode(f *testing.F) {
 		}
 		ev.Decision.MaxUses = n
 		checkEncoding(t, text, key, ev)
+	})
+}
+
+// FuzzParseEnvelope feeds ParseEnvelope anything: it must not panic, and
+// what it reads the general decoders must read the same.
+func FuzzParseEnvelope(f *testing.F) {
+	g := gen{r: rand.New(rand.NewPCG(3, 4))}
+	for range 20 {
+		ev := g.event()
+		if b, err := eventjson.AppendEnvelope(nil, "urn:jitid:issuer", "dev.jitid.credential.issued.v1", ev); err == nil {
+			f.Add(b)
+		}
+		if b, err := legacyEnvelope("urn:jitid:issuer", "dev.jitid.credential.issued.v1", ev, protojson.MarshalOptions{UseProtoNames: true}); err == nil {
+			f.Add(b)
+		}
+	}
+	b, err := spacedEnvelope("s", "t", fullEvent())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte(strings.Replace(string(b), `"id"`, `"id":null,"x"`, 1)))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		checkParse(t, b)
 	})
 }

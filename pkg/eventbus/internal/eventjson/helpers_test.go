@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/testing/protocmp"
 
@@ -51,10 +52,33 @@ func legacyEnvelope(source, ceType string, ev *eventsv1.LifecycleEvent, opts pro
 	})
 }
 
+// referenceDecode reads an envelope the way the general decoders do.
+func referenceDecode(b []byte) (envelope, *eventsv1.LifecycleEvent, error) {
+	var env envelope
+	if err := json.Unmarshal(b, &env); err != nil {
+		return env, nil, err
+	}
+	ev := &eventsv1.LifecycleEvent{}
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(env.Data, ev); err != nil {
+		return env, nil, err
+	}
+	return env, ev, nil
+}
+
+// attrsOf turns parsed attributes into the strings encoding/json gives.
+func attrsOf(a eventjson.Attributes) envelope {
+	return envelope{
+		SpecVersion: string(a.SpecVersion), ID: string(a.ID), Source: string(a.Source),
+		Type: string(a.Type), Time: string(a.Time), Subject: string(a.Subject),
+		DataContentType: string(a.DataContentType),
+	}
+}
+
 // checkEncoding writes ev with AppendEnvelope and checks the result
 // against protojson and encoding/json: refused when protojson refuses,
 // else the data byte for byte what protojson writes (less its spaces), an
-// envelope with the right attributes, and read back the same by protojson.
+// envelope with the right attributes, and read back the same by protojson
+// and by ParseEnvelope, as is the envelope written before eventjson.
 func checkEncoding(t *testing.T, source, ceType string, ev *eventsv1.LifecycleEvent) {
 	t.Helper()
 	prefix := []byte("prefix")
@@ -115,6 +139,32 @@ func checkEncoding(t *testing.T, source, ceType string, ev *eventsv1.LifecycleEv
 		t.Errorf("protojson reads back (-want +got):\n%s", diff)
 	}
 
+	// ParseEnvelope reads what AppendEnvelope writes, and what was
+	// written before, in any of protojson's spellings.
+	legacy, err := legacyEnvelope(source, ceType, ev, protojson.MarshalOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spaced, err := spacedEnvelope(source, ceType, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []struct {
+		name string
+		b    []byte
+	}{{"AppendEnvelope", got}, {"legacy", legacy}, {"spaced, proto names", spaced}} {
+		attrs, parsed, ok := eventjson.ParseEnvelope(in.b)
+		if !ok {
+			t.Errorf("ParseEnvelope(%s) not ok:\n%s", in.name, in.b)
+			continue
+		}
+		if diff := cmp.Diff(wantEnv, attrsOf(attrs)); diff != "" {
+			t.Errorf("ParseEnvelope(%s) attributes (-want +got):\n%s", in.name, diff)
+		}
+		if diff := cmp.Diff(ev, parsed, protocmp.Transform()); diff != "" {
+			t.Errorf("ParseEnvelope(%s) event (-want +got):\n%s", in.name, diff)
+		}
+	}
 }
 
 var errInvalidEnvelope = errorString("invalid UTF-8 in an envelope attribute")
@@ -122,6 +172,34 @@ var errInvalidEnvelope = errorString("invalid UTF-8 in an envelope attribute")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// spacedEnvelope is an envelope as another writer might make it: spaces
+// and newlines everywhere, proto field names, members in another order.
+func spacedEnvelope(source, ceType string, ev *eventsv1.LifecycleEvent) ([]byte, error) {
+	data, err := protojson.MarshalOptions{Multiline: true, Indent: "\t", UseProtoNames: true}.Marshal(ev)
+	if err != nil {
+		return nil, err
+	}
+	q := func(s string) string {
+		b, _ := json.Marshal(s)
+		return string(b)
+	}
+	subject := ev.GetCredentialId()
+	if subject == "" {
+		subject = ev.GetTask().GetId()
+	}
+	var b strings.Builder
+	b.WriteString(" \r\n{ \"data\" :\n")
+	b.Write(data)
+	b.WriteString(" ,\n\t\"specversion\": \"1.0\" , \"type\" : " + q(ceType) + ", \"id\":" + q(ev.GetId()) +
+		",\"time\" :" + q(ev.GetTime().AsTime().UTC().Format(time.RFC3339Nano)) +
+		",\"source\":" + q(source) + ",\n\"datacontenttype\":\"application/json\"")
+	if subject != "" {
+		b.WriteString(",\"subject\": " + q(subject))
+	}
+	b.WriteString("}\n\t")
+	return []byte(b.String()), nil
+}
 
 // gen makes random events: every field of every message set or left
 // out at random, so that a field added to the proto, which eventjson
@@ -277,4 +355,25 @@ func (g gen) string() string {
 		b = append(b[:at], append(bad[g.r.IntN(len(bad))], b[at:]...)...)
 	}
 	return string(b)
+}
+
+// checkParse checks ParseEnvelope against the general decoders: where it
+// reads b, they read the same from it.
+func checkParse(t *testing.T, b []byte) {
+	t.Helper()
+	attrs, ev, ok := eventjson.ParseEnvelope(b)
+	if !ok {
+		return
+	}
+	env, want, err := referenceDecode(b)
+	if err != nil {
+		t.Fatalf("ParseEnvelope(%q) = %v; the general decoders refuse it: %v", b, ev, err)
+	}
+	env.Data = nil
+	if diff := cmp.Diff(env, attrsOf(attrs)); diff != "" {
+		t.Errorf("ParseEnvelope(%q) attributes (-general +fast):\n%s", b, diff)
+	}
+	if !proto.Equal(want, ev) {
+		t.Errorf("ParseEnvelope(%q) event (-general +fast):\n%s", b, cmp.Diff(want, ev, protocmp.Transform()))
+	}
 }
