@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/jitid/jitid/pkg/eventbus/internal/eventjson"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 )
 
@@ -28,7 +29,7 @@ const (
 	// ContentType is the CloudEvents structured JSON media type.
 	ContentType = "application/cloudevents+json"
 	// SpecVersion is the CloudEvents version of the envelope.
-	SpecVersion = "1.0"
+	SpecVersion = eventjson.SpecVersion
 	// DefaultDuplicateWindow is how long JetStream remembers a Nats-Msg-Id.
 	// It bounds how late an outbox relay may retry a publish and still be
 	// deduplicated by the server; audit deduplicates by event id forever.
@@ -98,8 +99,25 @@ func subjectSuffix(t eventsv1.EventType) string {
 // CloudEventType returns the CloudEvents type of an event type, e.g.
 // "dev.jitid.credential.issued.v1".
 func CloudEventType(t eventsv1.EventType) string {
+	if s, ok := cloudEventTypes[t]; ok {
+		return s
+	}
+	return cloudEventType(t)
+}
+
+func cloudEventType(t eventsv1.EventType) string {
 	return "dev.jitid." + subjectSuffix(t) + ".v1"
 }
+
+// cloudEventTypes holds CloudEventType of every known type, so that
+// Encode and Decode do not build the string for every event.
+var cloudEventTypes = func() map[eventsv1.EventType]string {
+	m := make(map[eventsv1.EventType]string, len(eventsv1.EventType_name))
+	for v := range eventsv1.EventType_name {
+		m[eventsv1.EventType(v)] = cloudEventType(eventsv1.EventType(v))
+	}
+	return m
+}()
 
 // EventTypeFromCloudEventType is the inverse of CloudEventType.
 func EventTypeFromCloudEventType(s string) (eventsv1.EventType, bool) {
@@ -124,43 +142,60 @@ type Envelope struct {
 	Data            json.RawMessage `json:"data"`
 }
 
-var marshalOpts = protojson.MarshalOptions{UseProtoNames: false}
-
 // Encode returns the CloudEvents envelope of ev. The subject is the
-// credential id, or the task id for events without a credential.
+// credential id, or the task id for events without a credential. The data
+// is what protojson writes for ev, without spaces and with map entries
+// sorted. Like protojson, Encode refuses strings that are not valid UTF-8
+// (the source included) and timestamps or durations out of protobuf's
+// range.
 func Encode(source string, ev *eventsv1.LifecycleEvent) ([]byte, error) {
+	// Most events fit here; the result is then the one allocation.
+	var buf [2048]byte
+	b, err := AppendEncode(buf[:0], source, ev)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, len(b))
+	copy(out, b)
+	return out, nil
+}
+
+// AppendEncode appends the envelope that Encode returns to dst. On error
+// it returns dst unchanged.
+func AppendEncode(dst []byte, source string, ev *eventsv1.LifecycleEvent) ([]byte, error) {
 	if ev.GetId() == "" {
-		return nil, fmt.Errorf("%w: no event id", ErrMalformed)
+		return dst, fmt.Errorf("%w: no event id", ErrMalformed)
 	}
 	if ev.GetType() == eventsv1.EventType_EVENT_TYPE_UNSPECIFIED {
-		return nil, fmt.Errorf("%w: no event type", ErrMalformed)
+		return dst, fmt.Errorf("%w: no event type", ErrMalformed)
 	}
 	if source == "" {
 		source = DefaultSource
 	}
-	data, err := marshalOpts.Marshal(ev)
+	b, err := eventjson.AppendEnvelope(dst, source, CloudEventType(ev.GetType()), ev)
 	if err != nil {
-		return nil, fmt.Errorf("eventbus: encode event %s: %w", ev.GetId(), err)
+		return dst, fmt.Errorf("eventbus: encode event %q: %w", ev.GetId(), err)
 	}
-	subject := ev.GetCredentialId()
-	if subject == "" {
-		subject = ev.GetTask().GetId()
-	}
-	return json.Marshal(Envelope{
-		SpecVersion:     SpecVersion,
-		ID:              ev.GetId(),
-		Source:          source,
-		Type:            CloudEventType(ev.GetType()),
-		Time:            ev.GetTime().AsTime().UTC().Format(time.RFC3339Nano),
-		Subject:         subject,
-		DataContentType: "application/json",
-		Data:            data,
-	})
+	return b, nil
 }
 
 // Decode parses a CloudEvents envelope and returns its lifecycle event. The
-// envelope id and type must agree with the event's own.
+// envelope id and type must agree with the event's own. Decode accepts
+// what encoding/json (for the envelope) and protojson (for the data, with
+// unknown fields ignored) accept; the envelopes Encode writes, and those
+// written by earlier versions, take a path that does without either.
 func Decode(b []byte) (*eventsv1.LifecycleEvent, error) {
+	if attrs, ev, ok := eventjson.ParseEnvelope(b); ok &&
+		string(attrs.SpecVersion) == SpecVersion && ev.GetId() != "" &&
+		string(attrs.ID) == ev.GetId() && string(attrs.Type) == CloudEventType(ev.GetType()) {
+		return ev, nil
+	}
+	// Anything else, valid or not, is for the general decoders, which also
+	// give the errors.
+	return decodeGeneral(b)
+}
+
+func decodeGeneral(b []byte) (*eventsv1.LifecycleEvent, error) {
 	var env Envelope
 	if err := json.Unmarshal(b, &env); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)

@@ -1,19 +1,23 @@
 package eventbus_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/jitid/jitid/pkg/eventbus"
@@ -58,21 +62,144 @@ func TestEncodeGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// protojson output is deliberately unstable in whitespace, so compare
-	// the decoded forms and the envelope fields, not bytes.
+	// The golden file was written by the protojson-based encoder; the
+	// output is the same to the byte.
+	if !bytes.Equal(got, want) {
+		t.Errorf("Encode() differs from golden\n got: %s\nwant: %s", got, want)
+	}
 	gotEv, err := eventbus.Decode(got)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantEv, err := eventbus.Decode(want)
+	if diff := cmp.Diff(sampleEvent(), gotEv, protocmp.Transform()); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+}
+
+// legacyEncode is Encode as it was before eventjson: protojson data in an
+// encoding/json envelope. Events written so are still on streams and in
+// outboxes.
+func legacyEncode(t *testing.T, source string, ev *eventsv1.LifecycleEvent, opts protojson.MarshalOptions) []byte {
+	t.Helper()
+	data, err := opts.Marshal(ev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(wantEv, gotEv, protocmp.Transform()); diff != "" {
-		t.Errorf("decoded event differs from golden (-want +got):\n%s", diff)
+	subject := ev.GetCredentialId()
+	if subject == "" {
+		subject = ev.GetTask().GetId()
 	}
-	if diff := cmp.Diff(sampleEvent(), gotEv, protocmp.Transform()); diff != "" {
-		t.Errorf("round trip (-want +got):\n%s", diff)
+	b, err := json.Marshal(eventbus.Envelope{
+		SpecVersion: "1.0", ID: ev.GetId(), Source: source, Type: eventbus.CloudEventType(ev.GetType()),
+		Time:    ev.GetTime().AsTime().UTC().Format(time.RFC3339Nano),
+		Subject: subject, DataContentType: "application/json", Data: data,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func roundTripEvents() map[string]*eventsv1.LifecycleEvent {
+	denied := issuedWithDecision()
+	denied.Type = eventsv1.EventType_EVENT_TYPE_CREDENTIAL_DENIED
+	denied.CredentialId, denied.IssuedAt, denied.ExpiresAt = "", nil, nil
+	denied.Decision.Allow, denied.Decision.GrantedScopes = false, nil
+	denied.RequestedScopes = []string{"tickets:read", "payments:send"}
+	denied.RequestedTtl = durationpb.New(90 * time.Second)
+	completed := &eventsv1.LifecycleEvent{
+		Id: "0193a1b2-0000-7000-8000-000000000002", Type: eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED,
+		Time: timestamppb.New(time.Date(2026, 11, 29, 10, 5, 0, 123456789, time.UTC)),
+		Task: &identityv1.Task{Id: "task-42"}, Reason: "done: \"ok\" <é>\n",
+		CredentialIds: []string{"c1", "c2", "c3"},
+	}
+	return map[string]*eventsv1.LifecycleEvent{
+		"issued": sampleEvent(), "issued with decision": issuedWithDecision(),
+		"denied": denied, "task completed": completed,
+	}
+}
+
+func TestDecodeReadsEncodeAndLegacy(t *testing.T) {
+	t.Parallel()
+	for name, ev := range roundTripEvents() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b, err := eventbus.Encode("urn:test", ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			typeName := []byte(`"type":"` + ev.GetType().String() + `"`)
+			inputs := map[string][]byte{
+				"Encode":              b,
+				"legacy":              legacyEncode(t, "urn:test", ev, protojson.MarshalOptions{}),
+				"legacy, proto names": legacyEncode(t, "urn:test", ev, protojson.MarshalOptions{UseProtoNames: true}),
+				"with an extension":   []byte(`{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",` + string(b[1:])),
+				"with a newer field":  bytes.Replace(b, typeName, append(append([]byte(nil), typeName...), `,"newer":{"x":[1]}`...), 1),
+				"with a type number":  bytes.Replace(b, typeName, []byte(`"type":`+strconv.Itoa(int(ev.GetType()))), 1),
+			}
+			for in, data := range inputs {
+				got, err := eventbus.Decode(data)
+				if err != nil {
+					t.Fatalf("Decode(%s): %v\n%s", in, err, data)
+				}
+				if diff := cmp.Diff(ev, got, protocmp.Transform()); diff != "" {
+					t.Errorf("Decode(%s) (-want +got):\n%s", in, diff)
+				}
+			}
+		})
+	}
+}
+
+func TestAppendEncode(t *testing.T) {
+	t.Parallel()
+	want, err := eventbus.Encode("", issuedWithDecision())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := eventbus.AppendEncode([]byte("x"), "", issuedWithDecision())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "x"+string(want) {
+		t.Errorf("AppendEncode() = %s, want x%s", got, want)
+	}
+	bad := sampleEvent()
+	bad.Task.Purpose = "\xff"
+	if got, err := eventbus.AppendEncode([]byte("x"), "", bad); err == nil || string(got) != "x" {
+		t.Errorf("AppendEncode(invalid UTF-8) = %q, %v; want dst and an error", got, err)
+	}
+}
+
+func TestEncodeRefuses(t *testing.T) {
+	t.Parallel()
+	mutate := func(f func(*eventsv1.LifecycleEvent)) *eventsv1.LifecycleEvent {
+		ev := sampleEvent()
+		f(ev)
+		return ev
+	}
+	tests := []struct {
+		name      string
+		source    string
+		ev        *eventsv1.LifecycleEvent
+		malformed bool
+	}{
+		{"no id", "", mutate(func(ev *eventsv1.LifecycleEvent) { ev.Id = "" }), true},
+		{"no type", "", mutate(func(ev *eventsv1.LifecycleEvent) { ev.Type = 0 }), true},
+		{"invalid UTF-8", "", mutate(func(ev *eventsv1.LifecycleEvent) { ev.Agent.Id = "a\xc3" }), false},
+		{"invalid UTF-8 source", "urn:\xff", sampleEvent(), false},
+		{"time out of range", "", mutate(func(ev *eventsv1.LifecycleEvent) { ev.ExpiresAt.Seconds = 1 << 40 }), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b, err := eventbus.Encode(tt.source, tt.ev)
+			if err == nil || b != nil {
+				t.Fatalf("Encode() = %s, %v; want an error", b, err)
+			}
+			if got := errors.Is(err, eventbus.ErrMalformed); got != tt.malformed {
+				t.Errorf("Encode() error %v: errors.Is(ErrMalformed) = %v, want %v", err, got, tt.malformed)
+			}
+		})
 	}
 }
 
@@ -112,6 +239,15 @@ func TestDecodeRejects(t *testing.T) {
 		{"id mismatch", []byte(`{"specversion":"1.0","id":"other","type":"dev.jitid.credential.issued.v1","data":{"id":"x","type":"EVENT_TYPE_CREDENTIAL_ISSUED"}}`)},
 		{"type mismatch", []byte(`{"specversion":"1.0","id":"x","type":"dev.jitid.credential.revoked.v1","data":{"id":"x","type":"EVENT_TYPE_CREDENTIAL_ISSUED"}}`)},
 		{"bad data", []byte(`{"specversion":"1.0","id":"x","type":"dev.jitid.credential.issued.v1","data":{"id":7}}`)},
+		{"no data", []byte(`{"specversion":"1.0","id":"x","type":"dev.jitid.credential.issued.v1"}`)},
+		{"null data", []byte(`{"specversion":"1.0","id":"x","type":"dev.jitid.credential.issued.v1","data":null}`)},
+		{"no id", []byte(`{"specversion":"1.0","type":"dev.jitid.credential.issued.v1","data":{"type":"EVENT_TYPE_CREDENTIAL_ISSUED"}}`)},
+		{"trailing data", append(append([]byte(nil), good...), "{}"...)},
+		{"truncated", good[:len(good)-1]},
+		{"invalid UTF-8 in data", bytes.Replace(good, []byte("summarise"), []byte("summ\xffrise"), 1)},
+		{"field twice", bytes.Replace(good, []byte(`"audience":"jitid"`), []byte(`"audience":"jitid","audience":"x"`), 1)},
+		{"bad timestamp", bytes.Replace(good, []byte(`"issuedAt":"2026-11-29T10:00:00Z"`), []byte(`"issuedAt":"2026-13-29T10:00:00Z"`), 1)},
+		{"bad enum", bytes.Replace(good, []byte(`"class":"AGENT_CLASS_EPHEMERAL"`), []byte(`"class":true`), 1)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
