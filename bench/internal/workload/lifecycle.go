@@ -166,12 +166,17 @@ type RevokeResult struct {
 	MintRate float64
 	// Revoked is how many credentials the call revoked.
 	Revoked int
-	// Call is how long RevokeCredentials took: every credential is
-	// inactive when it returns.
+	// Call is how long RevokeCredentials took.
 	Call time.Duration
-	// StillActive counts sampled tokens that still introspected active.
-	StillActive int
+	// Sampled tokens were introspected over and over from the call's start
+	// until each answered inactive; AllInactive reports they all did, the
+	// last Inactive after the call started, in Polls introspections.
 	Sampled     int
+	AllInactive bool
+	Inactive    time.Duration
+	Polls       int
+	// StillActive counts sampled tokens active again once the call returned.
+	StillActive int
 	// Audited is how many revoked events of the delegator audit recorded,
 	// and AuditedAfter when the last of them was recorded (from the call).
 	Audited      int
@@ -180,10 +185,15 @@ type RevokeResult struct {
 	CPU map[string]time.Duration
 }
 
+// revokeSample is how many of the tokens RevokeByDelegator watches.
+const revokeSample = 200
+
 // RevokeByDelegator issues n live credentials for one delegator, waits
-// until audit has recorded their issuance, revokes them all with one call,
-// checks a sample is inactive, and waits until audit recorded every
-// revoked event.
+// until audit has recorded their issuance, revokes them all with one call
+// while introspecting a sample of them until each is inactive, and waits
+// until audit recorded every revoked event. The time to inactive is what a
+// resource server that introspects sees, however long the call itself
+// takes to finish recording.
 func RevokeByDelegator(ctx context.Context, p *Pool, a *Auditor, n int, cpu CPUReader) (RevokeResult, error) {
 	res := RevokeResult{N: n}
 	reqs := NewRequests("revoke")
@@ -202,24 +212,41 @@ func RevokeByDelegator(ctx context.Context, p *Pool, a *Auditor, n int, cpu CPUR
 	if err != nil {
 		return res, err
 	}
-	client := p.Issuers()[0]
+	var sample []string
+	for i := 0; i < n && len(sample) < revokeSample; i += max(n/revokeSample, 1) {
+		sample = append(sample, creds[i].GetToken())
+	}
+	res.Sampled = len(sample)
+	clients := p.Issuers()
+	client := clients[0]
+
+	pollCtx, stopPolling := context.WithTimeout(ctx, 2*time.Minute)
+	defer stopPolling()
+	polled := make(chan inactiveResult, 1)
 	cpu0 := cpuNow(cpu)
 	t0 := time.Now()
+	go func() { polled <- untilInactive(pollCtx, clients, sample, t0) }()
 	resp, err := client.RevokeCredentials(ctx, &issuerv1.RevokeCredentialsRequest{
 		Selector: &issuerv1.RevokeCredentialsRequest_DelegatorId{DelegatorId: reqs.Delegator}, Reason: "delegator left the company",
 	})
 	res.Call = time.Since(t0)
 	res.CPU = cpuSince(cpu, cpu0)
 	if err != nil {
+		stopPolling()
+		<-polled
 		return res, fmt.Errorf("revoke by delegator: %w", err)
 	}
 	res.Revoked = int(resp.GetRevoked())
-	for i := 0; i < n; i += max(n/200, 1) {
-		r, err := client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: creds[i].GetToken()})
+	pr := <-polled
+	res.AllInactive, res.Inactive, res.Polls = pr.err == nil, pr.last, pr.polls
+	if pr.err != nil && pollCtx.Err() == nil {
+		return res, fmt.Errorf("introspect during the revocation: %w", pr.err)
+	}
+	for _, tok := range sample {
+		r, err := client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: tok})
 		if err != nil {
 			return res, err
 		}
-		res.Sampled++
 		if r.GetActive() {
 			res.StillActive++
 		}
@@ -244,4 +271,63 @@ func RevokeByDelegator(ctx context.Context, p *Pool, a *Auditor, n int, cpu CPUR
 		return res, err
 	}
 	return res, nil
+}
+
+// inactiveResult is what untilInactive saw: when the last token answered
+// inactive (from t0), after how many introspections, or why it stopped.
+type inactiveResult struct {
+	last  time.Duration
+	polls int
+	err   error
+}
+
+// untilInactive introspects tokens round after round, eight callers at
+// once, each token until it answers inactive, and returns when the last
+// one did. A short pause between rounds keeps the polling from competing
+// with the revocation for the issuer's CPU more than resource servers
+// would.
+func untilInactive(ctx context.Context, clients []issuerv1.IssuerServiceClient, tokens []string, t0 time.Time) inactiveResult {
+	const pollers = 8
+	var (
+		last, polls atomic.Int64
+		wg          sync.WaitGroup
+	)
+	errc := make(chan error, pollers)
+	for w := range pollers {
+		var active []string
+		for i := w; i < len(tokens); i += pollers {
+			active = append(active, tokens[i])
+		}
+		client := clients[w%len(clients)]
+		wg.Go(func() {
+			for len(active) > 0 {
+				still := active[:0]
+				for _, tok := range active {
+					r, err := client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: tok})
+					polls.Add(1)
+					if err != nil {
+						errc <- err
+						return
+					}
+					if r.GetActive() {
+						still = append(still, tok)
+						continue
+					}
+					for at := int64(time.Since(t0)); ; {
+						prev := last.Load()
+						if at <= prev || last.CompareAndSwap(prev, at) {
+							break
+						}
+					}
+				}
+				active = still
+				if len(active) > 0 {
+					time.Sleep(2 * time.Millisecond)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	return inactiveResult{last: time.Duration(last.Load()), polls: int(polls.Load()), err: <-errc}
 }
