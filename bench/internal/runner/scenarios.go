@@ -146,8 +146,9 @@ func (r *run) heavy(ctx context.Context) error {
 		if res.AllInactive {
 			inactive = fmt.Sprintf("all %d", res.Sampled)
 		}
-		r.note("revoke by delegator: %s credentials minted at %s/s; %s of %d sampled tokens (introspected %d times from the call's start) inactive %v after the call started; RevokeCredentials revoked %s in %v; %d sampled tokens active after it returned; %s revoked events in the audit log, the last %v after the call started",
-			report.Count(float64(n)), report.Count(res.MintRate), inactive, res.Sampled, res.Polls, res.Inactive.Round(time.Millisecond),
+		r.note("revoke by delegator: %s credentials minted at %s/s; %s of %d sampled tokens (introspected %d times from the call's start, the slowest call %v) inactive %v after the call started (the first %v after); RevokeCredentials revoked %s in %v; %d sampled tokens active after it returned; %s revoked events in the audit log, the last %v after the call started",
+			report.Count(float64(n)), report.Count(res.MintRate), inactive, res.Sampled, res.Polls, res.SlowestPoll.Round(time.Millisecond),
+			res.Inactive.Round(time.Millisecond), res.FirstInactive.Round(time.Millisecond),
 			report.Count(float64(res.Revoked)), res.Call.Round(time.Millisecond), res.StillActive,
 			report.Count(float64(res.Audited)), res.AuditedAfter.Round(time.Millisecond))
 		r.cpuTotal(fmt.Sprintf("RevokeCredentials by delegator, per credential (%s)", report.Count(float64(n))), res.CPU, int64(n))

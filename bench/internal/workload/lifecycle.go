@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -170,11 +171,14 @@ type RevokeResult struct {
 	Call time.Duration
 	// Sampled tokens were introspected over and over from the call's start
 	// until each answered inactive; AllInactive reports they all did, the
-	// last Inactive after the call started, in Polls introspections.
-	Sampled     int
-	AllInactive bool
-	Inactive    time.Duration
-	Polls       int
+	// first FirstInactive and the last Inactive after the call started, in
+	// Polls introspections, the slowest taking SlowestPoll.
+	Sampled       int
+	AllInactive   bool
+	FirstInactive time.Duration
+	Inactive      time.Duration
+	Polls         int
+	SlowestPoll   time.Duration
 	// StillActive counts sampled tokens active again once the call returned.
 	StillActive int
 	// Audited is how many revoked events of the delegator audit recorded,
@@ -238,7 +242,7 @@ func RevokeByDelegator(ctx context.Context, p *Pool, a *Auditor, n int, cpu CPUR
 	}
 	res.Revoked = int(resp.GetRevoked())
 	pr := <-polled
-	res.AllInactive, res.Inactive, res.Polls = pr.err == nil, pr.last, pr.polls
+	res.AllInactive, res.FirstInactive, res.Inactive, res.Polls, res.SlowestPoll = pr.err == nil, pr.first, pr.last, pr.polls, pr.slowest
 	if pr.err != nil && pollCtx.Err() == nil {
 		return res, fmt.Errorf("introspect during the revocation: %w", pr.err)
 	}
@@ -273,25 +277,38 @@ func RevokeByDelegator(ctx context.Context, p *Pool, a *Auditor, n int, cpu CPUR
 	return res, nil
 }
 
-// inactiveResult is what untilInactive saw: when the last token answered
-// inactive (from t0), after how many introspections, or why it stopped.
+// inactiveResult is what untilInactive saw: when the first and the last
+// token answered inactive (from t0), after how many introspections, the
+// slowest of them, or why it stopped.
 type inactiveResult struct {
-	last  time.Duration
-	polls int
-	err   error
+	first, last time.Duration
+	polls       int
+	slowest     time.Duration
+	err         error
 }
 
-// untilInactive introspects tokens round after round, eight callers at
-// once, each token until it answers inactive, and returns when the last
-// one did. A short pause between rounds keeps the polling from competing
+// raise stores v in a when it is larger.
+func raise(a *atomic.Int64, v int64) {
+	for {
+		prev := a.Load()
+		if v <= prev || a.CompareAndSwap(prev, v) {
+			return
+		}
+	}
+}
+
+// untilInactive introspects tokens round after round, twenty callers at
+// once (ten tokens each, so that a round is short), each token until it
+// answers inactive, and returns when the last one did. A short pause between rounds keeps the polling from competing
 // with the revocation for the issuer's CPU more than resource servers
 // would.
 func untilInactive(ctx context.Context, clients []issuerv1.IssuerServiceClient, tokens []string, t0 time.Time) inactiveResult {
-	const pollers = 8
+	const pollers = 20
 	var (
-		last, polls atomic.Int64
-		wg          sync.WaitGroup
+		first, last, polls, slowest atomic.Int64
+		wg                          sync.WaitGroup
 	)
+	first.Store(math.MaxInt64)
 	errc := make(chan error, pollers)
 	for w := range pollers {
 		var active []string
@@ -303,8 +320,10 @@ func untilInactive(ctx context.Context, clients []issuerv1.IssuerServiceClient, 
 			for len(active) > 0 {
 				still := active[:0]
 				for _, tok := range active {
+					sent := time.Now()
 					r, err := client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: tok})
 					polls.Add(1)
+					raise(&slowest, int64(time.Since(sent)))
 					if err != nil {
 						errc <- err
 						return
@@ -313,9 +332,11 @@ func untilInactive(ctx context.Context, clients []issuerv1.IssuerServiceClient, 
 						still = append(still, tok)
 						continue
 					}
-					for at := int64(time.Since(t0)); ; {
-						prev := last.Load()
-						if at <= prev || last.CompareAndSwap(prev, at) {
+					at := int64(time.Since(t0))
+					raise(&last, at)
+					for {
+						prev := first.Load()
+						if at >= prev || first.CompareAndSwap(prev, at) {
 							break
 						}
 					}
@@ -329,5 +350,9 @@ func untilInactive(ctx context.Context, clients []issuerv1.IssuerServiceClient, 
 	}
 	wg.Wait()
 	close(errc)
-	return inactiveResult{last: time.Duration(last.Load()), polls: int(polls.Load()), err: <-errc}
+	res := inactiveResult{last: time.Duration(last.Load()), polls: int(polls.Load()), slowest: time.Duration(slowest.Load()), err: <-errc}
+	if f := first.Load(); f != math.MaxInt64 {
+		res.first = time.Duration(f)
+	}
+	return res
 }
