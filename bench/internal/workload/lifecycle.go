@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -166,12 +167,20 @@ type RevokeResult struct {
 	MintRate float64
 	// Revoked is how many credentials the call revoked.
 	Revoked int
-	// Call is how long RevokeCredentials took: every credential is
-	// inactive when it returns.
+	// Call is how long RevokeCredentials took.
 	Call time.Duration
-	// StillActive counts sampled tokens that still introspected active.
+	// Sampled tokens were introspected over and over from the call's start
+	// until each answered inactive; AllInactive reports they all did, the
+	// first FirstInactive and the last Inactive after the call started, in
+	// Polls introspections, the slowest taking SlowestPoll.
+	Sampled       int
+	AllInactive   bool
+	FirstInactive time.Duration
+	Inactive      time.Duration
+	Polls         int
+	SlowestPoll   time.Duration
+	// StillActive counts sampled tokens active again once the call returned.
 	StillActive int
-	Sampled     int
 	// Audited is how many revoked events of the delegator audit recorded,
 	// and AuditedAfter when the last of them was recorded (from the call).
 	Audited      int
@@ -180,10 +189,15 @@ type RevokeResult struct {
 	CPU map[string]time.Duration
 }
 
+// revokeSample is how many of the tokens RevokeByDelegator watches.
+const revokeSample = 200
+
 // RevokeByDelegator issues n live credentials for one delegator, waits
-// until audit has recorded their issuance, revokes them all with one call,
-// checks a sample is inactive, and waits until audit recorded every
-// revoked event.
+// until audit has recorded their issuance, revokes them all with one call
+// while introspecting a sample of them until each is inactive, and waits
+// until audit recorded every revoked event. The time to inactive is what a
+// resource server that introspects sees, however long the call itself
+// takes to finish recording.
 func RevokeByDelegator(ctx context.Context, p *Pool, a *Auditor, n int, cpu CPUReader) (RevokeResult, error) {
 	res := RevokeResult{N: n}
 	reqs := NewRequests("revoke")
@@ -202,24 +216,41 @@ func RevokeByDelegator(ctx context.Context, p *Pool, a *Auditor, n int, cpu CPUR
 	if err != nil {
 		return res, err
 	}
-	client := p.Issuers()[0]
+	var sample []string
+	for i := 0; i < n && len(sample) < revokeSample; i += max(n/revokeSample, 1) {
+		sample = append(sample, creds[i].GetToken())
+	}
+	res.Sampled = len(sample)
+	clients := p.Issuers()
+	client := clients[0]
+
+	pollCtx, stopPolling := context.WithTimeout(ctx, 2*time.Minute)
+	defer stopPolling()
+	polled := make(chan inactiveResult, 1)
 	cpu0 := cpuNow(cpu)
 	t0 := time.Now()
+	go func() { polled <- untilInactive(pollCtx, clients, sample, t0) }()
 	resp, err := client.RevokeCredentials(ctx, &issuerv1.RevokeCredentialsRequest{
 		Selector: &issuerv1.RevokeCredentialsRequest_DelegatorId{DelegatorId: reqs.Delegator}, Reason: "delegator left the company",
 	})
 	res.Call = time.Since(t0)
 	res.CPU = cpuSince(cpu, cpu0)
 	if err != nil {
+		stopPolling()
+		<-polled
 		return res, fmt.Errorf("revoke by delegator: %w", err)
 	}
 	res.Revoked = int(resp.GetRevoked())
-	for i := 0; i < n; i += max(n/200, 1) {
-		r, err := client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: creds[i].GetToken()})
+	pr := <-polled
+	res.AllInactive, res.FirstInactive, res.Inactive, res.Polls, res.SlowestPoll = pr.err == nil, pr.first, pr.last, pr.polls, pr.slowest
+	if pr.err != nil && pollCtx.Err() == nil {
+		return res, fmt.Errorf("introspect during the revocation: %w", pr.err)
+	}
+	for _, tok := range sample {
+		r, err := client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: tok})
 		if err != nil {
 			return res, err
 		}
-		res.Sampled++
 		if r.GetActive() {
 			res.StillActive++
 		}
@@ -244,4 +275,84 @@ func RevokeByDelegator(ctx context.Context, p *Pool, a *Auditor, n int, cpu CPUR
 		return res, err
 	}
 	return res, nil
+}
+
+// inactiveResult is what untilInactive saw: when the first and the last
+// token answered inactive (from t0), after how many introspections, the
+// slowest of them, or why it stopped.
+type inactiveResult struct {
+	first, last time.Duration
+	polls       int
+	slowest     time.Duration
+	err         error
+}
+
+// raise stores v in a when it is larger.
+func raise(a *atomic.Int64, v int64) {
+	for {
+		prev := a.Load()
+		if v <= prev || a.CompareAndSwap(prev, v) {
+			return
+		}
+	}
+}
+
+// untilInactive introspects tokens round after round, twenty callers at
+// once (ten tokens each, so that a round is short), each token until it
+// answers inactive, and returns when the last one did. A short pause between rounds keeps the polling from competing
+// with the revocation for the issuer's CPU more than resource servers
+// would.
+func untilInactive(ctx context.Context, clients []issuerv1.IssuerServiceClient, tokens []string, t0 time.Time) inactiveResult {
+	const pollers = 20
+	var (
+		first, last, polls, slowest atomic.Int64
+		wg                          sync.WaitGroup
+	)
+	first.Store(math.MaxInt64)
+	errc := make(chan error, pollers)
+	for w := range pollers {
+		var active []string
+		for i := w; i < len(tokens); i += pollers {
+			active = append(active, tokens[i])
+		}
+		client := clients[w%len(clients)]
+		wg.Go(func() {
+			for len(active) > 0 {
+				still := active[:0]
+				for _, tok := range active {
+					sent := time.Now()
+					r, err := client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: tok})
+					polls.Add(1)
+					raise(&slowest, int64(time.Since(sent)))
+					if err != nil {
+						errc <- err
+						return
+					}
+					if r.GetActive() {
+						still = append(still, tok)
+						continue
+					}
+					at := int64(time.Since(t0))
+					raise(&last, at)
+					for {
+						prev := first.Load()
+						if at >= prev || first.CompareAndSwap(prev, at) {
+							break
+						}
+					}
+				}
+				active = still
+				if len(active) > 0 {
+					time.Sleep(2 * time.Millisecond)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	res := inactiveResult{last: time.Duration(last.Load()), polls: int(polls.Load()), slowest: time.Duration(slowest.Load()), err: <-errc}
+	if f := first.Load(); f != math.MaxInt64 {
+		res.first = time.Duration(f)
+	}
+	return res
 }

@@ -123,6 +123,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Events: events,
 		Logger: log,
 		Notify: rl.Notify,
+		// A revocation mark hides credentials until they would have expired.
+		MarkRetention: cfg.MaxTTL + redisstore.MarkClockMargin,
 	})
 	iss, err := issuer.New(issuer.Config{
 		Issuer:          cfg.Issuer,

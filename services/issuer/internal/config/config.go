@@ -101,7 +101,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&c.Issuer, "issuer", "https://jitid.local", "the iss of every credential")
 	fs.StringVar(&c.DefaultAudience, "default-audience", "jitid", "aud when a request names none")
 	fs.StringVar(&c.KeyDir, "key-dir", "", "directory of signing keys (PEM or JWK); a development key is generated when empty")
-	fs.DurationVar(&c.MaxTTL, "max-ttl", time.Hour, "no credential lives longer, whatever policy allows")
+	fs.DurationVar(&c.MaxTTL, "max-ttl", time.Hour, "no credential lives longer, whatever policy allows; revocation marks are kept this long plus 5m")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", 500*time.Millisecond, "how often expired credentials are swept and reported")
 	fs.DurationVar(&c.KeyPublishDelay, "key-publish-delay", 5*time.Minute, "a key added to -key-dir is published this long before it signs (at least the JWKS max-age, 60s, plus -key-poll-interval)")
 	fs.DurationVar(&c.KeyPollInterval, "key-poll-interval", 10*time.Second, "how often -key-dir is read again")

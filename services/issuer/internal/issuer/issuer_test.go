@@ -1,9 +1,12 @@
 package issuer_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -176,7 +179,7 @@ func seqIDs() issuer.IDSource {
 	}
 }
 
-func newFixture(t *testing.T, p policyFunc, now time.Time) *fixture {
+func newFixture(t *testing.T, p policyFunc, now time.Time, configure ...func(*issuer.Config)) *fixture {
 	t.Helper()
 	key, err := signing.GenerateKey("")
 	if err != nil {
@@ -194,9 +197,13 @@ func newFixture(t *testing.T, p policyFunc, now time.Time) *fixture {
 		f.callMu.Unlock()
 		return p(ctx, r)
 	})
-	f.iss, err = issuer.New(issuer.Config{
+	cfg := issuer.Config{
 		Issuer: testIssuer, DefaultAudience: "jitid", MaxTTL: time.Hour, Clock: clock, NewID: seqIDs(),
-	}, counted, f.store, keys)
+	}
+	for _, c := range configure {
+		c(&cfg)
+	}
+	f.iss, err = issuer.New(cfg, counted, f.store, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -666,6 +673,59 @@ func TestCompleteTask(t *testing.T) {
 	}
 	if _, err := f.iss.CompleteTask(t.Context(), "", ""); !errors.Is(err, issuer.ErrInvalidArgument) {
 		t.Errorf("CompleteTask(\"\") error = %v, want ErrInvalidArgument", err)
+	}
+}
+
+// TestRevokeLogsTheCountAndFewIDs: a revocation's log line names the
+// credentials only when they are few; a delegator's hundred thousand would
+// make one line of megabytes.
+func TestRevokeLogsTheCountAndFewIDs(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{3, 20, 21, 200} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			t.Parallel()
+			var logs bytes.Buffer
+			f := newFixture(t, allow(time.Hour), t0, func(c *issuer.Config) {
+				c.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+			})
+			for range n {
+				if _, err := f.iss.Issue(t.Context(), validRequest()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ids, err := f.iss.Revoke(t.Context(), issuer.Selector{Kind: issuer.ByDelegator, ID: "user:alice@example.com"}, "left")
+			if err != nil || len(ids) != n {
+				t.Fatalf("Revoke() = %d ids, %v; want %d", len(ids), err, n)
+			}
+			var line struct {
+				Msg           string   `json:"msg"`
+				Count         int      `json:"count"`
+				CredentialIDs []string `json:"credential_ids"`
+			}
+			found := false
+			for l := range strings.Lines(logs.String()) {
+				if err := json.Unmarshal([]byte(l), &line); err != nil {
+					t.Fatal(err)
+				}
+				if line.Msg == "credentials revoked" {
+					found = true
+					break
+				}
+			}
+			if !found {
+				t.Fatalf("no \"credentials revoked\" line in %s", logs.String())
+			}
+			if line.Count != n {
+				t.Errorf("count = %d, want %d", line.Count, n)
+			}
+			wantIDs := 0
+			if n <= 20 {
+				wantIDs = n
+			}
+			if len(line.CredentialIDs) != wantIDs {
+				t.Errorf("credential_ids lists %d ids, want %d", len(line.CredentialIDs), wantIDs)
+			}
+		})
 	}
 }
 

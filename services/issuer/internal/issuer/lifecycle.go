@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -113,8 +114,23 @@ func (s *Issuer) Revoke(ctx context.Context, sel Selector, reason string) ([]str
 		return nil, ErrNotFound
 	}
 	s.log.InfoContext(ctx, "credentials revoked", "by", selectorField(sel.Kind), "id", sel.ID,
-		"count", len(ids), "credential_ids", ids, "reason", reason)
+		"count", len(ids), loggedIDs(ids), "reason", reason)
 	return ids, nil
+}
+
+// maxLoggedIDs bounds the credential ids a log line lists: revoking a
+// delegator may revoke a hundred thousand, and one line of them all helps
+// nobody (the revoked events name each one).
+const maxLoggedIDs = 20
+
+// loggedIDs is the credential_ids attribute of a log line: the ids when
+// few, otherwise an empty attribute, which handlers leave out (the count
+// is logged beside it).
+func loggedIDs(ids []string) slog.Attr {
+	if len(ids) > maxLoggedIDs {
+		return slog.Attr{}
+	}
+	return slog.Any("credential_ids", ids)
 }
 
 // CompleteTask revokes every live credential of the task and records the
@@ -146,7 +162,7 @@ func (s *Issuer) CompleteTask(ctx context.Context, taskID, reason string) ([]str
 	if err != nil {
 		return nil, fmt.Errorf("complete task %q: %w", taskID, err)
 	}
-	s.log.InfoContext(ctx, "task completed", "task_id", taskID, "revoked", len(ids), "credential_ids", ids, "reason", reason)
+	s.log.InfoContext(ctx, "task completed", "task_id", taskID, "revoked", len(ids), loggedIDs(ids), "reason", reason)
 	return ids, nil
 }
 

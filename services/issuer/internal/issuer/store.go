@@ -103,7 +103,8 @@ var (
 )
 
 // EventFunc builds the lifecycle event of one credential (revoked), called
-// by the store with the credential as it was stored.
+// by the store with the credential as it was stored, possibly from several
+// goroutines at once.
 type EventFunc func(c *Credential) *eventsv1.LifecycleEvent
 
 // store is what the issuer needs from storage. Every write puts its
@@ -136,7 +137,11 @@ type store interface {
 	// live credential exchanged from them, down the chain. Each one is
 	// deleted together with its indexes, its expiry schedule and the event
 	// mkEvent builds for it, atomically; a credential that expired or was
-	// revoked meanwhile yields no event. It returns the ids revoked.
+	// revoked meanwhile yields no event. It returns the ids revoked. By
+	// agent or delegator, every credential it names is inactive (Get, List,
+	// Use, Issue of a child) from the start of the call, before each one is
+	// deleted; should the call fail, they stay inactive, and calling again
+	// writes the events still missing.
 	Revoke(ctx context.Context, sel Selector, mkEvent EventFunc) ([]string, error)
 	// CompleteTask revokes every live credential of the task (as Revoke), marks
 	// the task completed (Issue then fails with ErrTaskCompleted) and writes

@@ -172,7 +172,13 @@ func TestRunsOnRedisCluster(t *testing.T) {
 	err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
 		keys, err := c.Keys(ctx, ns+":*").Result()
 		for _, k := range keys {
-			if !strings.HasSuffix(k, ":outbox") && !strings.Contains(k, ":done:") {
+			switch {
+			case strings.HasSuffix(k, ":revoked"):
+				// The revocation marks of agent-0, expiring.
+				if ttl := c.PTTL(ctx, k).Val(); ttl <= 0 || ttl > redisstore.DefaultMarkRetention {
+					return fmt.Errorf("revocation marks %s expire in %v, want within %v", k, ttl, redisstore.DefaultMarkRetention)
+				}
+			case !strings.HasSuffix(k, ":outbox") && !strings.Contains(k, ":done:"):
 				return fmt.Errorf("key %s left behind", k)
 			}
 		}

@@ -32,6 +32,10 @@ const (
 	fMaxUses       = "max_uses" // read by useScript
 	fUses          = "uses"     // written by useScript
 	fCnfJKT        = "cnf_jkt"
+	// The delegator's and agent's ids as they are, for the scripts to look
+	// up revocation marks; the issue script adds "written".
+	fDelegatorID = "did"
+	fAgentID     = "aid"
 )
 
 // chainLink is the stored form of an issuer.ChainLink.
@@ -70,6 +74,8 @@ func credentialArgs(args []any, c *issuer.Credential) ([]any, error) {
 		fProfile, strconv.Itoa(int(c.Profile)),
 		fPolicyVersion, c.PolicyVersion,
 		fDecisionID, c.DecisionID,
+		fDelegatorID, c.Delegator.GetId(),
+		fAgentID, c.Agent.GetId(),
 	)
 	// Sub-agent, use-limit and binding fields only when set, so that a
 	// plain credential's hash stays as small as before.

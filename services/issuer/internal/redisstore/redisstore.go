@@ -3,6 +3,9 @@
 // agent and delegator, an expiry schedule swept into credential.expired
 // events, and an outbox stream per shard that every write appends its
 // lifecycle events to in the same Lua script, for the relay to publish.
+// Revoking a delegator's or an agent's credentials first writes a
+// revocation mark in every shard, which makes them all inactive at once,
+// then deletes them one by one, each with its revoked event.
 //
 // Every key is "<prefix>:{<shard>}:…", the shard being a hash of the task
 // id, so all keys a script touches share one hash tag and the store runs
@@ -19,6 +22,13 @@
 //	<prefix>:{<shard>}:children:<id>       set, credentials exchanged from <id>; TTL = latest expiry
 //	<prefix>:{<shard>}:done:<task id>      string, the task was completed (DoneTTL)
 //	<prefix>:{<shard>}:outbox              stream of events: id, subject, data
+//	<prefix>:{<shard>}:revoked             sorted set, revocation marks: "delegator:<id>" or
+//	                                       "agent:<id>" by Redis time (µs); TTL MarkRetention
+//
+// A credential hash holds, besides the credential, "did" and "aid" (the
+// delegator's and agent's ids, for the scripts to find their marks) and
+// "written" (Redis's time when it was written, µs): a credential written
+// no later than a mark of its delegator or agent is not live.
 package redisstore
 
 import (
@@ -43,7 +53,16 @@ const (
 	DefaultPrefix  = "jitid"
 	DefaultShards  = 16
 	DefaultDoneTTL = 7 * 24 * time.Hour
+	// DefaultMarkRetention is the issuer's default -max-ttl plus
+	// MarkClockMargin.
+	DefaultMarkRetention = time.Hour + MarkClockMargin
 )
+
+// MarkClockMargin is added to the longest credential life to make the
+// retention of revocation marks: a credential's key expires at the
+// ExpiresAt of the issuer's clock, its mark is stamped by Redis's, and the
+// two may disagree (NTP keeps them to milliseconds; this is generous).
+const MarkClockMargin = 5 * time.Minute
 
 // Options configure a Store. The zero value means the defaults.
 type Options struct {
@@ -61,6 +80,12 @@ type Options struct {
 	// credentials for it (DefaultDoneTTL when zero). Keep it longer than the
 	// longest credential TTL.
 	DoneTTL time.Duration
+	// MarkRetention is how long a revocation mark is kept after it was
+	// written (DefaultMarkRetention when zero): at least the longest life
+	// of a credential (the issuer's -max-ttl) plus MarkClockMargin, since
+	// a credential the mark covers must not come back to life before it
+	// expires, should its revocation be cut short.
+	MarkRetention time.Duration
 	// Clock is the time source of the sweeper (time.Now when nil).
 	Clock func() time.Time
 	// Logger receives sweeper failures (slog.Default when nil).
@@ -84,6 +109,7 @@ type shard struct {
 	expiry  string
 	expired string
 	outbox  string
+	marks   string
 }
 
 func (s shard) cred(id string) string      { return s.prefix + "cred:" + id }
@@ -106,6 +132,9 @@ func (o Options) withDefaults() Options {
 	if o.DoneTTL <= 0 {
 		o.DoneTTL = DefaultDoneTTL
 	}
+	if o.MarkRetention <= 0 {
+		o.MarkRetention = DefaultMarkRetention
+	}
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
@@ -122,7 +151,7 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 	s := &Store{rdb: rdb, opts: opts, shards: make([]shard, opts.Shards)}
 	for i := range s.shards {
 		p := shardPrefix(opts.Prefix, i)
-		s.shards[i] = shard{prefix: p, expiry: p + "expiry", expired: p + "expired", outbox: p + "outbox"}
+		s.shards[i] = shard{prefix: p, expiry: p + "expiry", expired: p + "expired", outbox: p + "outbox", marks: p + "revoked"}
 	}
 	return s
 }

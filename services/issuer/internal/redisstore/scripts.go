@@ -9,25 +9,45 @@ import "github.com/redis/go-redis/v9"
 // prefix it is given: they share the declared keys' hash tag, hence their
 // slot, which Redis Cluster accepts.
 
+// markBody defines markedRevoked(cred, marks): whether a credential is
+// covered by a revocation mark (markScript) of its delegator or of its
+// agent, that is, was written no later than the mark. Both times are
+// Redis's clock (TIME), read in the scripts of one shard, hence of one
+// Redis node: the issuers' clocks, and their skew, play no part. A
+// credential written before marks existed has no written, did and aid
+// fields and is never covered; it is revoked one by one, as it always was.
+const markBody = `
+local function markedRevoked(cred, marks)
+  local f = redis.call('HMGET', cred, 'written', 'did', 'aid')
+  if not f[1] then return false end
+  local m = redis.call('ZMSCORE', marks, 'delegator:' .. f[2], 'agent:' .. f[3])
+  local w = tonumber(f[1])
+  return (m[1] and w <= tonumber(m[1])) or (m[2] and w <= tonumber(m[2])) or false
+end
+`
+
 // issueScript writes a credential, its indexes, its expiry schedule, its
-// expired event and its issued (or exchanged) event. For a sub-agent's
-// credential it first checks that the parent is still live and links the
+// expired event and its issued (or exchanged) event, and stamps the
+// credential with the time it was written (Redis's clock, µs) for the
+// revocation marks. For a sub-agent's credential it first checks that the
+// parent is still live (its key exists and no mark covers it) and links the
 // child under it, so that revoking the parent finds it.
 //
 // KEYS: cred, task index, agent index, delegator index, expiry, expired
-// events, done marker, outbox; for an exchange also the parent's cred and
-// the parent's children set.
+// events, done marker, outbox; for an exchange also the parent's cred, the
+// parent's children set and the shard's revocation marks.
 // ARGV: id, expires-at ms, issued event id, subject, payload, expired
 // record, then the credential hash as field, value pairs.
 // Returns 1 when written, 0 when the task is completed, -1 when the id is
 // already live, -2 when the parent is no longer live.
-var issueScript = redis.NewScript(`
+var issueScript = redis.NewScript(markBody + `
 if redis.call('EXISTS', KEYS[7]) == 1 then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
-if #KEYS >= 10 and redis.call('EXISTS', KEYS[9]) == 0 then return -2 end
+if #KEYS >= 10 and (redis.call('EXISTS', KEYS[9]) == 0 or markedRevoked(KEYS[9], KEYS[11])) then return -2 end
 local id = ARGV[1]
 local exp = tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'written', now[1] .. string.format('%06d', tonumber(now[2])), unpack(ARGV, 7))
 redis.call('PEXPIREAT', KEYS[1], exp)
 local indexes = {2, 3, 4}
 if #KEYS >= 10 then indexes[4] = 10 end
@@ -44,15 +64,16 @@ return 1
 `)
 
 // useScript counts one presentation of a use-limited credential, in the
-// step that checks it is live: HINCRBY on the credential's hash, compared
-// with its max_uses; the presentation past it writes the use_refused event.
+// step that checks it is live (its key exists and no revocation mark
+// covers it): HINCRBY on the credential's hash, compared with its
+// max_uses; the presentation past it writes the use_refused event.
 //
-// KEYS: cred, outbox.
+// KEYS: cred, outbox, the shard's revocation marks.
 // ARGV: use_refused event id, subject, payload.
 // Returns {0} when not live, {2, uses} when used up (event written), or
 // {1, field, value, ...} the credential hash with uses counted.
-var useScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+var useScript = redis.NewScript(markBody + `
+if redis.call('EXISTS', KEYS[1]) == 0 or markedRevoked(KEYS[1], KEYS[3]) then return {0} end
 local max = tonumber(redis.call('HGET', KEYS[1], 'max_uses') or '0')
 local uses = redis.call('HINCRBY', KEYS[1], 'uses', 1)
 if max > 0 and uses > max then
@@ -62,6 +83,45 @@ end
 local out = redis.call('HGETALL', KEYS[1])
 table.insert(out, 1, 1)
 return out
+`)
+
+// readScript reads a credential that is live: its key exists and no
+// revocation mark covers it.
+//
+// KEYS: cred, the shard's revocation marks.
+// Returns the credential hash as field, value pairs; empty when not live.
+var readScript = redis.NewScript(markBody + `
+if markedRevoked(KEYS[1], KEYS[2]) then return {} end
+return redis.call('HGETALL', KEYS[1])
+`)
+
+// markScript writes a revocation mark in one shard: every credential of a
+// delegator (or agent) written in the shard no later than now (Redis's
+// clock, µs) is not live from this step on, for every script and read that
+// checks liveness. The revocation goes on to delete those credentials one
+// by one, each with its revoked event; the mark makes them inactive at
+// once. A shard where the index holds none of them gets no mark: any
+// credential written there later is written after the revocation.
+//
+// A mark is needed only while a credential written before it can be live:
+// the retention covers the longest credential life plus clock margin. Marks
+// older than the retention are pruned here, and the sorted set expires
+// the retention after its latest mark. A mark never moves back (ZADD GT).
+//
+// KEYS: marks, the delegator's (or agent's) index in the shard.
+// ARGV: member ("delegator:<id>" or "agent:<id>"), retention ms.
+// Returns the mark (µs) written, or 0 when the index is empty.
+var markScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local retention = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.0f', now - retention * 1000))
+redis.call('ZADD', KEYS[1], 'GT', string.format('%.0f', now), ARGV[1])
+if redis.call('PTTL', KEYS[1]) < retention then
+  redis.call('PEXPIRE', KEYS[1], retention)
+end
+return now
 `)
 
 // revokeBody revokes the credentials laid out from KEYS[first] and
