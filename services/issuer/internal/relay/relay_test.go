@@ -37,7 +37,7 @@ type env struct {
 	js     jetstream.JetStream
 }
 
-func newEnv(t *testing.T, natsURL string) *env {
+func newEnv(t testing.TB, natsURL string) *env {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: testserver.RedisAddr(t)})
 	t.Cleanup(func() { _ = rdb.Close() })
@@ -48,7 +48,7 @@ func newEnv(t *testing.T, natsURL string) *env {
 	return e
 }
 
-func connect(t *testing.T, url string) jetstream.JetStream {
+func connect(t testing.TB, url string) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
 		nats.RetryOnFailedConnect(true))
