@@ -114,6 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	rl := relay.New(rdb, js, relay.Options{
 		Streams: redisstore.OutboxKeys(cfg.KeyPrefix, cfg.Shards),
 		Events:  events,
+		Source:  eventbus.DefaultSource,
 		Logger:  log,
 	})
 	store := redisstore.New(rdb, redisstore.Options{
