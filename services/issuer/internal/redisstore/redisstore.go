@@ -15,7 +15,7 @@
 //	<prefix>:{<shard>}:agent:<agent id>    set, shard-local part of the agent's index
 //	<prefix>:{<shard>}:delegator:<id>      set, shard-local part of the delegator's index
 //	<prefix>:{<shard>}:expiry              sorted set, credential id by expiry ms
-//	<prefix>:{<shard>}:expired             hash, credential id → pre-encoded expired event
+//	<prefix>:{<shard>}:expired             hash, credential id → expired event (protobuf) and index ids
 //	<prefix>:{<shard>}:children:<id>       set, credentials exchanged from <id>; TTL = latest expiry
 //	<prefix>:{<shard>}:done:<task id>      string, the task was completed (DoneTTL)
 //	<prefix>:{<shard>}:outbox              stream of events: id, subject, data

@@ -154,11 +154,18 @@ return out
 // shard serialize on the script; the first removes the schedule entry, the
 // second finds none, so each expired event is written once.
 //
+// A record in the current layout (see expiredRecord) becomes an outbox
+// entry whose event is protobuf binary, field 'pb', for the relay to
+// encode; one in the netstring layout of earlier issuers carries its
+// CloudEvents JSON, field 'data', and moves as it is. Commands that take
+// many keys or fields run once per sweep, not once per credential.
+//
 // KEYS: expiry, expired events, outbox.
-// ARGV: now ms, limit, shard key prefix ("<prefix>:{<shard>}:").
+// ARGV: now ms, limit (at most maxSweepLimit: unpack has a bound), shard key
+// prefix ("<prefix>:{<shard>}:"), subject of expired events.
 // Returns the number of credentials swept.
 var sweepScript = redis.NewScript(`
-local function fields(s)
+local function netstrings(s)
   local out = {}
   local i = 1
   while i <= #s do
@@ -171,18 +178,30 @@ local function fields(s)
 end
 local p = ARGV[3]
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  local rec = redis.call('HGET', KEYS[2], id)
+if #ids == 0 then return 0 end
+local recs = redis.call('HMGET', KEYS[2], unpack(ids))
+local creds = {}
+for i, id in ipairs(ids) do
+  local rec = recs[i]
   if rec then
-    local f = fields(rec)
-    redis.call('XADD', KEYS[3], '*', 'id', f[1], 'subject', f[2], 'data', f[3])
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('SREM', p .. 'task:' .. f[4], id)
-    redis.call('SREM', p .. 'agent:' .. f[5], id)
-    redis.call('SREM', p .. 'delegator:' .. f[6], id)
+    local task, agent, delegator
+    if string.byte(rec, 1) == 2 then
+      local ev, pb
+      ev, pb, task, agent, delegator = struct.unpack('>xI4c0I4c0I4c0I4c0I4c0', rec)
+      redis.call('XADD', KEYS[3], '*', 'id', ev, 'subject', ARGV[4], 'pb', pb)
+    else
+      local f = netstrings(rec)
+      redis.call('XADD', KEYS[3], '*', 'id', f[1], 'subject', f[2], 'data', f[3])
+      task, agent, delegator = f[4], f[5], f[6]
+    end
+    redis.call('SREM', p .. 'task:' .. task, id)
+    redis.call('SREM', p .. 'agent:' .. agent, id)
+    redis.call('SREM', p .. 'delegator:' .. delegator, id)
   end
-  redis.call('DEL', p .. 'cred:' .. id)
+  creds[i] = p .. 'cred:' .. id
 end
+redis.call('ZREM', KEYS[1], unpack(ids))
+redis.call('HDEL', KEYS[2], unpack(ids))
+redis.call('DEL', unpack(creds))
 return #ids
 `)

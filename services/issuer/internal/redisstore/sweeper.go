@@ -5,17 +5,25 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 )
 
 // DefaultSweepLimit bounds the credentials one sweep script handles per
 // shard, so that a burst of expiries does not stall Redis in one script.
 const DefaultSweepLimit = 1000
 
+// maxSweepLimit bounds the limit given to SweepExpired: the sweep script
+// passes that many ids to one command with Lua's unpack, which has a bound
+// (about 8,000).
+const maxSweepLimit = 4096
+
 // SweepExpired moves the expired events of every credential due by now into
 // the outbox and removes what is left of those credentials (indexes,
 // schedule, the key if Redis has not expired it yet), at most limit per
-// shard. It returns how many credentials it swept. Any number of issuer
-// replicas may sweep at once: each credential is swept by exactly one.
+// shard (DefaultSweepLimit when not positive, maxSweepLimit at most). It
+// returns how many credentials it swept. Any number of issuer replicas may
+// sweep at once: each credential is swept by exactly one.
 func (s *Store) SweepExpired(ctx context.Context, now time.Time, limit int) (int, error) {
 	n, _, err := s.sweep(ctx, now, limit)
 	return n, err
@@ -27,9 +35,11 @@ func (s *Store) sweep(ctx context.Context, now time.Time, limit int) (n int, mor
 	if limit <= 0 {
 		limit = DefaultSweepLimit
 	}
+	limit = min(limit, maxSweepLimit)
 	nowMS := now.UnixMilli()
+	subject := s.opts.Events.Subject(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)
 	run := func(p redis.Scripter, sh shard) *redis.Cmd {
-		return sweepScript.EvalSha(ctx, p, []string{sh.expiry, sh.expired, sh.outbox}, nowMS, limit, sh.prefix)
+		return sweepScript.EvalSha(ctx, p, []string{sh.expiry, sh.expired, sh.outbox}, nowMS, limit, sh.prefix, subject)
 	}
 	cmds := make([]*redis.Cmd, len(s.shards))
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -46,7 +56,7 @@ func (s *Store) sweep(ctx context.Context, now time.Time, limit int) (n int, mor
 	for i, cmd := range cmds {
 		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
 			sh := s.shards[i]
-			cmds[i] = sweepScript.Run(ctx, s.rdb, []string{sh.expiry, sh.expired, sh.outbox}, nowMS, limit, sh.prefix)
+			cmds[i] = sweepScript.Run(ctx, s.rdb, []string{sh.expiry, sh.expired, sh.outbox}, nowMS, limit, sh.prefix, subject)
 		}
 		swept, err := cmds[i].Int()
 		if err != nil {

@@ -1,0 +1,127 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/jitid/jitid/pkg/eventbus"
+	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
+	"github.com/jitid/jitid/services/issuer/internal/issuer"
+)
+
+// legacyRecord is the expired record of issuers before the protobuf one: a
+// run of netstrings (event id, subject, CloudEvents JSON, task, agent and
+// delegator ids).
+func legacyRecord(fields ...string) string {
+	var b []byte
+	for _, f := range fields {
+		b = strconv.AppendInt(b, int64(len(f)), 10)
+		b = append(b, ':')
+		b = append(b, f...)
+	}
+	return string(b)
+}
+
+// TestSweepMovesRecordsOfBothLayouts sweeps credentials whose expired
+// record is in the current layout and one left by an earlier issuer (JSON
+// in netstrings): each yields its expired event once, the current ones as
+// protobuf for the relay to encode, the earlier one as the JSON it was
+// given, and nothing of the credentials is left.
+func TestSweepMovesRecordsOfBothLayouts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	// Ids with the record's separators and digits in them.
+	creds := []*issuer.Credential{
+		credential("task-1", "agent:7:x", "user:12:y@example.com", time.Minute),
+		credential("task:2:\x00", "agent-2", "user-2", time.Minute),
+		credential("task-3", "agent-3", "3:", time.Minute),
+	}
+	want := map[string]*eventsv1.LifecycleEvent{}
+	for _, c := range creds {
+		expired := event(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED, c)
+		if err := e.store.Issue(ctx, c, event(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, c), expired); err != nil {
+			t.Fatal(err)
+		}
+		want[c.ID] = expired
+	}
+	// The last credential was issued by an earlier issuer.
+	old := creds[2]
+	data, err := eventbus.Encode("", want[old.ID])
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := e.events.Subject(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)
+	rec := legacyRecord(want[old.ID].GetId(), subject, string(data), old.Task.GetId(), old.Agent.GetId(), old.Delegator.GetId())
+	if err := e.rdb.HSet(ctx, e.shardKey(old.Task.GetId(), "expired"), old.ID, rec).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	if n, err := e.store.SweepExpired(ctx, time.Now().Add(time.Hour), 0); err != nil || n != len(creds) {
+		t.Fatalf("SweepExpired() = %d, %v; want %d", n, err, len(creds))
+	}
+	got := map[string]*eventsv1.LifecycleEvent{}
+	for _, o := range e.outbox(t) {
+		if o.ev.GetType() != eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED {
+			continue
+		}
+		id := o.ev.GetCredentialId()
+		if _, dup := got[id]; dup {
+			t.Errorf("%s: a second expired event", id)
+		}
+		got[id] = o.ev
+		if o.subject != subject {
+			t.Errorf("%s: subject %q, want %q", id, o.subject, subject)
+		}
+		if wantField := map[bool]string{true: "data", false: "pb"}[id == old.ID]; o.field != wantField {
+			t.Errorf("%s: event in field %q, want %q", id, o.field, wantField)
+		}
+	}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("expired events (-want +got):\n%s", diff)
+	}
+	for _, k := range e.keys(t) {
+		if !strings.HasSuffix(k, ":outbox") {
+			t.Errorf("key %q left after the sweep", k)
+		}
+	}
+	if n, err := e.store.SweepExpired(ctx, time.Now().Add(time.Hour), 0); err != nil || n != 0 {
+		t.Errorf("second SweepExpired() = %d, %v; want 0", n, err)
+	}
+}
+
+// TestIssueRefusesAnExpiredEventTheRelayCouldNotEncode: the expired event is
+// encoded only when it is due, so Issue checks now what Encode would refuse.
+func TestIssueRefusesAnExpiredEventTheRelayCouldNotEncode(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, tc := range []struct {
+		name   string
+		modify func(*eventsv1.LifecycleEvent)
+	}{
+		{"no id", func(ev *eventsv1.LifecycleEvent) { ev.Id = "" }},
+		{"not an expired event", func(ev *eventsv1.LifecycleEvent) { ev.Type = eventsv1.EventType_EVENT_TYPE_CREDENTIAL_REVOKED }},
+		{"time out of range", func(ev *eventsv1.LifecycleEvent) { ev.Time = &timestamppb.Timestamp{Seconds: -1 << 40} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := credential(randID("task-"), "agent-1", "user-1", time.Minute)
+			expired := event(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED, c)
+			tc.modify(expired)
+			err := e.store.Issue(context.Background(), c, event(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, c), expired)
+			if !errors.Is(err, eventbus.ErrMalformed) {
+				t.Errorf("Issue() = %v, want ErrMalformed", err)
+			}
+		})
+	}
+	if keys := e.keys(t); len(keys) != 0 {
+		t.Errorf("keys written by refused issues: %v", keys)
+	}
+}
