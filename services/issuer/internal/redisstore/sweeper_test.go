@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/jitid/jitid/pkg/eventbus"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
+	"github.com/jitid/jitid/services/issuer/internal/redisstore"
 )
 
 // legacyRecord is the expired record of issuers before the protobuf one: a
@@ -123,5 +125,36 @@ func TestIssueRefusesAnExpiredEventTheRelayCouldNotEncode(t *testing.T) {
 	}
 	if keys := e.keys(t); len(keys) != 0 {
 		t.Errorf("keys written by refused issues: %v", keys)
+	}
+}
+
+// TestRunSweeperSweepsABurstBackToBack: when a shard holds more due
+// credentials than one script sweeps, the sweeper goes on at once instead
+// of waiting for the next tick, and wakes the relay after each script.
+func TestRunSweeperSweepsABurstBackToBack(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const n = 5*redisstore.DefaultSweepLimit + 1 // six scripts, all in one shard
+	for range n {
+		e.issue(t, credential("task-burst", "agent-1", "user-1", time.Hour))
+	}
+	var notified atomic.Int64
+	s := redisstore.New(e.rdb, redisstore.Options{Prefix: e.prefix, Events: e.events,
+		Clock:  func() time.Time { return time.Now().Add(2 * time.Hour) },
+		Notify: func() { notified.Add(1) }})
+	const interval = 500 * time.Millisecond
+	start := time.Now()
+	go s.RunSweeper(ctx, interval)
+	for len(e.countEvents(t, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)) < n {
+		// One script per tick would take six ticks.
+		if time.Since(start) > 3*interval-50*time.Millisecond {
+			t.Fatalf("%d of %d swept after %v", len(e.countEvents(t, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)), n, time.Since(start))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := notified.Load(); got < 6 {
+		t.Errorf("relay woken %d times, want at least once per script (6)", got)
 	}
 }
