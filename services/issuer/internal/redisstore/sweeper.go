@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
@@ -49,9 +50,17 @@ func (s *Store) sweep(ctx context.Context, now time.Time, limit int, shards []in
 	subject := s.opts.Events.Subject(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)
 	for _, i := range shards {
 		sh := s.shards[i]
-		swept, err := sweepScript.Run(ctx, s.rdb, []string{sh.expiry, sh.expired, sh.outbox}, nowMS, limit, sh.prefix, subject).Int()
+		res, err := sweepScript.Run(ctx, s.rdb, []string{sh.expiry, sh.expired, sh.outbox}, nowMS, limit, sh.prefix, subject).Int64Slice()
 		if err != nil {
 			return n, full, storeErr("sweep", err)
+		}
+		if len(res) != 2 {
+			return n, full, fmt.Errorf("redisstore: sweep: script returned %v", res)
+		}
+		swept := int(res[0])
+		if res[1] > 0 {
+			s.opts.Logger.Error("expiry sweep: expired records that cannot be read removed; their expired events are lost",
+				"shard", i, "records", res[1])
 		}
 		if swept > 0 {
 			n += swept

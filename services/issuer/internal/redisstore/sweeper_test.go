@@ -1,8 +1,10 @@
 package redisstore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -156,5 +158,61 @@ func TestRunSweeperSweepsABurstBackToBack(t *testing.T) {
 	}
 	if got := notified.Load(); got < 6 {
 		t.Errorf("relay woken %d times, want at least once per script (6)", got)
+	}
+}
+
+// TestSweepRemovesRecordsItCannotRead: a corrupt record must not stop the
+// sweep of its shard, nor have the events before it written again at every
+// sweep; it is removed, and said so.
+func TestSweepRemovesRecordsItCannotRead(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	var logged bytes.Buffer
+	s := redisstore.New(e.rdb, redisstore.Options{Prefix: e.prefix, Events: e.events,
+		Logger: slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelError}))})
+	corrupt := []string{
+		"\x02\x00\x00\x00\x09ev-", // current layout, cut short
+		"-5:abc",                  // a negative netstring length
+		"garbage",                 // neither layout
+		legacyRecord("ev-x", "s"), // too few netstrings
+	}
+	var good []*issuer.Credential
+	for i := range len(corrupt) + 2 {
+		// One task, so one shard and one script; expiries in this order.
+		c := credential("task-corrupt", "agent-1", "user-1", time.Minute+time.Duration(i)*time.Second)
+		e.issue(t, c)
+		if i == 0 || i > len(corrupt) {
+			good = append(good, c)
+			continue
+		}
+		if err := e.rdb.HSet(ctx, e.shardKey("task-corrupt", "expired"), c.ID, corrupt[i-1]).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.SweepExpired(ctx, time.Now().Add(time.Hour), 0); err != nil || n != len(corrupt)+2 {
+		t.Fatalf("SweepExpired() = %d, %v; want %d", n, err, len(corrupt)+2)
+	}
+	if n, err := s.SweepExpired(ctx, time.Now().Add(time.Hour), 0); err != nil || n != 0 {
+		t.Errorf("second SweepExpired() = %d, %v; want 0", n, err)
+	}
+	expired := e.countEvents(t, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)
+	if len(expired) != len(good) {
+		t.Errorf("expired events for %d credentials, want %d", len(expired), len(good))
+	}
+	for _, c := range good {
+		if expired[c.ID] != 1 {
+			t.Errorf("%s: %d expired events, want 1", c.ID, expired[c.ID])
+		}
+	}
+	// Without the record the index ids are unknown: the indexes keep the
+	// corrupt credentials' ids until their TTL, and List skips them.
+	for _, k := range e.keys(t) {
+		if strings.Contains(k, ":cred:") || strings.HasSuffix(k, ":expiry") || strings.HasSuffix(k, ":expired") {
+			t.Errorf("key %q left after the sweep", k)
+		}
+	}
+	if logged.Len() == 0 {
+		t.Error("no error logged for the records that could not be read")
 	}
 }
