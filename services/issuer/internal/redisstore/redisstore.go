@@ -69,6 +69,11 @@ type Options struct {
 	// outbox, e.g. the relay's Notify, so events go out without waiting for
 	// the relay's next poll.
 	Notify func()
+	// SweepClient, when set, is the client the sweeper uses instead of the
+	// store's: a client of its own (a small pool) keeps its round trips
+	// from queueing behind requests for a pooled connection when the store
+	// is overloaded, which would slow a mass expiry's sweep to a crawl.
+	SweepClient redis.UniversalClient
 }
 
 // Store is the Redis implementation of the issuer's credential store.

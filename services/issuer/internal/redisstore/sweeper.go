@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 )
 
@@ -52,7 +54,7 @@ func (s *Store) sweep(ctx context.Context, now time.Time, limit int, shards []in
 	subject := s.opts.Events.Subject(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)
 	for _, i := range shards {
 		sh := s.shards[i]
-		res, err := sweepScript.Run(ctx, s.rdb, []string{sh.expiry, sh.expired, sh.outbox}, nowMS, limit, sh.prefix, subject).Int64Slice()
+		res, err := sweepScript.Run(ctx, s.sweepClient(), []string{sh.expiry, sh.expired, sh.outbox}, nowMS, limit, sh.prefix, subject).Int64Slice()
 		if err != nil {
 			return n, full, storeErr("sweep", err)
 		}
@@ -73,6 +75,14 @@ func (s *Store) sweep(ctx context.Context, now time.Time, limit int, shards []in
 		}
 	}
 	return n, full, nil
+}
+
+// sweepClient returns the client of the sweeper.
+func (s *Store) sweepClient() redis.UniversalClient {
+	if s.opts.SweepClient != nil {
+		return s.opts.SweepClient
+	}
+	return s.rdb
 }
 
 // RunSweeper sweeps every interval until ctx ends, and back to back the

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -214,5 +215,26 @@ func TestSweepRemovesRecordsItCannotRead(t *testing.T) {
 	}
 	if logged.Len() == 0 {
 		t.Error("no error logged for the records that could not be read")
+	}
+}
+
+// TestSweeperUsesItsOwnClient: with Options.SweepClient the sweeper's
+// round trips do not go through the store's pool at all.
+func TestSweeperUsesItsOwnClient(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	c := credential("task-own", "agent-1", "user-1", time.Minute)
+	e.issue(t, c)
+	storeClient := redis.NewClient(&redis.Options{Addr: e.rdb.Options().Addr})
+	s := redisstore.New(storeClient, redisstore.Options{Prefix: e.prefix, Events: e.events, SweepClient: e.rdb})
+	if err := storeClient.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.SweepExpired(ctx, time.Now().Add(time.Hour), 0); err != nil || n != 1 {
+		t.Errorf("SweepExpired() with the store's client closed = %d, %v; want 1, nil", n, err)
+	}
+	if got := e.countEvents(t, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)[c.ID]; got != 1 {
+		t.Errorf("%d expired events, want 1", got)
 	}
 }

@@ -152,6 +152,8 @@ type Relay struct {
 }
 
 // New returns a Relay from the outbox streams of rdb to js. Run starts it.
+// Give it a client of its own (a small pool) rather than the one requests
+// use: behind an overloaded request pool its round trips would queue too.
 func New(rdb redis.UniversalClient, js jetstream.JetStream, opts Options) *Relay {
 	opts = opts.withDefaults()
 	r := &Relay{
