@@ -110,19 +110,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 
+	// The relay and the sweeper get connections of their own: queued behind
+	// requests for the request pool's connections, their many round trips
+	// would slow to a crawl whenever requests overload the issuer.
+	background := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cfg.RedisAddrs, Password: cfg.RedisPassword, PoolSize: 4})
+	defer background.Close()
+
 	events := eventbus.Config{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix}
-	rl := relay.New(rdb, js, relay.Options{
+	rl := relay.New(background, js, relay.Options{
 		Streams: redisstore.OutboxKeys(cfg.KeyPrefix, cfg.Shards),
 		Events:  events,
+		Source:  eventbus.DefaultSource,
 		Logger:  log,
 	})
 	store := redisstore.New(rdb, redisstore.Options{
-		Prefix: cfg.KeyPrefix,
-		Shards: cfg.Shards,
-		Source: eventbus.DefaultSource,
-		Events: events,
-		Logger: log,
-		Notify: rl.Notify,
+		Prefix:      cfg.KeyPrefix,
+		Shards:      cfg.Shards,
+		Source:      eventbus.DefaultSource,
+		Events:      events,
+		Logger:      log,
+		Notify:      rl.Notify,
+		SweepClient: background,
 		// A revocation mark hides credentials until they would have expired.
 		MarkRetention: cfg.MaxTTL + redisstore.MarkClockMargin,
 	})

@@ -1,13 +1,17 @@
 package redisstore
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/jitid/jitid/pkg/eventbus"
+	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
 )
@@ -179,20 +183,52 @@ func decodeCredential(id string, h map[string]string) (c *issuer.Credential, ok 
 	return c, true, nil
 }
 
+// recordV2 opens an expired record in the current layout. Records written by
+// earlier issuers are netstrings, which open with a digit.
+const recordV2 = 2
+
 // expiredRecord is what the sweeper needs when a credential expires: its
-// expired event (id, subject, CloudEvents JSON) and the ids of the indexes
-// to clean. It is a run of netstrings ("<len>:<bytes>"), cheap to build here
-// and to split in Lua, and safe for any byte in an id.
-func expiredRecord(fields ...[]byte) []byte {
-	n := 0
-	for _, f := range fields {
-		n += len(f) + 12
+// expired event (id, and the event as protobuf binary, which the relay turns
+// into the CloudEvents envelope when it publishes) and the ids of the
+// indexes to clean: task, agent, delegator. The layout is the byte recordV2,
+// then each field as a 4-byte big-endian length and its bytes, which the
+// sweep script splits in one struct.unpack; any byte may appear in a field.
+func expiredRecord(eventID string, event []byte, taskID, agentID, delegatorID string) []byte {
+	ids := [...]string{taskID, agentID, delegatorID}
+	n := 1 + 4 + len(eventID) + 4 + len(event)
+	for _, id := range ids {
+		n += 4 + len(id)
 	}
 	b := make([]byte, 0, n)
-	for _, f := range fields {
-		b = strconv.AppendInt(b, int64(len(f)), 10)
-		b = append(b, ':')
-		b = append(b, f...)
+	b = append(b, recordV2)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(eventID)))
+	b = append(b, eventID...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(event)))
+	b = append(b, event...)
+	for _, id := range ids {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(id)))
+		b = append(b, id...)
 	}
 	return b
+}
+
+// checkExpired refuses an expired event that eventbus.Encode would refuse
+// when the relay publishes it, so that Issue fails now instead of the
+// event being dropped at expiry.
+func checkExpired(ev *eventsv1.LifecycleEvent) error {
+	if ev.GetId() == "" {
+		return fmt.Errorf("expired event: %w: no event id", eventbus.ErrMalformed)
+	}
+	if ev.GetType() != eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED {
+		return fmt.Errorf("expired event: %w: type %s", eventbus.ErrMalformed, ev.GetType())
+	}
+	for _, ts := range []*timestamppb.Timestamp{ev.GetTime(), ev.GetIssuedAt(), ev.GetExpiresAt(), ev.GetTask().GetDeadline()} {
+		if ts == nil {
+			continue
+		}
+		if err := ts.CheckValid(); err != nil {
+			return fmt.Errorf("expired event: %w: %v", eventbus.ErrMalformed, err)
+		}
+	}
+	return nil
 }

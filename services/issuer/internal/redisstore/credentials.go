@@ -46,6 +46,8 @@ const (
 // Issue implements the issuer's store: one script writes the credential
 // (its key expiring at ExpiresAt), its indexes, its expiry schedule, the
 // issued event into the outbox and the expired event kept for the sweeper.
+// expired must be of type EVENT_TYPE_CREDENTIAL_EXPIRED; it is kept as
+// protobuf and encoded by the relay only if the credential expires.
 func (s *Store) Issue(ctx context.Context, c *issuer.Credential, issued, expired *eventsv1.LifecycleEvent) error {
 	if c == nil || c.ID == "" {
 		return errors.New("redisstore: issue: credential without id")
@@ -54,14 +56,18 @@ func (s *Store) Issue(ctx context.Context, c *issuer.Credential, issued, expired
 	if err != nil {
 		return fmt.Errorf("redisstore: issue %s: %w", c.ID, err)
 	}
-	expiredData, err := eventbus.Encode(s.opts.Source, expired)
-	if err != nil {
+	// The expired event is kept as protobuf binary: most credentials
+	// expire, but its envelope is only needed then, and the relay builds it.
+	if err := checkExpired(expired); err != nil {
 		return fmt.Errorf("redisstore: issue %s: %w", c.ID, err)
+	}
+	expiredPB, err := proto.Marshal(expired)
+	if err != nil {
+		return fmt.Errorf("redisstore: issue %s: expired event: %w", c.ID, err)
 	}
 	taskID, agentID, delegatorID := c.Task.GetId(), c.Agent.GetId(), c.Delegator.GetId()
 	sh := s.shardOf(taskID)
-	record := expiredRecord([]byte(expired.GetId()), []byte(s.opts.Events.Subject(expired.GetType())), expiredData,
-		[]byte(taskID), []byte(agentID), []byte(delegatorID))
+	record := expiredRecord(expired.GetId(), expiredPB, taskID, agentID, delegatorID)
 	keys := []string{sh.cred(c.ID), sh.task(taskID), sh.agent(agentID), sh.delegator(delegatorID),
 		sh.expiry, sh.expired, sh.done(taskID), sh.outbox}
 	if c.ParentID != "" {

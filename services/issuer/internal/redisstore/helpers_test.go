@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/jitid/jitid/pkg/eventbus"
@@ -101,6 +102,9 @@ func (e *env) issue(t testing.TB, c *issuer.Credential) {
 type outboxEvent struct {
 	subject string
 	ev      *eventsv1.LifecycleEvent
+	// field is the field that held the event: "data" (CloudEvents JSON) or
+	// "pb" (protobuf binary, which the relay encodes).
+	field string
 }
 
 // outbox returns every event in every shard's outbox.
@@ -114,14 +118,23 @@ func (e *env) outbox(t testing.TB) []outboxEvent {
 			t.Fatal(err)
 		}
 		for _, m := range msgs {
-			ev, err := eventbus.Decode([]byte(m.Values["data"].(string)))
-			if err != nil {
-				t.Fatal(err)
+			o := outboxEvent{subject: m.Values["subject"].(string)}
+			if data, ok := m.Values["data"].(string); ok {
+				o.field = "data"
+				if o.ev, err = eventbus.Decode([]byte(data)); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				o.field = "pb"
+				o.ev = &eventsv1.LifecycleEvent{}
+				if err := proto.Unmarshal([]byte(m.Values["pb"].(string)), o.ev); err != nil {
+					t.Fatal(err)
+				}
 			}
-			if m.Values["id"] != ev.GetId() {
-				t.Errorf("outbox entry id %v, event id %s", m.Values["id"], ev.GetId())
+			if m.Values["id"] != o.ev.GetId() {
+				t.Errorf("outbox entry id %v, event id %s", m.Values["id"], o.ev.GetId())
 			}
-			out = append(out, outboxEvent{subject: m.Values["subject"].(string), ev: ev})
+			out = append(out, o)
 		}
 	}
 	return out

@@ -18,7 +18,7 @@
 //	<prefix>:{<shard>}:agent:<agent id>    set, shard-local part of the agent's index
 //	<prefix>:{<shard>}:delegator:<id>      set, shard-local part of the delegator's index
 //	<prefix>:{<shard>}:expiry              sorted set, credential id by expiry ms
-//	<prefix>:{<shard>}:expired             hash, credential id → pre-encoded expired event
+//	<prefix>:{<shard>}:expired             hash, credential id → expired event (protobuf) and index ids
 //	<prefix>:{<shard>}:children:<id>       set, credentials exchanged from <id>; TTL = latest expiry
 //	<prefix>:{<shard>}:done:<task id>      string, the task was completed (DoneTTL)
 //	<prefix>:{<shard>}:outbox              stream of events: id, subject, data
@@ -94,6 +94,11 @@ type Options struct {
 	// outbox, e.g. the relay's Notify, so events go out without waiting for
 	// the relay's next poll.
 	Notify func()
+	// SweepClient, when set, is the client the sweeper uses instead of the
+	// store's: a client of its own (a small pool) keeps its round trips
+	// from queueing behind requests for a pooled connection when the store
+	// is overloaded, which would slow a mass expiry's sweep to a crawl.
+	SweepClient redis.UniversalClient
 }
 
 // Store is the Redis implementation of the issuer's credential store.

@@ -214,35 +214,66 @@ return out
 // shard serialize on the script; the first removes the schedule entry, the
 // second finds none, so each expired event is written once.
 //
+// A record in the current layout (see expiredRecord) becomes an outbox
+// entry whose event is protobuf binary, field 'pb', for the relay to
+// encode; one in the netstring layout of earlier issuers carries its
+// CloudEvents JSON, field 'data', and moves as it is. Commands that take
+// many keys or fields run once per sweep, not once per credential, after
+// the loop: so a record that cannot be read is counted and removed rather
+// than raising, which would leave the events written before it in the
+// outbox and their credentials scheduled, to be written again next time.
+//
 // KEYS: expiry, expired events, outbox.
-// ARGV: now ms, limit, shard key prefix ("<prefix>:{<shard>}:").
-// Returns the number of credentials swept.
+// ARGV: now ms, limit (at most maxSweepLimit: unpack has a bound), shard key
+// prefix ("<prefix>:{<shard>}:"), subject of expired events.
+// Returns {credentials swept, records that could not be read}.
 var sweepScript = redis.NewScript(`
-local function fields(s)
+local function netstrings(s)
   local out = {}
   local i = 1
   while i <= #s do
     local c = string.find(s, ':', i, true)
-    local n = tonumber(string.sub(s, i, c - 1))
+    local n = c and tonumber(string.sub(s, i, c - 1))
+    -- A negative length would loop for ever.
+    if not n or n < 0 or n % 1 ~= 0 then error('not a netstring') end
     out[#out + 1] = string.sub(s, c + 1, c + n)
     i = c + n + 1
   end
   return out
 end
+-- parse returns event id, outbox field, event, subject, task, agent and
+-- delegator ids.
+local function parse(rec)
+  if string.byte(rec, 1) == 2 then
+    local ev, pb, task, agent, delegator = struct.unpack('>xI4c0I4c0I4c0I4c0I4c0', rec)
+    return ev, 'pb', pb, ARGV[4], task, agent, delegator
+  end
+  local f = netstrings(rec)
+  return f[1], 'data', f[3], f[2], f[4], f[5], f[6]
+end
 local p = ARGV[3]
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  local rec = redis.call('HGET', KEYS[2], id)
+if #ids == 0 then return {0, 0} end
+local recs = redis.call('HMGET', KEYS[2], unpack(ids))
+local creds = {}
+local bad = 0
+for i, id in ipairs(ids) do
+  local rec = recs[i]
   if rec then
-    local f = fields(rec)
-    redis.call('XADD', KEYS[3], '*', 'id', f[1], 'subject', f[2], 'data', f[3])
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('SREM', p .. 'task:' .. f[4], id)
-    redis.call('SREM', p .. 'agent:' .. f[5], id)
-    redis.call('SREM', p .. 'delegator:' .. f[6], id)
+    local ok, ev, field, event, subject, task, agent, delegator = pcall(parse, rec)
+    if ok and delegator then
+      redis.call('XADD', KEYS[3], '*', 'id', ev, 'subject', subject, field, event)
+      redis.call('SREM', p .. 'task:' .. task, id)
+      redis.call('SREM', p .. 'agent:' .. agent, id)
+      redis.call('SREM', p .. 'delegator:' .. delegator, id)
+    else
+      bad = bad + 1
+    end
   end
-  redis.call('DEL', p .. 'cred:' .. id)
+  creds[i] = p .. 'cred:' .. id
 end
-return #ids
+redis.call('ZREM', KEYS[1], unpack(ids))
+redis.call('HDEL', KEYS[2], unpack(ids))
+redis.call('DEL', unpack(creds))
+return {#ids, bad}
 `)

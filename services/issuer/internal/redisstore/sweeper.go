@@ -2,68 +2,92 @@ package redisstore
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 )
 
-// DefaultSweepLimit bounds the credentials one sweep script handles per
-// shard, so that a burst of expiries does not stall Redis in one script.
-const DefaultSweepLimit = 1000
+// DefaultSweepLimit bounds the credentials one sweep script handles, so
+// that Redis answers other clients between scripts during a burst of
+// expiries: a script of 100 holds Redis for about 1 ms. (Scripts of 100,
+// 200 and 400 sweep as fast as one another; the smaller, the shorter
+// other clients wait.)
+const DefaultSweepLimit = 100
+
+// maxSweepLimit bounds the limit given to SweepExpired: the sweep script
+// passes that many ids to one command with Lua's unpack, which has a bound
+// (about 8,000).
+const maxSweepLimit = 4096
 
 // SweepExpired moves the expired events of every credential due by now into
 // the outbox and removes what is left of those credentials (indexes,
 // schedule, the key if Redis has not expired it yet), at most limit per
-// shard. It returns how many credentials it swept. Any number of issuer
-// replicas may sweep at once: each credential is swept by exactly one.
+// shard (DefaultSweepLimit when not positive, maxSweepLimit at most). It
+// returns how many credentials it swept. Any number of issuer replicas may
+// sweep at once: each credential is swept by exactly one.
 func (s *Store) SweepExpired(ctx context.Context, now time.Time, limit int) (int, error) {
-	n, _, err := s.sweep(ctx, now, limit)
+	n, _, err := s.sweep(ctx, now, limit, nil)
 	return n, err
 }
 
-// sweep runs the sweep script on every shard in one pipeline; more reports
-// whether a shard hit the limit (and so may hold more that are due).
-func (s *Store) sweep(ctx context.Context, now time.Time, limit int) (n int, more bool, err error) {
+// sweep runs the sweep script on the given shards (every shard when nil),
+// one script per round trip: a pipeline would have Redis run them back to
+// back, and keep other clients waiting for all of them. It wakes the relay
+// after each script that swept something, so that events go out while the
+// rest is swept. full lists the shards that hit the limit, and so may hold
+// more that are due.
+func (s *Store) sweep(ctx context.Context, now time.Time, limit int, shards []int) (n int, full []int, err error) {
 	if limit <= 0 {
 		limit = DefaultSweepLimit
 	}
+	limit = min(limit, maxSweepLimit)
+	if shards == nil {
+		shards = make([]int, len(s.shards))
+		for i := range shards {
+			shards[i] = i
+		}
+	}
 	nowMS := now.UnixMilli()
-	run := func(p redis.Scripter, sh shard) *redis.Cmd {
-		return sweepScript.EvalSha(ctx, p, []string{sh.expiry, sh.expired, sh.outbox}, nowMS, limit, sh.prefix)
-	}
-	cmds := make([]*redis.Cmd, len(s.shards))
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, sh := range s.shards {
-			cmds[i] = run(p, sh)
-		}
-		return nil
-	})
-	// A pipeline cannot fall back from EVALSHA to EVAL, so shards whose
-	// Redis does not know the script yet (NOSCRIPT) are run again one by one.
-	if err != nil && !redis.HasErrorPrefix(err, "NOSCRIPT") {
-		return 0, false, storeErr("sweep", err)
-	}
-	for i, cmd := range cmds {
-		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-			sh := s.shards[i]
-			cmds[i] = sweepScript.Run(ctx, s.rdb, []string{sh.expiry, sh.expired, sh.outbox}, nowMS, limit, sh.prefix)
-		}
-		swept, err := cmds[i].Int()
+	subject := s.opts.Events.Subject(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)
+	for _, i := range shards {
+		sh := s.shards[i]
+		res, err := sweepScript.Run(ctx, s.sweepClient(), []string{sh.expiry, sh.expired, sh.outbox}, nowMS, limit, sh.prefix, subject).Int64Slice()
 		if err != nil {
-			return n, more, storeErr("sweep", err)
+			return n, full, storeErr("sweep", err)
 		}
-		n += swept
-		more = more || swept == limit
+		if len(res) != 2 {
+			return n, full, fmt.Errorf("redisstore: sweep: script returned %v", res)
+		}
+		swept := int(res[0])
+		if res[1] > 0 {
+			s.opts.Logger.Error("expiry sweep: expired records that cannot be read removed; their expired events are lost",
+				"shard", i, "records", res[1])
+		}
+		if swept > 0 {
+			n += swept
+			s.notify()
+		}
+		if swept == limit {
+			full = append(full, i)
+		}
 	}
-	if n > 0 {
-		s.notify()
-	}
-	return n, more, nil
+	return n, full, nil
 }
 
-// RunSweeper sweeps every interval until ctx ends, at once again while
-// shards hit the sweep limit. Failures are logged when they start and when
-// they end, and retried at the next tick.
+// sweepClient returns the client of the sweeper.
+func (s *Store) sweepClient() redis.UniversalClient {
+	if s.opts.SweepClient != nil {
+		return s.opts.SweepClient
+	}
+	return s.rdb
+}
+
+// RunSweeper sweeps every interval until ctx ends, and back to back the
+// shards that hit the sweep limit, until none does. Failures are logged
+// when they start and when they end, and retried at the next tick.
 func (s *Store) RunSweeper(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		interval = 500 * time.Millisecond
@@ -77,8 +101,9 @@ func (s *Store) RunSweeper(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
+		var shards []int // every shard
 		for {
-			_, more, err := s.sweep(ctx, s.opts.Clock(), DefaultSweepLimit)
+			_, full, err := s.sweep(ctx, s.opts.Clock(), DefaultSweepLimit, shards)
 			if ctx.Err() != nil {
 				return
 			}
@@ -93,9 +118,10 @@ func (s *Store) RunSweeper(ctx context.Context, interval time.Duration) {
 				s.opts.Logger.Info("expiry sweep recovered")
 				failing = false
 			}
-			if !more {
+			if len(full) == 0 {
 				break
 			}
+			shards = full
 		}
 	}
 }

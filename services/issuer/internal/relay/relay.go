@@ -5,6 +5,11 @@
 // publish whose outcome was unknown (within eventbus.DefaultDuplicateWindow)
 // and audit, deduplicating by event id, records each event once.
 //
+// An entry holds its event's CloudEvents envelope (field "data"), or the
+// event as protobuf binary (field "pb": the expired events, which the store
+// keeps unencoded until they are due), which the relay encodes with
+// eventbus.Encode: subscribers get the same envelope either way.
+//
 // Replicas share one consumer group per outbox stream, so each entry is
 // handed to one relay at a time; entries left pending by a relay that died
 // are claimed by another after Options.ClaimIdle.
@@ -27,8 +32,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/jitid/jitid/pkg/eventbus"
+	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 )
 
 // Defaults of Options.
@@ -48,6 +55,10 @@ type Options struct {
 	Streams []string
 	// Events names the JetStream stream, which Run ensures exists.
 	Events eventbus.Config
+	// Source is the CloudEvents source of the events the relay encodes
+	// itself (those the store keeps as protobuf binary, field "pb"):
+	// eventbus.DefaultSource when empty. Give it the store's Source.
+	Source string
 	// Group is the consumer group shared by relay replicas (DefaultGroup).
 	Group string
 	// Consumer names this replica in the group (hostname-pid-random when
@@ -99,6 +110,9 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Source == "" {
+		o.Source = eventbus.DefaultSource
+	}
 	return o
 }
 
@@ -138,6 +152,8 @@ type Relay struct {
 }
 
 // New returns a Relay from the outbox streams of rdb to js. Run starts it.
+// Give it a client of its own (a small pool) rather than the one requests
+// use: behind an overloaded request pool its round trips would queue too.
 func New(rdb redis.UniversalClient, js jetstream.JetStream, opts Options) *Relay {
 	opts = opts.withDefaults()
 	r := &Relay{
@@ -428,7 +444,7 @@ func (r *Relay) publish(ctx context.Context, entries []entry) error {
 		e entry
 		f jetstream.PubAckFuture
 	}
-	stream := r.opts.Events.StreamName()
+	expectStream := jetstream.WithExpectStream(r.opts.Events.StreamName())
 	var sent []inflight
 	done := make([][]string, len(r.opts.Streams)) // entry ids to ack and delete, per stream
 	var firstErr error
@@ -442,14 +458,14 @@ func (r *Relay) publish(ctx context.Context, entries []entry) error {
 	for _, e := range entries {
 		id, _ := e.msg.Values["id"].(string)
 		subject, _ := e.msg.Values["subject"].(string)
-		data, _ := e.msg.Values["data"].(string)
-		if id == "" || subject == "" || data == "" {
+		data, err := r.envelope(id, e.msg.Values)
+		if id == "" || subject == "" || len(data) == 0 {
 			// Deleted while pending (nil values), or not written by the
 			// store: nothing that could ever be published.
 			if len(e.msg.Values) > 0 {
 				r.dropped.Inc()
 				r.opts.Logger.Error("outbox relay: dropping malformed outbox entry",
-					"stream", r.opts.Streams[e.stream], "entry", e.msg.ID, "fields", e.msg.Values)
+					"stream", r.opts.Streams[e.stream], "entry", e.msg.ID, "fields", e.msg.Values, "err", err)
 			}
 			done[e.stream] = append(done[e.stream], e.msg.ID)
 			continue
@@ -457,8 +473,8 @@ func (r *Relay) publish(ctx context.Context, entries []entry) error {
 		if e.retry {
 			r.retries.Inc()
 		}
-		msg := &nats.Msg{Subject: subject, Data: []byte(data), Header: nats.Header{}}
-		f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(stream))
+		msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+		f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(id), expectStream)
 		if err != nil {
 			fail(e, fmt.Errorf("relay: publish event %s: %w", id, err))
 			continue
@@ -469,29 +485,46 @@ func (r *Relay) publish(ctx context.Context, entries []entry) error {
 	timeout := time.NewTimer(r.opts.PublishTimeout)
 	defer timeout.Stop()
 	waiting := true
-	acked := 0
-	for _, s := range sent {
-		var ack *jetstream.PubAck
-		var err error
+	outcome := func(f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
 		if waiting {
 			select {
-			case ack = <-s.f.Ok():
-			case err = <-s.f.Err():
+			case ack := <-f.Ok():
+				return ack, nil
+			case err := <-f.Err():
+				return nil, err
 			case <-timeout.C:
 				waiting = false
 			case <-ctx.Done():
 				waiting = false
 			}
 		}
-		if !waiting {
-			// Past the deadline, take only outcomes already in: an
-			// unanswered publish is an unknown outcome, retried later.
-			select {
-			case ack = <-s.f.Ok():
-			case err = <-s.f.Err():
-			default:
-				err = fmt.Errorf("no acknowledgement within %v", r.opts.PublishTimeout)
-			}
+		// Past the deadline, take only outcomes already in: an
+		// unanswered publish is an unknown outcome, retried later.
+		select {
+		case ack := <-f.Ok():
+			return ack, nil
+		case err := <-f.Err():
+			return nil, err
+		default:
+			return nil, fmt.Errorf("no acknowledgement within %v", r.opts.PublishTimeout)
+		}
+	}
+	// JetStream answers one connection's publishes in order: waiting for
+	// the last answer first takes one wakeup for the batch, where waiting
+	// for each in turn takes about one per answer.
+	var lastAck *jetstream.PubAck
+	var lastErr error
+	if len(sent) > 0 {
+		lastAck, lastErr = outcome(sent[len(sent)-1].f)
+	}
+	acked := 0
+	for i, s := range sent {
+		var ack *jetstream.PubAck
+		var err error
+		if i == len(sent)-1 {
+			ack, err = lastAck, lastErr
+		} else {
+			ack, err = outcome(s.f)
 		}
 		if err != nil {
 			fail(s.e, fmt.Errorf("relay: publish event %v: %w", s.e.msg.Values["id"], err))
@@ -509,6 +542,29 @@ func (r *Relay) publish(ctx context.Context, entries []entry) error {
 	}
 	r.published.Add(float64(acked))
 	return firstErr
+}
+
+// envelope returns the CloudEvents envelope of an entry: its field "data"
+// as it is, or the envelope of its field "pb", a LifecycleEvent in protobuf
+// binary (an expired event: the store keeps those unencoded until they are
+// due), encoded here exactly as the store would have. Nil when the entry
+// has neither, or its event is not the one its id names.
+func (r *Relay) envelope(id string, values map[string]any) ([]byte, error) {
+	if data, _ := values["data"].(string); data != "" {
+		return []byte(data), nil
+	}
+	pb, _ := values["pb"].(string)
+	if pb == "" {
+		return nil, nil
+	}
+	ev := &eventsv1.LifecycleEvent{}
+	if err := proto.Unmarshal([]byte(pb), ev); err != nil {
+		return nil, fmt.Errorf("relay: event %s: %w", id, err)
+	}
+	if ev.GetId() != id {
+		return nil, fmt.Errorf("relay: entry names event %q, holds event %q", id, ev.GetId())
+	}
+	return eventbus.Encode(r.opts.Source, ev)
 }
 
 // remove deletes and then acknowledges entries, in one pipeline. Deleting

@@ -1,11 +1,14 @@
 package relay_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -37,7 +40,7 @@ type env struct {
 	js     jetstream.JetStream
 }
 
-func newEnv(t *testing.T, natsURL string) *env {
+func newEnv(t testing.TB, natsURL string) *env {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: testserver.RedisAddr(t)})
 	t.Cleanup(func() { _ = rdb.Close() })
@@ -48,7 +51,7 @@ func newEnv(t *testing.T, natsURL string) *env {
 	return e
 }
 
-func connect(t *testing.T, url string) jetstream.JetStream {
+func connect(t testing.TB, url string) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
 		nats.RetryOnFailedConnect(true))
@@ -113,9 +116,8 @@ func (e *env) issue(t *testing.T) string {
 	return issued.GetId()
 }
 
-// streamIDs returns the event id of every message in the stream, after
-// checking that its Nats-Msg-Id is the event id and its subject the event's.
-func (e *env) streamIDs(t *testing.T) []string {
+// streamMsgs returns every message in the stream.
+func (e *env) streamMsgs(t *testing.T) []*jetstream.RawStreamMsg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -130,12 +132,24 @@ func (e *env) streamIDs(t *testing.T) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ids []string
+	var msgs []*jetstream.RawStreamMsg
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if err != nil {
 			t.Fatal(err)
 		}
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// streamIDs returns the event id of every message in the stream, after
+// checking that its Nats-Msg-Id is the event id and its subject the event's.
+func (e *env) streamIDs(t *testing.T) []string {
+	t.Helper()
+	var ids []string
+	for _, m := range e.streamMsgs(t) {
+		seq := m.Sequence
 		ev, err := eventbus.Decode(m.Data)
 		if err != nil {
 			t.Fatal(err)
@@ -328,4 +342,79 @@ func outboxOf(t *testing.T, e *env) string {
 	}
 	t.Fatal("empty outbox")
 	return ""
+}
+
+// TestRelayPublishesExpiredEventsAsIfEncodedAtIssue: the store keeps
+// expired events as protobuf and the relay encodes them; each message on
+// the stream must be byte for byte the envelope the store would have
+// encoded at issue (same source, id, subject, data), and a record left by
+// an earlier issuer, which holds that envelope, must go out unchanged.
+func TestRelayPublishesExpiredEventsAsIfEncodedAtIssue(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testserver.NATSURL(t))
+	ctx := context.Background()
+	const source = "urn:jitid:test-issuer"
+	e.store = redisstore.New(e.rdb, redisstore.Options{Prefix: e.prefix, Events: e.events, Source: source})
+	want := map[string][]byte{} // event id → envelope
+	now := time.Now()
+	var last *issuer.Credential
+	var lastExpired *eventsv1.LifecycleEvent
+	for i := range 20 {
+		c := &issuer.Credential{
+			ID:        randID("cred-"),
+			Issuer:    "https://jitid.test",
+			Audience:  "jitid",
+			Agent:     &identityv1.Agent{Id: "agent:" + strconv.Itoa(i), Platform: "p", Attributes: map[string]string{"model": "m1", "runtime": "r\u00e9"}},
+			Delegator: &identityv1.Delegator{Id: "user-1", Attributes: map[string]string{"region": "eu"}, TimeZone: "Europe/Paris"},
+			Task:      &identityv1.Task{Id: randID("task-"), Purpose: "a \"quoted\" <purpose> & more", Deadline: timestamppb.New(now.Add(time.Hour))},
+			Scopes:    []string{"tickets:read", "tickets:comment"},
+			IssuedAt:  now,
+			ExpiresAt: now.Add(time.Duration(i+1) * time.Millisecond),
+		}
+		ev := func(typ eventsv1.EventType, at time.Time) *eventsv1.LifecycleEvent {
+			return &eventsv1.LifecycleEvent{
+				Id: randID("ev-"), Type: typ, Time: timestamppb.New(at), CredentialId: c.ID,
+				Agent: c.Agent, Delegator: c.Delegator, Task: c.Task, Scopes: c.Scopes, Audience: c.Audience,
+				IssuedAt: timestamppb.New(c.IssuedAt), ExpiresAt: timestamppb.New(c.ExpiresAt), Issuer: c.Issuer,
+				Reason: "expired", AgentChain: []string{"agent:parent"},
+			}
+		}
+		issued, expired := ev(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, now), ev(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED, c.ExpiresAt)
+		if err := e.store.Issue(ctx, c, issued, expired); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range []*eventsv1.LifecycleEvent{issued, expired} {
+			data, err := eventbus.Encode(source, ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[ev.GetId()] = data
+		}
+		last, lastExpired = c, expired
+	}
+	// The last credential's expired record was written by an earlier
+	// issuer: netstrings holding the envelope.
+	var rec []byte
+	for _, f := range []string{lastExpired.GetId(), e.events.Subject(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED),
+		string(want[lastExpired.GetId()]), last.Task.GetId(), last.Agent.GetId(), last.Delegator.GetId()} {
+		rec = strconv.AppendInt(rec, int64(len(f)), 10)
+		rec = append(rec, ':')
+		rec = append(rec, f...)
+	}
+	key := e.prefix + ":{" + strconv.Itoa(e.store.ShardOf(last.Task.GetId())) + "}:expired"
+	if err := e.rdb.HSet(ctx, key, last.ID, rec).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.store.SweepExpired(ctx, now.Add(time.Minute), 0); err != nil || n != 20 {
+		t.Fatalf("SweepExpired() = %d, %v; want 20", n, err)
+	}
+
+	r := e.startRelay(t, relay.Options{Source: source})
+	e.checkExactlyOnce(t, r, slices.Collect(maps.Keys(want)))
+	for _, m := range e.streamMsgs(t) {
+		id := m.Header.Get(jetstream.MsgIDHeader)
+		if !bytes.Equal(m.Data, want[id]) {
+			t.Errorf("event %s on the stream:\n%s\nwant:\n%s", id, m.Data, want[id])
+		}
+	}
 }
