@@ -40,6 +40,7 @@ const (
 	// up revocation marks; the issue script adds "written".
 	fDelegatorID = "did"
 	fAgentID     = "aid"
+	fWritten     = "written"
 )
 
 // chainLink is the stored form of an issuer.ChainLink.

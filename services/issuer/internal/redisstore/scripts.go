@@ -85,16 +85,6 @@ table.insert(out, 1, 1)
 return out
 `)
 
-// readScript reads a credential that is live: its key exists and no
-// revocation mark covers it.
-//
-// KEYS: cred, the shard's revocation marks.
-// Returns the credential hash as field, value pairs; empty when not live.
-var readScript = redis.NewScript(markBody + `
-if markedRevoked(KEYS[1], KEYS[2]) then return {} end
-return redis.call('HGETALL', KEYS[1])
-`)
-
 // markScript writes a revocation mark in one shard: every credential of a
 // delegator (or agent) written in the shard no later than now (Redis's
 // clock, µs) is not live from this step on, for every script and read that
