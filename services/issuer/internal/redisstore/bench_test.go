@@ -4,15 +4,14 @@ import (
 	"context"
 	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
+	"github.com/jitid/jitid/services/issuer/internal/cputime"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
 )
 
@@ -26,7 +25,7 @@ func BenchmarkIssue(b *testing.B) {
 	issued := event(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, c)
 	expired := event(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED, c)
 	b.ReportAllocs()
-	cpu0, self0 := redisCPU(b, e.rdb), processCPU(b)
+	cpu0, self0 := cputime.Redis(b, e.rdb), cputime.Process(b)
 	i := 0
 	for b.Loop() {
 		i++
@@ -35,8 +34,8 @@ func BenchmarkIssue(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64((processCPU(b)-self0).Microseconds())/float64(b.N), "cpu-µs/op")
-	b.ReportMetric(float64((redisCPU(b, e.rdb)-cpu0).Microseconds())/float64(b.N), "redis-µs/op")
+	b.ReportMetric(float64((cputime.Process(b)-self0).Microseconds())/float64(b.N), "cpu-µs/op")
+	b.ReportMetric(float64((cputime.Redis(b, e.rdb)-cpu0).Microseconds())/float64(b.N), "redis-µs/op")
 }
 
 // BenchmarkSweep10000 measures sweeping 10,000 credentials that expired at
@@ -80,7 +79,7 @@ func BenchmarkSweep10000(b *testing.B) {
 			c := credential("task-"+strconv.Itoa(i%500), "agent-bench", "user-bench", time.Hour)
 			e.issue(b, c)
 		}
-		cpu0 := redisCPU(b, e.rdb)
+		cpu0 := cputime.Redis(b, e.rdb)
 		sweeping.Store(true)
 		b.StartTimer()
 		swept := 0
@@ -93,7 +92,7 @@ func BenchmarkSweep10000(b *testing.B) {
 		}
 		b.StopTimer()
 		sweeping.Store(false)
-		cpu += redisCPU(b, e.rdb) - cpu0
+		cpu += cputime.Redis(b, e.rdb) - cpu0
 		for _, key := range e.store.OutboxKeys() {
 			e.rdb.Del(ctx, key)
 		}
@@ -108,38 +107,6 @@ func BenchmarkSweep10000(b *testing.B) {
 		b.ReportMetric(float64(pings[len(pings)*99/100].Microseconds())/1000, "ping-p99-ms")
 		b.ReportMetric(float64(pings[len(pings)-1].Microseconds())/1000, "ping-max-ms")
 	}
-}
-
-// redisCPU returns the CPU time the Redis server has used (INFO cpu), to
-// tell its share from the client's.
-func redisCPU(b *testing.B, rdb *redis.Client) time.Duration {
-	b.Helper()
-	info, err := rdb.Info(context.Background(), "cpu").Result()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var total time.Duration
-	for _, line := range strings.Split(info, "\r\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
-			d, err := time.ParseDuration(v + "s")
-			if err != nil {
-				b.Fatal(err)
-			}
-			total += d
-		}
-	}
-	return total
-}
-
-// processCPU returns the CPU time this process has used.
-func processCPU(b *testing.B) time.Duration {
-	b.Helper()
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkRevokeByDelegator10000 measures revoking the 10,000 live
@@ -164,7 +131,7 @@ func BenchmarkRevokeByDelegator10000(b *testing.B) {
 		for _, key := range e.store.OutboxKeys() {
 			e.rdb.Del(ctx, key)
 		}
-		own0, redis0 := processCPU(b), redisCPU(b, e.rdb)
+		own0, redis0 := cputime.Process(b), cputime.Redis(b, e.rdb)
 		stop := make(chan struct{})
 		getter := make(chan []time.Duration)
 		go func() {
@@ -192,8 +159,8 @@ func BenchmarkRevokeByDelegator10000(b *testing.B) {
 		b.StopTimer()
 		close(stop)
 		gets = append(gets, <-getter...)
-		own += processCPU(b) - own0
-		redisUsed += redisCPU(b, e.rdb) - redis0
+		own += cputime.Process(b) - own0
+		redisUsed += cputime.Redis(b, e.rdb) - redis0
 		b.StartTimer()
 		if len(ids) != n {
 			b.Fatalf("revoked %d, want %d", len(ids), n)

@@ -3,18 +3,16 @@ package relay_test
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/jitid/jitid/pkg/testserver"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
+	"github.com/jitid/jitid/services/issuer/internal/cputime"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
 	"github.com/jitid/jitid/services/issuer/internal/relay"
 )
@@ -41,7 +39,7 @@ func BenchmarkRelayBacklog(b *testing.B) {
 				})
 				rctx, cancel := context.WithCancel(ctx)
 				done := make(chan error, 1)
-				cpu0, self0 := redisCPU(b, e.rdb), processCPU(b)
+				cpu0, self0 := cputime.Redis(b, e.rdb), cputime.Process(b)
 				b.StartTimer()
 				go func() { done <- r.Run(rctx) }()
 				for {
@@ -55,8 +53,8 @@ func BenchmarkRelayBacklog(b *testing.B) {
 					time.Sleep(5 * time.Millisecond)
 				}
 				b.StopTimer()
-				cpu += redisCPU(b, e.rdb) - cpu0
-				self += processCPU(b) - self0
+				cpu += cputime.Redis(b, e.rdb) - cpu0
+				self += cputime.Process(b) - self0
 				cancel()
 				if err := <-done; err != nil {
 					b.Fatal(err)
@@ -129,36 +127,4 @@ func (e *env) fill(b *testing.B, n int, expired bool) {
 		}
 		swept += k
 	}
-}
-
-// redisCPU returns the CPU time the Redis server has used (INFO cpu), to
-// tell its share from the relay's.
-func redisCPU(b *testing.B, rdb *redis.Client) time.Duration {
-	b.Helper()
-	info, err := rdb.Info(context.Background(), "cpu").Result()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var total time.Duration
-	for _, line := range strings.Split(info, "\r\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
-			d, err := time.ParseDuration(v + "s")
-			if err != nil {
-				b.Fatal(err)
-			}
-			total += d
-		}
-	}
-	return total
-}
-
-// processCPU returns the CPU time this process has used.
-func processCPU(b *testing.B) time.Duration {
-	b.Helper()
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
