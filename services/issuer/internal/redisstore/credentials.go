@@ -184,42 +184,24 @@ func (s *Store) everyShard(id string) []ref {
 // revocation marks ignored: for revocations, which must find the
 // credentials a mark hides. The result holds nil where a key is gone.
 func (s *Store) readStored(ctx context.Context, refs []ref) ([]*issuer.Credential, error) {
-	if len(refs) == 0 {
-		return nil, nil
-	}
-	cmds := make([]*redis.MapStringStringCmd, len(refs))
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, r := range refs {
-			cmds[i] = p.HGetAll(ctx, s.shards[r.shard].cred(r.id))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, storeErr("read credentials", err)
-	}
-	out := make([]*issuer.Credential, len(refs))
-	for i, cmd := range cmds {
-		c, ok, err := decodeCredential(refs[i].id, cmd.Val())
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			out[i] = c
-		}
-	}
-	return out, nil
+	return s.read(ctx, refs, false)
 }
 
 // readLive fetches the credentials that are live: the result holds nil
-// where a key is gone or a revocation mark covers it. One pipelined round
-// trip reads the hashes and whether their shards hold any mark; only
+// where a key is gone or a revocation mark covers it.
+func (s *Store) readLive(ctx context.Context, refs []ref) ([]*issuer.Credential, error) {
+	return s.read(ctx, refs, true)
+}
+
+// read fetches credentials in one pipelined round trip of HGETALLs. With
+// live, the same round trip asks whether their shards hold any mark; only
 // credentials in a shard with marks, which exist for a while after a revoke
 // by delegator or agent, cost a second one (ZMSCORE of their delegator's
 // and agent's marks). Plain commands, not a script, keep the common read as
 // cheap for Redis as an HGETALL. A mark written between the two round trips
 // is seen by the second, and one written after the read is a revocation
 // after it: the read is consistent either way.
-func (s *Store) readLive(ctx context.Context, refs []ref) ([]*issuer.Credential, error) {
+func (s *Store) read(ctx context.Context, refs []ref, live bool) ([]*issuer.Credential, error) {
 	if len(refs) == 0 {
 		return nil, nil
 	}
@@ -228,7 +210,7 @@ func (s *Store) readLive(ctx context.Context, refs []ref) ([]*issuer.Credential,
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, r := range refs {
 			hashes[i] = p.HGetAll(ctx, s.shards[r.shard].cred(r.id))
-			if _, ok := marked[r.shard]; !ok {
+			if _, ok := marked[r.shard]; live && !ok {
 				marked[r.shard] = p.Exists(ctx, s.shards[r.shard].marks)
 			}
 		}
@@ -237,11 +219,11 @@ func (s *Store) readLive(ctx context.Context, refs []ref) ([]*issuer.Credential,
 	if err != nil {
 		return nil, storeErr("read credentials", err)
 	}
-	// The live candidates whose shard holds marks, and their marks.
+	// The stored credentials whose shard holds marks, and their marks.
 	var check []int
 	for i, r := range refs {
 		h := hashes[i].Val()
-		if len(h) > 0 && h[fWritten] != "" && marked[r.shard].Val() > 0 {
+		if live && len(h) > 0 && h[fWritten] != "" && marked[r.shard].Val() > 0 {
 			check = append(check, i)
 		}
 	}
@@ -250,7 +232,8 @@ func (s *Store) readLive(ctx context.Context, refs []ref) ([]*issuer.Credential,
 		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, i := range check {
 				h := hashes[i].Val()
-				scores[i] = p.ZMScore(ctx, s.shards[refs[i].shard].marks, markMember(issuer.Selector{Kind: issuer.ByDelegator, ID: h[fDelegatorID]}),
+				scores[i] = p.ZMScore(ctx, s.shards[refs[i].shard].marks,
+					markMember(issuer.Selector{Kind: issuer.ByDelegator, ID: h[fDelegatorID]}),
 					markMember(issuer.Selector{Kind: issuer.ByAgent, ID: h[fAgentID]}))
 			}
 			return nil
