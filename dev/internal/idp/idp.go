@@ -23,8 +23,11 @@
 // "at+jwt") and, when the scope includes "openid", an ID token (typ "JWT").
 // Both carry sub, aud, iat, nbf, exp, auth_time, amr, acr, groups, roles,
 // zoneinfo and the user's further claims, signed RS256 with the provider's
-// current key. RotateKey replaces that key, keeping the previous one in the
-// JWK set so that tokens issued before a rotation verify until they expire.
+// current key. The JWK set publishes the next key before it signs anything,
+// as large providers do, so relying parties holding a recent copy of the set
+// need no refetch at a rotation. RotateKey makes the next key current and
+// keeps the previous one in the set, so that tokens issued before a
+// rotation verify until they expire; the one before leaves the set.
 //
 // This provider is for development and tests: it keeps keys in memory and
 // trusts its users file. It is not a production identity provider.
@@ -78,8 +81,9 @@ type Provider struct {
 	clients  map[string]*client
 
 	mu       sync.RWMutex
-	current  *signingKey
 	previous *signingKey
+	current  *signingKey
+	next     *signingKey
 }
 
 // New returns a Provider with a freshly generated signing key.
@@ -105,8 +109,10 @@ func New(o Options) (*Provider, error) {
 	for _, u := range o.Users {
 		p.clients[u.ClientID] = &client{user: u}
 	}
-	if _, err := p.RotateKey(); err != nil {
-		return nil, err
+	for range 2 {
+		if _, err := p.RotateKey(); err != nil {
+			return nil, err
+		}
 	}
 	return p, nil
 }
@@ -124,18 +130,21 @@ var endpoints = op.Endpoints{
 	JwksURI: op.NewEndpoint("keys"),
 }
 
-// RotateKey makes a new key the signing key and keeps the one it replaces
-// in the JWK set; the key before that leaves the set. It returns the new
-// key's id.
+// RotateKey makes the published next key the signing key, keeps the one it
+// replaces in the JWK set, drops the key before that and publishes a new
+// next key. It returns the id of the key that now signs.
 func (p *Provider) RotateKey() (string, error) {
 	k, err := newSigningKey()
 	if err != nil {
 		return "", err
 	}
 	p.mu.Lock()
-	p.previous, p.current = p.current, k
-	p.mu.Unlock()
-	return k.id, nil
+	defer p.mu.Unlock()
+	p.previous, p.current, p.next = p.current, p.next, k
+	if p.current == nil {
+		return "", nil
+	}
+	return p.current.id, nil
 }
 
 type signingKey struct {
@@ -201,13 +210,13 @@ func (p *Provider) Discovery(context.Context, *op.Request[struct{}]) (*op.Respon
 	}), nil
 }
 
-// Keys implements op.Server: the public halves of the current and the
-// previous signing key.
+// Keys implements op.Server: the public halves of the previous, current
+// and next signing keys.
 func (p *Provider) Keys(context.Context, *op.Request[struct{}]) (*op.Response, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	set := &jose.JSONWebKeySet{}
-	for _, k := range []*signingKey{p.current, p.previous} {
+	for _, k := range []*signingKey{p.current, p.next, p.previous} {
 		if k == nil {
 			continue
 		}
