@@ -30,6 +30,13 @@ const (
 	// DefaultMaxAge is how long ago a delegator may have authenticated when
 	// neither Config.MaxAge nor Provider.MaxAge says otherwise.
 	DefaultMaxAge = 12 * time.Hour
+	// DefaultKeyRefetchInterval is the least time between two requests for
+	// a provider's key set (or discovery document) when
+	// Config.KeyRefetchInterval is zero.
+	DefaultKeyRefetchInterval = 5 * time.Second
+	// DefaultKeySetMaxAge is how long a fetched key set is trusted before it
+	// is fetched again when Config.KeySetMaxAge is zero.
+	DefaultKeySetMaxAge = 10 * time.Minute
 	// DefaultHTTPTimeout bounds each discovery and JWK set request when
 	// Config.HTTPClient is nil.
 	DefaultHTTPTimeout = 10 * time.Second
@@ -60,6 +67,17 @@ type Config struct {
 	// MaxAge bounds how long ago the delegator authenticated (auth_time);
 	// zero means DefaultMaxAge. Provider.MaxAge overrides it.
 	MaxAge time.Duration
+	// KeyRefetchInterval is the least time between two requests for the
+	// same provider document: a flood of tokens naming unknown keys costs
+	// the provider one request per interval, not one per token. A provider
+	// that signs with a new key before publishing it may see its first such
+	// tokens refused for up to this long after a fetch. Zero means
+	// DefaultKeyRefetchInterval.
+	KeyRefetchInterval time.Duration
+	// KeySetMaxAge is how long a fetched key set is used before it is
+	// fetched again, so that a key the provider retired stops verifying.
+	// Zero means DefaultKeySetMaxAge.
+	KeySetMaxAge time.Duration
 	// Clock returns the current time; nil means time.Now.
 	Clock func() time.Time
 	// HTTPClient fetches discovery documents and JWK sets; nil means a
@@ -134,6 +152,16 @@ func (c Config) validate() (Config, error) {
 	}
 	if c.MaxAge == 0 {
 		c.MaxAge = DefaultMaxAge
+	}
+	if c.KeyRefetchInterval < 0 || c.KeySetMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("key refetch interval %v and key set max age %v must not be negative",
+			c.KeyRefetchInterval, c.KeySetMaxAge))
+	}
+	if c.KeyRefetchInterval == 0 {
+		c.KeyRefetchInterval = DefaultKeyRefetchInterval
+	}
+	if c.KeySetMaxAge == 0 {
+		c.KeySetMaxAge = DefaultKeySetMaxAge
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now

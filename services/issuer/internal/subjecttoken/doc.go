@@ -11,6 +11,14 @@
 // are github.com/coreos/go-oidc/v3's; this package adds what a delegator's
 // proof needs on top:
 //
+//   - the key set is fetched again once it is older than Config.KeySetMaxAge
+//     (10 minutes by default), so that a key the provider retired stops
+//     verifying even while every token names a cached key.
+//   - requests to a provider are spaced by Config.KeyRefetchInterval (5
+//     seconds by default): within it a repeated request is answered with the
+//     previous answer, so a flood of tokens naming made-up key ids costs the
+//     provider one request per interval, and an unreachable provider is not
+//     asked again for every token.
 //   - the token type: an access token (urn:ietf:params:oauth:token-type:access_token)
 //     must carry the RFC 9068 header typ "at+jwt"; an ID token
 //     (…:id_token) must not, so that neither passes for the other; a

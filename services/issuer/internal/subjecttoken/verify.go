@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -94,13 +93,18 @@ type Verifier struct {
 // provider is down.
 type provider struct {
 	Provider
-	client *http.Client
-	// fetchFailures counts failed discovery and JWK set requests, so that a
-	// signature failure during a failed refetch is told apart from a forgery.
-	fetchFailures *atomic.Uint64
+	client  *http.Client
+	fetcher *fetcher
+	// keySetMaxAge is how long a fetched key set is used before it is
+	// fetched again even though every token names a cached key: go-oidc
+	// keeps a key until a token names one it lacks, and a key the provider
+	// has retired must stop being trusted without that.
+	keySetMaxAge time.Duration
 
 	mu       sync.Mutex
 	verifier *oidc.IDTokenVerifier
+	builtAt  time.Time
+	jwksURI  string
 }
 
 // New checks cfg and returns a Verifier. It makes no request: each provider
@@ -112,10 +116,13 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	v := &Verifier{cfg: cfg, providers: make(map[string]*provider, len(cfg.Providers))}
 	for _, p := range cfg.Providers {
-		failures := new(atomic.Uint64)
+		f := &fetcher{
+			base: cfg.HTTPClient.Transport, clock: cfg.Clock,
+			interval: cfg.KeyRefetchInterval, last: map[string]*fetched{},
+		}
 		client := *cfg.HTTPClient
-		client.Transport = &failureCounter{base: cfg.HTTPClient.Transport, failures: failures}
-		v.providers[p.Issuer] = &provider{Provider: p, client: &client, fetchFailures: failures}
+		client.Transport = f
+		v.providers[p.Issuer] = &provider{Provider: p, client: &client, fetcher: f, keySetMaxAge: cfg.KeySetMaxAge}
 	}
 	return v, nil
 }
@@ -165,10 +172,13 @@ func (v *Verifier) Verify(ctx context.Context, token string, typ TokenType) (*Re
 	if err != nil {
 		return nil, err
 	}
-	failuresBefore := p.fetchFailures.Load()
+	failuresBefore := p.fetcher.failures.Load()
 	idt, err := verifier.Verify(ctx, token)
 	if err != nil {
-		if ctx.Err() != nil || p.fetchFailures.Load() != failuresBefore {
+		// Concurrent calls share the counter, so a forgery checked during
+		// a provider outage may be reported as the outage: either way the
+		// token is refused.
+		if ctx.Err() != nil || p.fetcher.failures.Load() != failuresBefore {
 			return nil, fmt.Errorf("%w: %s: %v", ErrProviderUnavailable, p.Issuer, err)
 		}
 		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
@@ -277,26 +287,33 @@ func (v *Verifier) checkTimes(p *provider, claims map[string]any) error {
 }
 
 // verifierFor returns the provider's verifier, discovering the provider
-// the first time and after a failed discovery.
+// the first time and after a failed discovery, and starting a new key set
+// once the current one is older than keySetMaxAge.
 func (p *provider) verifierFor(ctx context.Context, clock func() time.Time) (*oidc.IDTokenVerifier, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.verifier != nil {
+	now := clock()
+	if p.verifier != nil && now.Sub(p.builtAt) < p.keySetMaxAge && !now.Before(p.builtAt) {
 		return p.verifier, nil
 	}
-	discovered, err := oidc.NewProvider(oidc.ClientContext(ctx, p.client), p.Issuer)
-	if err != nil {
-		return nil, fmt.Errorf("%w: discovery of %s: %v", ErrProviderUnavailable, p.Issuer, err)
-	}
-	var meta struct {
-		JWKSURI string `json:"jwks_uri"`
-	}
-	if err := discovered.Claims(&meta); err != nil || meta.JWKSURI == "" {
-		return nil, fmt.Errorf("%w: discovery of %s: no jwks_uri", ErrProviderUnavailable, p.Issuer)
+	if p.jwksURI == "" {
+		discovered, err := oidc.NewProvider(oidc.ClientContext(ctx, p.client), p.Issuer)
+		if err != nil {
+			return nil, fmt.Errorf("%w: discovery of %s: %v", ErrProviderUnavailable, p.Issuer, err)
+		}
+		var meta struct {
+			JWKSURI string `json:"jwks_uri"`
+		}
+		if err := discovered.Claims(&meta); err != nil || meta.JWKSURI == "" {
+			return nil, fmt.Errorf("%w: discovery of %s: no jwks_uri", ErrProviderUnavailable, p.Issuer)
+		}
+		p.jwksURI = meta.JWKSURI
 	}
 	// The key set outlives this request, so it gets a context of its own;
-	// the client's timeout bounds its fetches.
-	keys := oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), p.client), meta.JWKSURI)
+	// the client's timeout bounds its fetches. A new key set starts empty
+	// and fetches on its first token.
+	keys := oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), p.client), p.jwksURI)
+	p.builtAt = now
 	p.verifier = oidc.NewVerifier(p.Issuer, keys, &oidc.Config{
 		SupportedSigningAlgs: p.Algorithms,
 		// Audience and time checks are this package's: go-oidc takes one
@@ -306,22 +323,4 @@ func (p *provider) verifierFor(ctx context.Context, clock func() time.Time) (*oi
 		Now:               clock,
 	})
 	return p.verifier, nil
-}
-
-// failureCounter counts requests that fail or answer other than 200 OK.
-type failureCounter struct {
-	base     http.RoundTripper
-	failures *atomic.Uint64
-}
-
-func (f *failureCounter) RoundTrip(r *http.Request) (*http.Response, error) {
-	base := f.base
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	resp, err := base.RoundTrip(r)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		f.failures.Add(1)
-	}
-	return resp, err
 }

@@ -7,7 +7,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -437,34 +441,123 @@ func TestAlgorithmOutsideTheAllowListIsRefused(t *testing.T) {
 	}
 }
 
+// movableClock is the real time plus an offset a test moves forward.
+type movableClock struct{ offset atomic.Int64 }
+
+func (c *movableClock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *movableClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
+
 func TestProviderKeyRotationIsFollowed(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers)
-	v := verifierFor(t, p)
+	p := startIdP(t, allUsers, "-token-lifetime", "1h")
+	clock := &movableClock{}
+	v := newVerifier(t, subjecttoken.Config{Providers: []subjecttoken.Provider{provider(p.issuer)}, Clock: clock.Now})
 	first := p.Tokens(alice).IDToken
 	if _, err := v.Verify(context.Background(), first, subjecttoken.TypeIDToken); err != nil {
 		t.Fatal(err)
 	}
+
+	// The key that signs after one rotation was published beforehand.
 	p.Rotate()
 	second := p.Tokens(alice).IDToken
 	if kidOf(t, first) == kidOf(t, second) {
 		t.Fatalf("the provider signed with key %s after rotating", kidOf(t, first))
 	}
 	if _, err := v.Verify(context.Background(), second, subjecttoken.TypeIDToken); err != nil {
-		t.Fatalf("token signed by the new key: %v", err)
+		t.Fatalf("token signed by the pre-published key: %v", err)
 	}
-	if _, err := v.Verify(context.Background(), first, subjecttoken.TypeIDToken); err != nil {
-		t.Fatalf("token signed by the previous key, still published: %v", err)
-	}
-	// A second rotation drops the first key from the provider's set: once
-	// the verifier has refetched the set, tokens signed by that key fail.
+
+	// After a second rotation the signing key is one the verifier has
+	// never seen: it fetches the set again (once the refetch interval since
+	// its last fetch has passed), and the retired first key is gone.
 	p.Rotate()
 	third := p.Tokens(alice).IDToken
+	clock.Advance(subjecttoken.DefaultKeyRefetchInterval)
 	if _, err := v.Verify(context.Background(), third, subjecttoken.TypeIDToken); err != nil {
-		t.Fatalf("token signed by the third key: %v", err)
+		t.Fatalf("token signed by a key published after the verifier's fetch: %v", err)
+	}
+	if _, err := v.Verify(context.Background(), second, subjecttoken.TypeIDToken); err != nil {
+		t.Fatalf("token signed by the previous key, still published: %v", err)
 	}
 	if _, err := v.Verify(context.Background(), first, subjecttoken.TypeIDToken); !errors.Is(err, subjecttoken.ErrBadSignature) {
 		t.Fatalf("token signed by a retired key: Verify = %v, want %v", err, subjecttoken.ErrBadSignature)
+	}
+}
+
+func TestRetiredProviderKeyStopsVerifyingAfterTheKeySetMaxAge(t *testing.T) {
+	t.Parallel()
+	p := startIdP(t, allUsers, "-token-lifetime", "1h")
+	clock := &movableClock{}
+	v := newVerifier(t, subjecttoken.Config{Providers: []subjecttoken.Provider{provider(p.issuer)}, Clock: clock.Now})
+	first := p.Tokens(alice).IDToken
+	if _, err := v.Verify(context.Background(), first, subjecttoken.TypeIDToken); err != nil {
+		t.Fatal(err)
+	}
+	// Two rotations retire the first key (say, because it leaked). Every
+	// token still names a key the verifier has cached, so nothing but the
+	// key set's age makes it look again.
+	p.Rotate()
+	p.Rotate()
+	clock.Advance(subjecttoken.DefaultKeySetMaxAge)
+	if _, err := v.Verify(context.Background(), first, subjecttoken.TypeIDToken); !errors.Is(err, subjecttoken.ErrBadSignature) {
+		t.Fatalf("token signed by a retired key, after the key set max age: Verify = %v, want %v", err, subjecttoken.ErrBadSignature)
+	}
+}
+
+// countingTransport counts the requests for each path.
+type countingTransport struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	c.counts[r.URL.Path]++
+	c.mu.Unlock()
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func (c *countingTransport) count(path string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[path]
+}
+
+func TestForgedTokenFloodCostsTheProviderOneKeySetRequestPerInterval(t *testing.T) {
+	t.Parallel()
+	p := startIdP(t, allUsers)
+	now := time.Now()
+	counter := &countingTransport{counts: map[string]int{}}
+	v := newVerifier(t, subjecttoken.Config{
+		Providers:  []subjecttoken.Provider{provider(p.issuer)},
+		Clock:      func() time.Time { return now },
+		HTTPClient: &http.Client{Transport: counter},
+	})
+	genuine := p.Tokens(alice).IDToken
+	if _, err := v.Verify(context.Background(), genuine, subjecttoken.TypeIDToken); err != nil {
+		t.Fatal(err)
+	}
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each forged token names a key id of its own, so each one sends
+	// go-oidc back to the provider for the key set.
+	for i := range 50 {
+		forged := resign(t, genuine, other, jose.RS256, fmt.Sprintf("made-up-%d", i), nil)
+		if _, err := v.Verify(context.Background(), forged, subjecttoken.TypeIDToken); !errors.Is(err, subjecttoken.ErrBadSignature) {
+			t.Fatalf("forged token %d: Verify = %v, want %v", i, err, subjecttoken.ErrBadSignature)
+		}
+	}
+	if got := counter.count("/keys"); got != 1 {
+		t.Errorf("key set requests for one genuine and 50 forged tokens within the interval = %d, want 1", got)
+	}
+	if got := counter.count("/.well-known/openid-configuration"); got != 1 {
+		t.Errorf("discovery requests = %d, want 1", got)
+	}
+	// The genuine token is still accepted meanwhile.
+	if _, err := v.Verify(context.Background(), genuine, subjecttoken.TypeIDToken); err != nil {
+		t.Fatalf("genuine token during the flood: %v", err)
 	}
 }
 
