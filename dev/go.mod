@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/go-jose/go-jose/v4 v4.1.9
+	github.com/google/go-cmp v0.7.0
 	github.com/jitid/jitid/pkg v0.0.0
 	github.com/zitadel/oidc/v3 v3.52.0
 )

@@ -4,7 +4,13 @@
 // rotates the signing key. It is for the demo stack and tests, not
 // production.
 //
-//	jitid-idp -users users.json -http 127.0.0.1:0
+//	jitid-idp -users dev/cmd/jitid-idp/demo-users.json -http 127.0.0.1:0
+//	curl -u demo-alice:demo-alice-secret -d grant_type=client_credentials \
+//	     -d scope=openid http://127.0.0.1:PORT/oauth/token
+//
+// demo-users.json holds two demo users: alice (finance, two factors,
+// age_verified) and bob (staff, password only). Their secrets are demo
+// values, public in this repository.
 //
 // Once listening it logs one JSON line with msg "serving" and the bound
 // address in "http", like the jitid services.
