@@ -61,7 +61,10 @@ type Result struct {
 	// never nil.
 	Attributes map[string]string
 	// Entitlements are the mapped entitlements, sorted and without
-	// duplicates; nil when the provider maps none.
+	// duplicates; nil when the provider maps none. Empty but not nil when
+	// the token's groups or roles grant nothing: the delegator then holds
+	// no scope, which a caller must not pass on as an empty list where an
+	// empty list means "no limit".
 	Entitlements []string
 	// TimeZone is the IANA zone from the zoneinfo claim, or "".
 	TimeZone string

@@ -593,3 +593,39 @@ func TestMappingRefusesTokensItCannotMap(t *testing.T) {
 		})
 	}
 }
+
+func TestEntitlementsComeOnlyFromTheConfiguredClaim(t *testing.T) {
+	t.Parallel()
+	contractor := idpUser{
+		ID: "gina@example.com", ClientID: "gina", ClientSecret: "gina-secret",
+		Audience: []string{"jitid"}, Groups: []string{"contractors"}, Roles: []string{"reports:read"},
+		// A claim named like the attribute jitid asks for is not an
+		// entitlement source.
+		Claims: map[string]any{"entitlements": []string{"admin:*"}},
+	}
+	p := startIdP(t, []idpUser{contractor})
+	token := p.Tokens(contractor).IDToken
+	roles := provider(p.issuer)
+	roles.Mapping.EntitlementsClaim, roles.Mapping.Entitlements = "roles", nil
+	for _, tc := range []struct {
+		name string
+		prov subjecttoken.Provider
+		want []string
+	}{
+		// contractors is not in the translation: the delegator holds
+		// nothing, which is an empty list, not an absent one.
+		{"groups outside the translation", provider(p.issuer), []string{}},
+		{"roles taken as they are", roles, []string{"reports:read"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newVerifier(t, subjecttoken.Config{Providers: []subjecttoken.Provider{tc.prov}})
+			got, err := v.Verify(context.Background(), token, subjecttoken.TypeIDToken)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Entitlements == nil || !cmp.Equal(tc.want, got.Entitlements) {
+				t.Errorf("Entitlements = %#v, want %#v", got.Entitlements, tc.want)
+			}
+		})
+	}
+}
