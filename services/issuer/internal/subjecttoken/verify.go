@@ -138,7 +138,9 @@ func (v *Verifier) Verify(ctx context.Context, token string, typ TokenType) (*Re
 	}
 	// The unverified issuer only picks the provider whose keys and rules
 	// apply; go-oidc checks iss again once the signature holds.
-	jws, err := jose.ParseSigned(token, allSignatureAlgorithms)
+	// RFC 7519 §7.2: a JWT is in compact form; the JSON serialization,
+	// with its unprotected headers, has no place in a subject token.
+	jws, err := jose.ParseSignedCompact(token, allSignatureAlgorithms)
 	if err != nil {
 		if alg, ok := headerAlgorithm(token); ok && !slices.Contains(allSignatureAlgorithms, jose.SignatureAlgorithm(alg)) {
 			// "none" and the like: well formed, but not signed in a way

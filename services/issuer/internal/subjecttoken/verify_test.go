@@ -251,6 +251,7 @@ func TestForgedTokensAreRefused(t *testing.T) {
 		{"HS256 keyed with the provider's public key", resign(t, genuine, hmacSecret, jose.HS256, kid, promote), subjecttoken.ErrBadSignature},
 		{"alg none", unsigned, subjecttoken.ErrBadSignature},
 		{"not a JWT", "not.a.jwt", subjecttoken.ErrMalformed},
+		{"JWS JSON serialization", jsonSerialized(t, genuine), subjecttoken.ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := v.Verify(context.Background(), tc.token, subjecttoken.TypeIDToken)
@@ -262,6 +263,18 @@ func TestForgedTokensAreRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// jsonSerialized is token in the JWS JSON serialization (RFC 7515 §7.2),
+// signature intact.
+func jsonSerialized(t *testing.T, token string) string {
+	t.Helper()
+	parts := strings.Split(token, ".")
+	b, err := json.Marshal(map[string]string{"protected": parts[0], "payload": parts[1], "signature": parts[2]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // editPayload swaps token's claims for edited ones and keeps the signature.
