@@ -80,7 +80,12 @@
 // naming the field, and an attribute the token does not carry cannot be
 // added by the request.
 //
-// Errors wrap one of the documented sentinels (ErrMalformed,
-// ErrUnsupportedType, ErrUntrustedIssuer, …) so that callers map them with
-// errors.Is. No error or log line holds the token.
+// # Errors
+//
+// Errors wrap one of the documented sentinels so that callers map them with
+// errors.Is; no error holds the token. At a gRPC edge they map as:
+//
+//	ErrProviderUnavailable                        UNAVAILABLE (says nothing about the token)
+//	ErrUnsupportedType, *AssertionError            INVALID_ARGUMENT
+//	every other sentinel (forged, expired, …)      UNAUTHENTICATED
 package subjecttoken

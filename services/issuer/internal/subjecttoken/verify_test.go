@@ -642,3 +642,31 @@ func TestEntitlementsComeOnlyFromTheConfiguredClaim(t *testing.T) {
 		})
 	}
 }
+
+func TestConcurrentFirstVerificationsShareOneDiscovery(t *testing.T) {
+	t.Parallel()
+	p := startIdP(t, allUsers)
+	counter := &countingTransport{counts: map[string]int{}}
+	v := newVerifier(t, subjecttoken.Config{
+		Providers:  []subjecttoken.Provider{provider(p.issuer)},
+		HTTPClient: &http.Client{Transport: counter},
+	})
+	token := p.Tokens(alice).IDToken
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Go(func() {
+			if _, err := v.Verify(context.Background(), token, subjecttoken.TypeIDToken); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := counter.count("/.well-known/openid-configuration"); got != 1 {
+		t.Errorf("discovery requests = %d, want 1", got)
+	}
+}
