@@ -189,36 +189,6 @@ func TestMarkMakesCredentialsInactiveAtOnce(t *testing.T) {
 	}
 }
 
-// TestMarkLeavesCredentialsWrittenBeforeMarksToTheRevocation: a credential
-// stored before marks existed has no did, aid or written field. It reads as
-// before, no mark hides it, and the revocation still deletes it with its
-// event.
-func TestMarkLeavesCredentialsWrittenBeforeMarksToTheRevocation(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	ctx := context.Background()
-	old := credential("task-old", "agent-1", "user-1", time.Minute)
-	e.issue(t, old)
-	key := e.shardKey("task-old", "cred:"+old.ID)
-	if n := e.rdb.HDel(ctx, key, "did", "aid", "written").Val(); n != 3 {
-		t.Fatalf("HDEL removed %d fields, want 3 (did, aid, written)", n)
-	}
-	sel := issuer.Selector{Kind: issuer.ByDelegator, ID: "user-1"}
-	if err := e.store.MarkRevoked(ctx, sel); err != nil {
-		t.Fatal(err)
-	}
-	if !e.live(t, old) {
-		t.Errorf("a credential without marks' fields is hidden")
-	}
-	ids, err := e.store.Revoke(ctx, sel, revokedEvent)
-	if err != nil || len(ids) != 1 || ids[0] != old.ID {
-		t.Fatalf("Revoke() = %v, %v; want [%s]", ids, err, old.ID)
-	}
-	if n := e.countEvents(t, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_REVOKED)[old.ID]; n != 1 {
-		t.Errorf("%d revoked events, want 1", n)
-	}
-}
-
 // TestMarksArePrunedAndExpire: a mark lives MarkRetention; older ones are
 // dropped when a mark is written, the set expires with its latest mark,
 // a later mark never lowers an earlier one, and a shard whose index lists

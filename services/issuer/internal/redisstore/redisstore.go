@@ -46,6 +46,7 @@ import (
 
 	"github.com/jitid/jitid/pkg/eventbus"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
+	"github.com/jitid/jitid/services/issuer/redisscripts"
 )
 
 // Defaults of Options.
@@ -117,12 +118,12 @@ type shard struct {
 	marks   string
 }
 
-func (s shard) cred(id string) string      { return s.prefix + "cred:" + id }
-func (s shard) task(id string) string      { return s.prefix + "task:" + id }
-func (s shard) agent(id string) string     { return s.prefix + "agent:" + id }
-func (s shard) delegator(id string) string { return s.prefix + "delegator:" + id }
-func (s shard) done(taskID string) string  { return s.prefix + "done:" + taskID }
-func (s shard) children(id string) string  { return s.prefix + "children:" + id }
+func (s shard) cred(id string) string      { return s.prefix + redisscripts.KeyCred + id }
+func (s shard) task(id string) string      { return s.prefix + redisscripts.KeyTask + id }
+func (s shard) agent(id string) string     { return s.prefix + redisscripts.KeyAgent + id }
+func (s shard) delegator(id string) string { return s.prefix + redisscripts.KeyDelegator + id }
+func (s shard) done(taskID string) string  { return s.prefix + redisscripts.KeyDone + taskID }
+func (s shard) children(id string) string  { return s.prefix + redisscripts.KeyChildren + id }
 
 func (o Options) withDefaults() Options {
 	if o.Prefix == "" {
@@ -156,7 +157,8 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 	s := &Store{rdb: rdb, opts: opts, shards: make([]shard, opts.Shards)}
 	for i := range s.shards {
 		p := shardPrefix(opts.Prefix, i)
-		s.shards[i] = shard{prefix: p, expiry: p + "expiry", expired: p + "expired", outbox: p + "outbox", marks: p + "revoked"}
+		s.shards[i] = shard{prefix: p, expiry: p + redisscripts.KeyExpiry, expired: p + redisscripts.KeyExpired,
+			outbox: p + redisscripts.KeyOutbox, marks: p + redisscripts.KeyMarks}
 	}
 	return s
 }
@@ -171,7 +173,7 @@ func OutboxKeys(prefix string, shards int) []string {
 	o := Options{Prefix: prefix, Shards: shards}.withDefaults()
 	keys := make([]string, o.Shards)
 	for i := range keys {
-		keys[i] = shardPrefix(o.Prefix, i) + "outbox"
+		keys[i] = shardPrefix(o.Prefix, i) + redisscripts.KeyOutbox
 	}
 	return keys
 }
