@@ -166,3 +166,20 @@ func (e *env) keys(t testing.TB) []string {
 func (e *env) shardKey(taskID, rest string) string {
 	return e.prefix + ":{" + strconv.Itoa(e.store.ShardOf(taskID)) + "}:" + rest
 }
+
+// waitUntil polls cond until it holds, and fails the test if it does not
+// within d.
+func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		case <-tick.C:
+		}
+	}
+}
