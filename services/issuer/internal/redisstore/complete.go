@@ -115,7 +115,7 @@ func (s *Store) CompleteTask(ctx context.Context, taskID string, mkEvent issuer.
 				continue
 			}
 			done.CredentialIds = append(done.CredentialIds, c.ID)
-			t, err := s.revokeTarget(sh, c, mkEvent)
+			t, err := s.targetOf(sh, c, mkEvent)
 			if err != nil {
 				return nil, err
 			}

@@ -110,8 +110,8 @@ func decodeRevoke(v any) (revokeResult, error) {
 	return revokeResult{}, fmt.Errorf("%w from revoke: state %d with %d more elements", errUnexpectedReply, state, len(rest))
 }
 
-// revokeTarget returns the keys and revoked event of c in shard sh.
-func (s *Store) revokeTarget(sh shard, c *issuer.Credential, mkEvent issuer.EventFunc) (revokeTarget, error) {
+// targetOf returns the keys and revoked event of c in shard sh.
+func (s *Store) targetOf(sh shard, c *issuer.Credential, mkEvent issuer.EventFunc) (revokeTarget, error) {
 	ev := mkEvent(c)
 	if ev == nil {
 		return revokeTarget{}, fmt.Errorf("redisstore: revoke %s: no event built", c.ID)
@@ -365,7 +365,7 @@ func (s *Store) revokeTrees(ctx context.Context, shardIdx int, roots []*issuer.C
 			Targets: make([]revokeTarget, 0, n)}
 		for _, tree := range trees[start:end] {
 			for _, c := range tree {
-				t, err := s.revokeTarget(sh, c, mkEvent)
+				t, err := s.targetOf(sh, c, mkEvent)
 				if err != nil {
 					return revoked, false, err
 				}
