@@ -197,7 +197,7 @@ func TestMarksArePrunedAndExpire(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	const retention = 2 * time.Second
+	const retention = 3 * time.Second
 	s := redisstore.New(e.rdb, redisstore.Options{Prefix: e.prefix, Events: e.events, MarkRetention: retention})
 	e.store = s
 	for _, u := range []string{"user-a", "user-b", "user-c", "user-future"} {
@@ -240,7 +240,7 @@ func TestMarksArePrunedAndExpire(t *testing.T) {
 	}
 	e.rdb.ZAdd(ctx, marks,
 		redis.Z{Score: float64(now.Add(-retention - time.Second).UnixMicro()), Member: "delegator:user-a"},
-		redis.Z{Score: float64(now.Add(-retention / 2).UnixMicro()), Member: "delegator:user-b"})
+		redis.Z{Score: float64(now.Add(-time.Second).UnixMicro()), Member: "delegator:user-b"})
 	mark("user-c")
 	if diff := cmp.Diff([]string{"delegator:user-b", "delegator:user-c", "delegator:user-future"}, members()); diff != "" {
 		t.Errorf("marks after pruning (-want +got):\n%s", diff)

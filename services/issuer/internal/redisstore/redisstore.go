@@ -29,6 +29,10 @@
 // delegator's and agent's ids, for the scripts to find their marks) and
 // "written" (Redis's time when it was written, µs): a credential written
 // no later than a mark of its delegator or agent is not live.
+//
+// The Lua scripts, and the names of fields and keys they share with this
+// package, are in package redisscripts; each runs here behind a typed
+// wrapper (scripts.go).
 package redisstore
 
 import (
