@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/jitid/jitid/pkg v0.0.0
 	github.com/jitid/jitid/proto v0.0.0
+	github.com/jitid/jitid/services/issuer v0.0.0
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/redis/go-redis/v9 v9.23.0
@@ -36,4 +37,5 @@ require (
 replace (
 	github.com/jitid/jitid/pkg => ../pkg
 	github.com/jitid/jitid/proto => ../proto
+	github.com/jitid/jitid/services/issuer => ../services/issuer
 )

@@ -386,11 +386,11 @@ func bench(ctx context.Context, c Config, out io.Writer) error {
 			if err != nil {
 				return err
 			}
-			r.say("redis-benchmark EVALSHA issue-like script, 64 clients: %s/s", report.Count(rate))
+			r.say("redis-benchmark EVALSHA of the issue script, 64 clients: %s/s", report.Count(rate))
 			rates = append(rates, rate)
 		}
 		med := load.MedianOf(rates, func(f float64) float64 { return f })
-		r.rep.Figures = append(r.rep.Figures, report.Figure{Workload: "redis-benchmark EVALSHA (issue-like script)",
+		r.rep.Figures = append(r.rep.Figures, report.Figure{Workload: "redis-benchmark EVALSHA (issue script)",
 			Result: load.Result{Mode: "closed", Concurrency: 64, Rate: med}, Runs: len(rates), Unit: "scripts/s"})
 		r.ratio("issue / redis-benchmark of its script", issueRate, med, "issue", "EVALSHA")
 	}

@@ -17,48 +17,35 @@ import (
 	"github.com/jitid/jitid/pkg/credverify"
 	"github.com/jitid/jitid/pkg/eventbus"
 	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
+	"github.com/jitid/jitid/services/issuer/redisscripts"
 )
 
-// issueLikeScript makes the same Redis commands as the issuer's issue
-// script (services/issuer/internal/redisstore/scripts.go), on keys of one
-// hash tag: two EXISTS, the credential hash with its expiry, three index
-// sets with their expiry, the schedule, the expired-event record and the
-// outbox entry.
-const issueLikeScript = `
-if redis.call('EXISTS', KEYS[7]) == 1 then return 0 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
-local id = ARGV[1]
-local exp = tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
-redis.call('PEXPIREAT', KEYS[1], exp)
-for i = 2, 4 do
-  redis.call('SADD', KEYS[i], id)
-  if redis.call('PEXPIRETIME', KEYS[i]) < exp then
-    redis.call('PEXPIREAT', KEYS[i], exp)
-  end
-end
-redis.call('ZADD', KEYS[5], exp, id)
-redis.call('HSET', KEYS[6], id, ARGV[6])
-redis.call('XADD', KEYS[8], '*', 'id', ARGV[3], 'subject', ARGV[4], 'data', ARGV[5])
-return 1
-`
+// issueKeys and issueArgs are the contract of the issue script that
+// RedisScriptRate lays its KEYS and ARGV out for.
+const (
+	issueKeys = "cred task agent delegator expiry expired done outbox [parent parent_children marks]"
+	issueArgs = "id expire_ms event_id subject payload expired_record fields..."
+)
 
 // benchDB is the Redis database redis-benchmark writes to, flushed after:
 // the suite uses database 0.
 const benchDB = 9
 
 // RedisScriptRate runs redis-benchmark with 64 clients over an EVALSHA of
-// issueLikeScript with arguments as large as a real issuance's (the issued
-// event, the expired record, the credential hash), and returns the
-// requests per second it reports.
+// the issuer's own issue script (redisscripts.Issue) with arguments as
+// large as a real issuance's (the issued event, the expired record, the
+// credential hash), and returns the requests per second it reports.
 func RedisScriptRate(ctx context.Context, addr string, n int) (float64, error) {
 	host, port, ok := strings.Cut(addr, ":")
 	if !ok {
 		return 0, fmt.Errorf("redis address %q", addr)
 	}
+	if redisscripts.Issue.Keys != issueKeys || redisscripts.Issue.Args != issueArgs {
+		return 0, fmt.Errorf("the issue script now takes KEYS %q, ARGV %q: lay them out here", redisscripts.Issue.Keys, redisscripts.Issue.Args)
+	}
 	rdb := redis.NewClient(&redis.Options{Addr: addr, DB: benchDB})
 	defer rdb.Close()
-	sha, err := rdb.ScriptLoad(ctx, issueLikeScript).Result()
+	sha, err := rdb.ScriptLoad(ctx, redisscripts.Issue.Source).Result()
 	if err != nil {
 		return 0, err
 	}
@@ -81,8 +68,11 @@ func RedisScriptRate(ctx context.Context, addr string, n int) (float64, error) {
 	for _, f := range []struct {
 		name string
 		size int
-	}{{"iss", 19}, {"aud", 5}, {"agent", 120}, {"delegator", 90}, {"task", 130}, {"scopes", 34},
-		{"iat", 13}, {"exp", 13}, {"profile", 1}, {"policy_version", 16}, {"decision_id", 36}} {
+	}{{redisscripts.FieldIssuer, 19}, {redisscripts.FieldAudience, 5}, {redisscripts.FieldAgent, 120},
+		{redisscripts.FieldDelegator, 90}, {redisscripts.FieldTask, 130}, {redisscripts.FieldScopes, 34},
+		{redisscripts.FieldIssuedAt, 19}, {redisscripts.FieldExpiresAt, 19}, {redisscripts.FieldProfile, 1},
+		{redisscripts.FieldPolicyVersion, 16}, {redisscripts.FieldDecisionID, 36},
+		{redisscripts.FieldDelegatorID, 10}, {redisscripts.FieldAgentID, 10}} {
 		args = append(args, f.name, strings.Repeat("v", f.size))
 	}
 	out, err := exec.CommandContext(ctx, "redis-benchmark", args...).CombinedOutput()

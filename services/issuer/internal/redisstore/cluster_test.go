@@ -84,17 +84,6 @@ func startCluster(t *testing.T) *redis.ClusterClient {
 	return cc
 }
 
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestRunsOnRedisCluster runs the whole lifecycle, and the relay, on a real
 // three-node Redis Cluster: any key of a script outside its slot, or a
 // multi-slot transaction, fails there with CROSSSLOT.

@@ -14,34 +14,13 @@ import (
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
+	"github.com/jitid/jitid/services/issuer/redisscripts"
 )
 
-// Fields of a credential hash. Agent, delegator and task are kept as
-// protobuf binary so that attributes survive as they were; times are Unix
-// nanoseconds so that a credential reads back exactly as written.
-const (
-	fIssuer        = "iss"
-	fAudience      = "aud"
-	fAgent         = "agent"
-	fDelegator     = "delegator"
-	fTask          = "task"
-	fScopes        = "scopes"
-	fIssuedAt      = "iat"
-	fExpiresAt     = "exp"
-	fProfile       = "profile"
-	fPolicyVersion = "policy_version"
-	fDecisionID    = "decision_id"
-	fParent        = "parent"
-	fChain         = "chain"
-	fMaxUses       = "max_uses" // read by useScript
-	fUses          = "uses"     // written by useScript
-	fCnfJKT        = "cnf_jkt"
-	// The delegator's and agent's ids as they are, for the scripts to look
-	// up revocation marks; the issue script adds "written".
-	fDelegatorID = "did"
-	fAgentID     = "aid"
-	fWritten     = "written"
-)
+// A credential hash holds the fields of redisscripts (Field*). Agent,
+// delegator and task are kept as protobuf binary so that attributes
+// survive as they were; times are Unix nanoseconds so that a credential
+// reads back exactly as written.
 
 // chainLink is the stored form of an issuer.ChainLink.
 type chainLink struct {
@@ -49,8 +28,8 @@ type chainLink struct {
 	Scopes []string `json:"scopes"`
 }
 
-// credentialArgs appends the credential hash as field, value pairs.
-func credentialArgs(args []any, c *issuer.Credential) ([]any, error) {
+// credentialFields returns the credential hash as field, value pairs.
+func credentialFields(c *issuer.Credential) ([]any, error) {
 	agent, err := proto.Marshal(c.Agent)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: encode agent: %w", err)
@@ -67,25 +46,26 @@ func credentialArgs(args []any, c *issuer.Credential) ([]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: encode scopes: %w", err)
 	}
+	args := make([]any, 0, 34)
 	args = append(args,
-		fIssuer, c.Issuer,
-		fAudience, c.Audience,
-		fAgent, agent,
-		fDelegator, delegator,
-		fTask, task,
-		fScopes, scopes,
-		fIssuedAt, strconv.FormatInt(c.IssuedAt.UnixNano(), 10),
-		fExpiresAt, strconv.FormatInt(c.ExpiresAt.UnixNano(), 10),
-		fProfile, strconv.Itoa(int(c.Profile)),
-		fPolicyVersion, c.PolicyVersion,
-		fDecisionID, c.DecisionID,
-		fDelegatorID, c.Delegator.GetId(),
-		fAgentID, c.Agent.GetId(),
+		redisscripts.FieldIssuer, c.Issuer,
+		redisscripts.FieldAudience, c.Audience,
+		redisscripts.FieldAgent, agent,
+		redisscripts.FieldDelegator, delegator,
+		redisscripts.FieldTask, task,
+		redisscripts.FieldScopes, scopes,
+		redisscripts.FieldIssuedAt, strconv.FormatInt(c.IssuedAt.UnixNano(), 10),
+		redisscripts.FieldExpiresAt, strconv.FormatInt(c.ExpiresAt.UnixNano(), 10),
+		redisscripts.FieldProfile, strconv.Itoa(int(c.Profile)),
+		redisscripts.FieldPolicyVersion, c.PolicyVersion,
+		redisscripts.FieldDecisionID, c.DecisionID,
+		redisscripts.FieldDelegatorID, c.Delegator.GetId(),
+		redisscripts.FieldAgentID, c.Agent.GetId(),
 	)
 	// Sub-agent, use-limit and binding fields only when set, so that a
 	// plain credential's hash stays as small as before.
 	if c.ParentID != "" {
-		args = append(args, fParent, c.ParentID)
+		args = append(args, redisscripts.FieldParent, c.ParentID)
 	}
 	if len(c.Chain) > 0 {
 		links := make([]chainLink, len(c.Chain))
@@ -100,13 +80,13 @@ func credentialArgs(args []any, c *issuer.Credential) ([]any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: encode chain: %w", err)
 		}
-		args = append(args, fChain, chain)
+		args = append(args, redisscripts.FieldChain, chain)
 	}
 	if c.MaxUses > 0 {
-		args = append(args, fMaxUses, strconv.Itoa(c.MaxUses))
+		args = append(args, redisscripts.FieldMaxUses, strconv.Itoa(c.MaxUses))
 	}
 	if c.CnfJKT != "" {
-		args = append(args, fCnfJKT, c.CnfJKT)
+		args = append(args, redisscripts.FieldCnfJKT, c.CnfJKT)
 	}
 	return args, nil
 }
@@ -119,43 +99,43 @@ func decodeCredential(id string, h map[string]string) (c *issuer.Credential, ok 
 	}
 	c = &issuer.Credential{
 		ID:            id,
-		Issuer:        h[fIssuer],
-		Audience:      h[fAudience],
+		Issuer:        h[redisscripts.FieldIssuer],
+		Audience:      h[redisscripts.FieldAudience],
 		Agent:         &identityv1.Agent{},
 		Delegator:     &identityv1.Delegator{},
 		Task:          &identityv1.Task{},
-		PolicyVersion: h[fPolicyVersion],
-		DecisionID:    h[fDecisionID],
+		PolicyVersion: h[redisscripts.FieldPolicyVersion],
+		DecisionID:    h[redisscripts.FieldDecisionID],
 	}
-	if err := proto.Unmarshal([]byte(h[fAgent]), c.Agent); err != nil {
+	if err := proto.Unmarshal([]byte(h[redisscripts.FieldAgent]), c.Agent); err != nil {
 		return nil, false, fmt.Errorf("redisstore: credential %s: agent: %w", id, err)
 	}
-	if err := proto.Unmarshal([]byte(h[fDelegator]), c.Delegator); err != nil {
+	if err := proto.Unmarshal([]byte(h[redisscripts.FieldDelegator]), c.Delegator); err != nil {
 		return nil, false, fmt.Errorf("redisstore: credential %s: delegator: %w", id, err)
 	}
-	if err := proto.Unmarshal([]byte(h[fTask]), c.Task); err != nil {
+	if err := proto.Unmarshal([]byte(h[redisscripts.FieldTask]), c.Task); err != nil {
 		return nil, false, fmt.Errorf("redisstore: credential %s: task: %w", id, err)
 	}
-	if s := h[fScopes]; s != "" {
+	if s := h[redisscripts.FieldScopes]; s != "" {
 		if err := json.Unmarshal([]byte(s), &c.Scopes); err != nil {
 			return nil, false, fmt.Errorf("redisstore: credential %s: scopes: %w", id, err)
 		}
 	}
-	iat, err := strconv.ParseInt(h[fIssuedAt], 10, 64)
+	iat, err := strconv.ParseInt(h[redisscripts.FieldIssuedAt], 10, 64)
 	if err != nil {
 		return nil, false, fmt.Errorf("redisstore: credential %s: issued at: %w", id, err)
 	}
-	exp, err := strconv.ParseInt(h[fExpiresAt], 10, 64)
+	exp, err := strconv.ParseInt(h[redisscripts.FieldExpiresAt], 10, 64)
 	if err != nil {
 		return nil, false, fmt.Errorf("redisstore: credential %s: expires at: %w", id, err)
 	}
-	profile, err := strconv.Atoi(h[fProfile])
+	profile, err := strconv.Atoi(h[redisscripts.FieldProfile])
 	if err != nil {
 		return nil, false, fmt.Errorf("redisstore: credential %s: profile: %w", id, err)
 	}
-	c.ParentID = h[fParent]
-	c.CnfJKT = h[fCnfJKT]
-	if v := h[fChain]; v != "" {
+	c.ParentID = h[redisscripts.FieldParent]
+	c.CnfJKT = h[redisscripts.FieldCnfJKT]
+	if v := h[redisscripts.FieldChain]; v != "" {
 		var links []chainLink
 		if err := json.Unmarshal([]byte(v), &links); err != nil {
 			return nil, false, fmt.Errorf("redisstore: credential %s: chain: %w", id, err)
@@ -171,7 +151,7 @@ func decodeCredential(id string, h map[string]string) (c *issuer.Credential, ok 
 	for _, f := range []struct {
 		name string
 		dst  *int
-	}{{fMaxUses, &c.MaxUses}, {fUses, &c.Uses}} {
+	}{{redisscripts.FieldMaxUses, &c.MaxUses}, {redisscripts.FieldUses, &c.Uses}} {
 		if v, ok := h[f.name]; ok {
 			if *f.dst, err = strconv.Atoi(v); err != nil {
 				return nil, false, fmt.Errorf("redisstore: credential %s: %s: %w", id, f.name, err)
@@ -184,24 +164,19 @@ func decodeCredential(id string, h map[string]string) (c *issuer.Credential, ok 
 	return c, true, nil
 }
 
-// recordV2 opens an expired record in the current layout. Records written by
-// earlier issuers are netstrings, which open with a digit.
-const recordV2 = 2
-
 // expiredRecord is what the sweeper needs when a credential expires: its
 // expired event (id, and the event as protobuf binary, which the relay turns
 // into the CloudEvents envelope when it publishes) and the ids of the
-// indexes to clean: task, agent, delegator. The layout is the byte recordV2,
-// then each field as a 4-byte big-endian length and its bytes, which the
-// sweep script splits in one struct.unpack; any byte may appear in a field.
+// indexes to clean: task, agent, delegator. Each field is a 4-byte
+// big-endian length and its bytes, which sweep.lua splits in one
+// struct.unpack; any byte may appear in a field.
 func expiredRecord(eventID string, event []byte, taskID, agentID, delegatorID string) []byte {
 	ids := [...]string{taskID, agentID, delegatorID}
-	n := 1 + 4 + len(eventID) + 4 + len(event)
+	n := 4 + len(eventID) + 4 + len(event)
 	for _, id := range ids {
 		n += 4 + len(id)
 	}
 	b := make([]byte, 0, n)
-	b = append(b, recordV2)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(eventID)))
 	b = append(b, eventID...)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(event)))

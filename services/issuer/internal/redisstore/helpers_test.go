@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"maps"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
 	"github.com/jitid/jitid/services/issuer/internal/redisstore"
+	"github.com/jitid/jitid/services/issuer/redisscripts"
 )
 
 // env is one test's store over its own key namespace.
@@ -118,8 +121,14 @@ func (e *env) outbox(t testing.TB) []outboxEvent {
 			t.Fatal(err)
 		}
 		for _, m := range msgs {
-			o := outboxEvent{subject: m.Values["subject"].(string)}
-			if data, ok := m.Values["data"].(string); ok {
+			subject, okSubject := m.Values[redisscripts.EntrySubject].(string)
+			data, okData := m.Values[redisscripts.EntryData].(string)
+			pb, okPB := m.Values[redisscripts.EntryPB].(string)
+			if !okSubject || okData == okPB {
+				t.Fatalf("outbox entry %s: fields %v, want a subject and one of data and pb", m.ID, slices.Collect(maps.Keys(m.Values)))
+			}
+			o := outboxEvent{subject: subject}
+			if okData {
 				o.field = "data"
 				if o.ev, err = eventbus.Decode([]byte(data)); err != nil {
 					t.Fatal(err)
@@ -127,12 +136,12 @@ func (e *env) outbox(t testing.TB) []outboxEvent {
 			} else {
 				o.field = "pb"
 				o.ev = &eventsv1.LifecycleEvent{}
-				if err := proto.Unmarshal([]byte(m.Values["pb"].(string)), o.ev); err != nil {
+				if err := proto.Unmarshal([]byte(pb), o.ev); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if m.Values["id"] != o.ev.GetId() {
-				t.Errorf("outbox entry id %v, event id %s", m.Values["id"], o.ev.GetId())
+			if id := m.Values[redisscripts.EntryID]; id != o.ev.GetId() {
+				t.Errorf("outbox entry id %v, event id %s", id, o.ev.GetId())
 			}
 			out = append(out, o)
 		}
@@ -165,4 +174,21 @@ func (e *env) keys(t testing.TB) []string {
 // shardKey returns the name of a key in the shard of taskID.
 func (e *env) shardKey(taskID, rest string) string {
 	return e.prefix + ":{" + strconv.Itoa(e.store.ShardOf(taskID)) + "}:" + rest
+}
+
+// waitUntil polls cond until it holds, and fails the test if it does not
+// within d.
+func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		case <-tick.C:
+		}
+	}
 }

@@ -29,6 +29,10 @@
 // delegator's and agent's ids, for the scripts to find their marks) and
 // "written" (Redis's time when it was written, µs): a credential written
 // no later than a mark of its delegator or agent is not live.
+//
+// The Lua scripts, and the names of fields and keys they share with this
+// package, are in package redisscripts; each runs here behind a typed
+// wrapper (scripts.go).
 package redisstore
 
 import (
@@ -46,6 +50,7 @@ import (
 
 	"github.com/jitid/jitid/pkg/eventbus"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
+	"github.com/jitid/jitid/services/issuer/redisscripts"
 )
 
 // Defaults of Options.
@@ -117,12 +122,12 @@ type shard struct {
 	marks   string
 }
 
-func (s shard) cred(id string) string      { return s.prefix + "cred:" + id }
-func (s shard) task(id string) string      { return s.prefix + "task:" + id }
-func (s shard) agent(id string) string     { return s.prefix + "agent:" + id }
-func (s shard) delegator(id string) string { return s.prefix + "delegator:" + id }
-func (s shard) done(taskID string) string  { return s.prefix + "done:" + taskID }
-func (s shard) children(id string) string  { return s.prefix + "children:" + id }
+func (s shard) cred(id string) string      { return s.prefix + redisscripts.KeyCred + id }
+func (s shard) task(id string) string      { return s.prefix + redisscripts.KeyTask + id }
+func (s shard) agent(id string) string     { return s.prefix + redisscripts.KeyAgent + id }
+func (s shard) delegator(id string) string { return s.prefix + redisscripts.KeyDelegator + id }
+func (s shard) done(taskID string) string  { return s.prefix + redisscripts.KeyDone + taskID }
+func (s shard) children(id string) string  { return s.prefix + redisscripts.KeyChildren + id }
 
 func (o Options) withDefaults() Options {
 	if o.Prefix == "" {
@@ -156,7 +161,8 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 	s := &Store{rdb: rdb, opts: opts, shards: make([]shard, opts.Shards)}
 	for i := range s.shards {
 		p := shardPrefix(opts.Prefix, i)
-		s.shards[i] = shard{prefix: p, expiry: p + "expiry", expired: p + "expired", outbox: p + "outbox", marks: p + "revoked"}
+		s.shards[i] = shard{prefix: p, expiry: p + redisscripts.KeyExpiry, expired: p + redisscripts.KeyExpired,
+			outbox: p + redisscripts.KeyOutbox, marks: p + redisscripts.KeyMarks}
 	}
 	return s
 }
@@ -171,7 +177,7 @@ func OutboxKeys(prefix string, shards int) []string {
 	o := Options{Prefix: prefix, Shards: shards}.withDefaults()
 	keys := make([]string, o.Shards)
 	for i := range keys {
-		keys[i] = shardPrefix(o.Prefix, i) + "outbox"
+		keys[i] = shardPrefix(o.Prefix, i) + redisscripts.KeyOutbox
 	}
 	return keys
 }

@@ -429,16 +429,9 @@ func TestRunSweeperEmitsExpiredWithinTwoSeconds(t *testing.T) {
 	e.issue(t, c)
 	<-notified
 	go s.RunSweeper(ctx, 500*time.Millisecond)
-	deadline := c.ExpiresAt.Add(2 * time.Second)
-	for {
-		if e.countEvents(t, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)[c.ID] == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no expired event within 2s of expiry")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitUntil(t, time.Until(c.ExpiresAt.Add(2*time.Second)), "the expired event, 2s after expiry", func() bool {
+		return e.countEvents(t, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)[c.ID] == 1
+	})
 	t.Logf("expired event %v after expiry", time.Since(c.ExpiresAt).Round(time.Millisecond))
 	if _, err := s.Get(ctx, c.ID, ""); !errors.Is(err, issuer.ErrNotFound) {
 		t.Errorf("Get(expired) = %v, want ErrNotFound", err)

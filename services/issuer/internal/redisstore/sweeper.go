@@ -8,6 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
+	"github.com/jitid/jitid/services/issuer/redisscripts"
 )
 
 // DefaultSweepLimit bounds the credentials one sweep script handles, so
@@ -21,6 +22,61 @@ const DefaultSweepLimit = 100
 // passes that many ids to one command with Lua's unpack, which has a bound
 // (about 8,000).
 const maxSweepLimit = 4096
+
+var sweepLua = redis.NewScript(redisscripts.Sweep.Source)
+
+// sweepCall is a run of sweep.lua.
+type sweepCall struct {
+	Expiry  string `key:"expiry"`
+	Expired string `key:"expired"`
+	Outbox  string `key:"outbox"`
+
+	NowMS int64 `arg:"now_ms"`
+	// Limit is at most maxSweepLimit.
+	Limit int64 `arg:"limit"`
+	// Prefix is the shard's key prefix.
+	Prefix string `arg:"prefix"`
+	// Subject is the subject of expired events.
+	Subject string `arg:"subject"`
+}
+
+// sweepResult counts the credentials a sweep removed, and among them those
+// whose expired record could not be read (no event written).
+type sweepResult struct {
+	swept, unreadable int64
+}
+
+func (c *sweepCall) keysArgs() ([]string, []any) {
+	return []string{c.Expiry, c.Expired, c.Outbox}, []any{c.NowMS, c.Limit, c.Prefix, c.Subject}
+}
+
+// Run runs the script.
+func (c *sweepCall) Run(ctx context.Context, rdb redis.Scripter) (sweepResult, error) {
+	keys, args := c.keysArgs()
+	v, err := sweepLua.Run(ctx, rdb, keys, args...).Result()
+	if err != nil {
+		return sweepResult{}, err
+	}
+	return decodeSweep(v)
+}
+
+func decodeSweep(v any) (sweepResult, error) {
+	swept, rest, err := replyArray("sweep", v)
+	if err != nil {
+		return sweepResult{}, err
+	}
+	if len(rest) != 1 {
+		return sweepResult{}, fmt.Errorf("%w from sweep: %d elements", errUnexpectedReply, len(rest)+1)
+	}
+	bad, err := replyInt("sweep", rest[0])
+	if err != nil {
+		return sweepResult{}, err
+	}
+	if swept < 0 || bad < 0 || bad > swept {
+		return sweepResult{}, fmt.Errorf("%w from sweep: %d swept, %d unreadable", errUnexpectedReply, swept, bad)
+	}
+	return sweepResult{swept: swept, unreadable: bad}, nil
+}
 
 // SweepExpired moves the expired events of every credential due by now into
 // the outbox and removes what is left of those credentials (indexes,
@@ -54,17 +110,16 @@ func (s *Store) sweep(ctx context.Context, now time.Time, limit int, shards []in
 	subject := s.opts.Events.Subject(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)
 	for _, i := range shards {
 		sh := s.shards[i]
-		res, err := sweepScript.Run(ctx, s.sweepClient(), []string{sh.expiry, sh.expired, sh.outbox}, nowMS, limit, sh.prefix, subject).Int64Slice()
+		call := sweepCall{Expiry: sh.expiry, Expired: sh.expired, Outbox: sh.outbox,
+			NowMS: nowMS, Limit: int64(limit), Prefix: sh.prefix, Subject: subject}
+		res, err := call.Run(ctx, s.sweepClient())
 		if err != nil {
 			return n, full, storeErr("sweep", err)
 		}
-		if len(res) != 2 {
-			return n, full, fmt.Errorf("redisstore: sweep: script returned %v", res)
-		}
-		swept := int(res[0])
-		if res[1] > 0 {
+		swept := int(res.swept)
+		if res.unreadable > 0 {
 			s.opts.Logger.Error("expiry sweep: expired records that cannot be read removed; their expired events are lost",
-				"shard", i, "records", res[1])
+				"shard", i, "records", res.unreadable)
 		}
 		if swept > 0 {
 			n += swept

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,29 +21,14 @@ import (
 	"github.com/jitid/jitid/services/issuer/internal/redisstore"
 )
 
-// legacyRecord is the expired record of issuers before the protobuf one: a
-// run of netstrings (event id, subject, CloudEvents JSON, task, agent and
-// delegator ids).
-func legacyRecord(fields ...string) string {
-	var b []byte
-	for _, f := range fields {
-		b = strconv.AppendInt(b, int64(len(f)), 10)
-		b = append(b, ':')
-		b = append(b, f...)
-	}
-	return string(b)
-}
-
-// TestSweepMovesRecordsOfBothLayouts sweeps credentials whose expired
-// record is in the current layout and one left by an earlier issuer (JSON
-// in netstrings): each yields its expired event once, the current ones as
-// protobuf for the relay to encode, the earlier one as the JSON it was
-// given, and nothing of the credentials is left.
-func TestSweepMovesRecordsOfBothLayouts(t *testing.T) {
+// TestSweepMovesExpiredEventsAsProtobuf sweeps credentials whose ids hold
+// the record's separators, digits and NUL: each yields its expired event
+// once, as protobuf for the relay to encode, on the expired subject, and
+// nothing of the credentials is left.
+func TestSweepMovesExpiredEventsAsProtobuf(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	// Ids with the record's separators and digits in them.
 	creds := []*issuer.Credential{
 		credential("task-1", "agent:7:x", "user:12:y@example.com", time.Minute),
 		credential("task:2:\x00", "agent-2", "user-2", time.Minute),
@@ -58,17 +42,7 @@ func TestSweepMovesRecordsOfBothLayouts(t *testing.T) {
 		}
 		want[c.ID] = expired
 	}
-	// The last credential was issued by an earlier issuer.
-	old := creds[2]
-	data, err := eventbus.Encode("", want[old.ID])
-	if err != nil {
-		t.Fatal(err)
-	}
 	subject := e.events.Subject(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)
-	rec := legacyRecord(want[old.ID].GetId(), subject, string(data), old.Task.GetId(), old.Agent.GetId(), old.Delegator.GetId())
-	if err := e.rdb.HSet(ctx, e.shardKey(old.Task.GetId(), "expired"), old.ID, rec).Err(); err != nil {
-		t.Fatal(err)
-	}
 
 	if n, err := e.store.SweepExpired(ctx, time.Now().Add(time.Hour), 0); err != nil || n != len(creds) {
 		t.Fatalf("SweepExpired() = %d, %v; want %d", n, err, len(creds))
@@ -86,8 +60,8 @@ func TestSweepMovesRecordsOfBothLayouts(t *testing.T) {
 		if o.subject != subject {
 			t.Errorf("%s: subject %q, want %q", id, o.subject, subject)
 		}
-		if wantField := map[bool]string{true: "data", false: "pb"}[id == old.ID]; o.field != wantField {
-			t.Errorf("%s: event in field %q, want %q", id, o.field, wantField)
+		if o.field != "pb" {
+			t.Errorf("%s: event in field %q, want pb", id, o.field)
 		}
 	}
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
@@ -148,14 +122,15 @@ func TestRunSweeperSweepsABurstBackToBack(t *testing.T) {
 		Clock:  func() time.Time { return time.Now().Add(2 * time.Hour) },
 		Notify: func() { notified.Add(1) }})
 	const interval = 500 * time.Millisecond
-	start := time.Now()
 	go s.RunSweeper(ctx, interval)
-	for len(e.countEvents(t, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)) < n {
-		// One script per tick would take six ticks.
-		if time.Since(start) > 3*interval-50*time.Millisecond {
-			t.Fatalf("%d of %d swept after %v", len(e.countEvents(t, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)), n, time.Since(start))
-		}
-		time.Sleep(20 * time.Millisecond)
+	// One script per tick would take six ticks. The schedule empties in
+	// the script that writes the last events: a cheap state to poll.
+	expiry := e.shardKey("task-burst", "expiry")
+	waitUntil(t, 3*interval-50*time.Millisecond, "the schedule to empty", func() bool {
+		return e.rdb.Exists(ctx, expiry).Val() == 0
+	})
+	if got := len(e.countEvents(t, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)); got != n {
+		t.Errorf("expired events for %d credentials, want %d", got, n)
 	}
 	if got := notified.Load(); got < 6 {
 		t.Errorf("relay woken %d times, want at least once per script (6)", got)
@@ -173,10 +148,10 @@ func TestSweepRemovesRecordsItCannotRead(t *testing.T) {
 	s := redisstore.New(e.rdb, redisstore.Options{Prefix: e.prefix, Events: e.events,
 		Logger: slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelError}))})
 	corrupt := []string{
-		"\x02\x00\x00\x00\x09ev-", // current layout, cut short
-		"-5:abc",                  // a negative netstring length
-		"garbage",                 // neither layout
-		legacyRecord("ev-x", "s"), // too few netstrings
+		"\x00\x00\x00\x09ev-",        // cut short in the event id
+		"\x00\x00\x00\x02ev\x00\x00", // cut short in a length
+		"garbage",                    // a length past the end
+		"",                           // empty
 	}
 	var good []*issuer.Credential
 	for i := range len(corrupt) + 2 {
