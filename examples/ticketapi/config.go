@@ -44,7 +44,8 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	fs.StringVar(&c.Subjects, "subject-prefix", "jitid.events", "subject prefix of lifecycle events")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
-	if err := envflag.Parse(fs, args, getenv); err != nil {
+	lookup := func(k string) (string, bool) { v := getenv(k); return v, v != "" }
+	if err := envflag.Parse(fs, args, lookup); err != nil {
 		return c, err
 	}
 	return c, c.validate()

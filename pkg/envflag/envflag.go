@@ -1,13 +1,17 @@
 // Package envflag lets every flag of a jitid binary be set from a
 // JITID_-prefixed environment variable: flag "redis-addr" reads
 // JITID_REDIS_ADDR. A flag given on the command line wins over the
-// environment.
+// environment. A variable that is set, even to the empty string, sets its
+// flag: JITID_ADMIN_ADDR= turns the admin listener off as -admin-addr=
+// does.
 package envflag
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -20,32 +24,47 @@ func EnvName(name string) string {
 }
 
 // Parse parses args into fs, then fills every flag not given in args from its
-// environment variable, looked up with getenv (os.Getenv when nil). Each
-// flag's usage gains the variable's name so that -help shows it.
-func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
-	if getenv == nil {
-		getenv = os.Getenv
+// environment variable, looked up with lookupEnv (os.LookupEnv when nil).
+// Flags named in commandLineOnly (such as -version, which ends the
+// program) are never read from the environment. Each other flag's usage
+// gains the variable's name so that -help shows it. Every bad variable is
+// reported, not only the first.
+func Parse(fs *flag.FlagSet, args []string, lookupEnv func(string) (string, bool), commandLineOnly ...string) error {
+	if lookupEnv == nil {
+		lookupEnv = os.LookupEnv
 	}
+	fromEnv := func(f *flag.Flag) bool { return !slices.Contains(commandLineOnly, f.Name) }
 	fs.VisitAll(func(f *flag.Flag) {
-		f.Usage = fmt.Sprintf("%s (env %s)", f.Usage, EnvName(f.Name))
+		if fromEnv(f) {
+			f.Usage = fmt.Sprintf("%s (env %s)", f.Usage, EnvName(f.Name))
+		}
 	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var err error
+	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if err != nil || given[f.Name] {
+		if given[f.Name] || !fromEnv(f) {
 			return
 		}
-		v := getenv(EnvName(f.Name))
-		if v == "" {
+		v, ok := lookupEnv(EnvName(f.Name))
+		if !ok {
 			return
 		}
-		if setErr := fs.Set(f.Name, v); setErr != nil {
-			err = fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, setErr)
+		if err := fs.Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
 		}
 	})
-	return err
+	return errors.Join(errs...)
+}
+
+// MapLookup returns a lookup over m, for tests and for callers that build
+// the environment themselves.
+func MapLookup(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := m[k]
+		return v, ok
+	}
 }

@@ -3,6 +3,7 @@ package envflag_test
 import (
 	"flag"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,7 +23,9 @@ func TestParse(t *testing.T) {
 		{name: "defaults", wantAddr: "127.0.0.1:6379", wantTTL: time.Hour},
 		{name: "env fills", env: map[string]string{"JITID_REDIS_ADDR": "redis:6379", "JITID_MAX_TTL": "5m"}, wantAddr: "redis:6379", wantTTL: 5 * time.Minute},
 		{name: "flag wins over env", args: []string{"-redis-addr", "flag:1"}, env: map[string]string{"JITID_REDIS_ADDR": "env:1"}, wantAddr: "flag:1", wantTTL: time.Hour},
+		{name: "empty variable empties the flag", env: map[string]string{"JITID_REDIS_ADDR": ""}, wantAddr: "", wantTTL: time.Hour},
 		{name: "bad env value", env: map[string]string{"JITID_MAX_TTL": "soon"}, wantError: true},
+		{name: "empty value of a duration is bad", env: map[string]string{"JITID_MAX_TTL": ""}, wantError: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -31,7 +34,7 @@ func TestParse(t *testing.T) {
 			fs.SetOutput(io.Discard)
 			addr := fs.String("redis-addr", "127.0.0.1:6379", "Redis address")
 			ttl := fs.Duration("max-ttl", time.Hour, "max TTL")
-			err := envflag.Parse(fs, tt.args, func(k string) string { return tt.env[k] })
+			err := envflag.Parse(fs, tt.args, envflag.MapLookup(tt.env))
 			if (err != nil) != tt.wantError {
 				t.Fatalf("Parse() error = %v, want error %v", err, tt.wantError)
 			}
@@ -42,6 +45,34 @@ func TestParse(t *testing.T) {
 				t.Errorf("got addr %q ttl %v, want %q %v", *addr, *ttl, tt.wantAddr, tt.wantTTL)
 			}
 		})
+	}
+}
+
+func TestParseReportsEveryBadVariable(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.Duration("max-ttl", time.Hour, "")
+	fs.Int("shards", 16, "")
+	err := envflag.Parse(fs, nil, envflag.MapLookup(map[string]string{"JITID_MAX_TTL": "soon", "JITID_SHARDS": "many"}))
+	if err == nil {
+		t.Fatal("Parse() = nil, want both variables reported")
+	}
+	for _, name := range []string{"JITID_MAX_TTL", "JITID_SHARDS"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("Parse() = %v, does not name %s", err, name)
+		}
+	}
+}
+
+func TestCommandLineOnlyFlagIgnoresEnvironment(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	version := fs.Bool("version", false, "")
+	if err := envflag.Parse(fs, nil, envflag.MapLookup(map[string]string{"JITID_VERSION": "true"}), "version"); err != nil {
+		t.Fatal(err)
+	}
+	if *version {
+		t.Error("JITID_VERSION set -version; it is command-line only")
 	}
 }
 

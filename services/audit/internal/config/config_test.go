@@ -9,15 +9,17 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/jitid/jitid/pkg/envflag"
+	"github.com/jitid/jitid/pkg/servicecmd"
 	"github.com/jitid/jitid/services/audit/internal/config"
 )
 
 func TestLoad(t *testing.T) {
 	t.Parallel()
 	defaults := config.Config{
-		GRPCAddr: "127.0.0.1:50053", AdminAddr: "127.0.0.1:9093", AuditDSN: "sqlite://jitid-audit.db",
-		NATSURL: "nats://127.0.0.1:4222", Stream: "JITID_EVENTS", SubjectPrefix: "jitid.events",
-		Consumer: "audit", AckWait: 10 * time.Second, LogLevel: slog.LevelInfo, LogFormat: "json",
+		Common:   servicecmd.Common{GRPCAddr: "127.0.0.1:50053", AdminAddr: "127.0.0.1:9093", LogLevel: slog.LevelInfo, LogFormat: "json"},
+		AuditDSN: "sqlite://jitid-audit.db", NATSURL: "nats://127.0.0.1:4222", Stream: "JITID_EVENTS", SubjectPrefix: "jitid.events",
+		Consumer: "audit", AckWait: 10 * time.Second,
 	}
 	tests := []struct {
 		name    string
@@ -31,7 +33,7 @@ func TestLoad(t *testing.T) {
 			name: "env",
 			env:  map[string]string{"JITID_AUDIT_DSN": "postgres://db/audit", "JITID_CONSUMER": "audit2", "JITID_LOG_LEVEL": "debug", "JITID_ADMIN_ADDR": ""},
 			want: func(c config.Config) config.Config {
-				c.AuditDSN, c.Consumer, c.LogLevel = "postgres://db/audit", "audit2", slog.LevelDebug
+				c.AuditDSN, c.Consumer, c.LogLevel, c.AdminAddr = "postgres://db/audit", "audit2", slog.LevelDebug, ""
 				return c
 			},
 		},
@@ -64,7 +66,7 @@ func TestLoad(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := config.Load(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+			got, err := config.Load(tt.args, envflag.MapLookup(tt.env), io.Discard)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Load() error = %v, want %v", err, tt.wantErr)
 			}
@@ -75,5 +77,22 @@ func TestLoad(t *testing.T) {
 				t.Errorf("Load() (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestLoadReportsEveryBadSettingAtOnce(t *testing.T) {
+	t.Parallel()
+	_, err := config.Load([]string{
+		"-grpc-addr", "nowhere", "-log-level", "loud", "-audit-dsn", "mysql://x", "-consumer", "a.b", "-ack-wait", "1ms",
+	}, envflag.MapLookup(nil), io.Discard)
+	if !errors.Is(err, config.ErrInvalid) {
+		t.Fatalf("Load() = %v, want ErrInvalid", err)
+	}
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		t.Fatalf("Load() = %v, want one error per bad setting", err)
+	}
+	if got := len(joined.Unwrap()); got != 5 {
+		t.Errorf("Load() reported %d problems, want 5 (one per bad flag):\n%v", got, err)
 	}
 }

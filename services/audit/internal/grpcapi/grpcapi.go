@@ -36,8 +36,8 @@ func New(svc *audit.Service, log *slog.Logger) *Server {
 	return &Server{svc: svc, log: log}
 }
 
-// Register adds the AuditService to gs.
-func (s *Server) Register(gs *grpc.Server) { auditv1.RegisterAuditServiceServer(gs, s) }
+// Register adds the AuditService to r.
+func (s *Server) Register(r grpc.ServiceRegistrar) { auditv1.RegisterAuditServiceServer(r, s) }
 
 // QueryEvents returns one page of recorded events, oldest first.
 func (s *Server) QueryEvents(ctx context.Context, req *auditv1.QueryEventsRequest) (*auditv1.QueryEventsResponse, error) {

@@ -6,26 +6,22 @@ package config
 import (
 	"errors"
 	"flag"
-	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/url"
 	"strings"
 	"time"
 
-	"github.com/jitid/jitid/pkg/envflag"
+	"github.com/jitid/jitid/pkg/servicecmd"
 )
+
+// ErrInvalid is wrapped by every error that reports a setting that cannot
+// work.
+var ErrInvalid = servicecmd.ErrInvalid
 
 // Config is everything the issuer binary is told.
 type Config struct {
-	// Common to every service.
-	GRPCAddr  string
-	AdminAddr string // empty turns the admin server off
-	// Pprof serves runtime profiles on the admin server.
-	Pprof     bool
-	LogLevel  slog.Level
-	LogFormat string // "json" or "text"
+	// Common to every service: addresses, pprof, logging.
+	servicecmd.Common
 
 	// Redis.
 	RedisAddrs    []string // several for Redis Cluster
@@ -72,23 +68,20 @@ type Config struct {
 const JWKSMaxAge = time.Minute
 
 // Load parses args (without the program name) and the environment, looked
-// up with getenv (os.Getenv when nil), and validates the result. -help
-// prints the flags to output and returns flag.ErrHelp.
-func Load(args []string, getenv func(string) string, output io.Writer) (Config, error) {
+// up with lookupEnv (os.LookupEnv when nil), and validates the result,
+// reporting every bad setting at once (errors wrap ErrInvalid). -help
+// prints the flags to output and returns flag.ErrHelp; -version returns
+// servicecmd.ErrVersion.
+func Load(args []string, lookupEnv func(string) (string, bool), output io.Writer) (Config, error) {
 	var (
 		c         Config
-		logLevel  string
 		redisAddr string
 	)
 	fs := flag.NewFlagSet("issuer", flag.ContinueOnError)
 	if output != nil {
 		fs.SetOutput(output)
 	}
-	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50051", "gRPC listen address")
-	fs.StringVar(&c.AdminAddr, "admin-addr", "127.0.0.1:9091", "admin HTTP address (/metrics, /healthz, /readyz); empty turns it off")
-	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go runtime profiles (net/http/pprof) at /debug/pprof/ on -admin-addr; keep that address private")
-	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
+	common := servicecmd.AddFlags(fs, &c.Common, "127.0.0.1:50051", "127.0.0.1:9091")
 	fs.StringVar(&redisAddr, "redis-addr", "127.0.0.1:6379", "Redis address; several, comma separated, for Redis Cluster")
 	fs.StringVar(&c.RedisPassword, "redis-password", "", "Redis password")
 	fs.StringVar(&c.KeyPrefix, "key-prefix", "jitid", "first part of every Redis key")
@@ -110,14 +103,8 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&c.PublicGRPCURL, "public-grpc-url", "", "the gRPC API as clients reach it, named in the metadata; grpc://<grpc-addr> when empty")
 	fs.StringVar(&c.PublicHTTPAddr, "public-http-addr", "", "listener serving only /.well-known/*; empty: only the admin server serves them")
 	fs.DurationVar(&c.RedisCheckInterval, "redis-check-interval", time.Second, "how often Redis is pinged; IssuerService health is NOT_SERVING while it does not answer")
-	if err := envflag.Parse(fs, args, getenv); err != nil {
+	if err := common.Parse(args, lookupEnv); err != nil {
 		return Config{}, err
-	}
-	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
-	}
-	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
-		return Config{}, fmt.Errorf("-log-level %q: want debug, info, warn or error", logLevel)
 	}
 	for _, a := range strings.Split(redisAddr, ",") {
 		if a = strings.TrimSpace(a); a != "" {
@@ -130,7 +117,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	if c.PublicGRPCURL == "" {
 		c.PublicGRPCURL = "grpc://" + c.GRPCAddr
 	}
-	if err := c.Validate(); err != nil {
+	if err := errors.Join(append(common.Errors(), c.validate()...)...); err != nil {
 		return Config{}, err
 	}
 	return c, nil
@@ -138,13 +125,18 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 
 // Validate reports every setting that cannot work, all at once.
 func (c Config) Validate() error {
+	return errors.Join(append(c.Common.Validate(), c.validate()...)...)
+}
+
+// validate returns the problems of the issuer's own settings.
+func (c Config) validate() []error {
 	var errs []error
 	bad := func(flag, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("-%s: %s", flag, fmt.Sprintf(format, args...)))
+		errs = append(errs, servicecmd.Invalid(flag, format, args...))
 	}
 	hostPort := func(flag, addr string) {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			bad(flag, "%q is not host:port", addr)
+		if err := servicecmd.CheckHostPort(flag, addr); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	positive := func(flag string, d time.Duration) {
@@ -153,15 +145,6 @@ func (c Config) Validate() error {
 		}
 	}
 
-	hostPort("grpc-addr", c.GRPCAddr)
-	if c.AdminAddr != "" {
-		hostPort("admin-addr", c.AdminAddr)
-	} else if c.Pprof {
-		bad("pprof", "needs -admin-addr")
-	}
-	if c.LogFormat != "json" && c.LogFormat != "text" {
-		bad("log-format", "%q: want json or text", c.LogFormat)
-	}
 	if len(c.RedisAddrs) == 0 {
 		bad("redis-addr", "is required")
 	}
@@ -211,14 +194,5 @@ func (c Config) Validate() error {
 		hostPort("public-http-addr", c.PublicHTTPAddr)
 	}
 	positive("redis-check-interval", c.RedisCheckInterval)
-	return errors.Join(errs...)
-}
-
-// Logger returns the logger the configuration asks for, writing to w.
-func (c Config) Logger(w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: c.LogLevel}
-	if c.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return errs
 }

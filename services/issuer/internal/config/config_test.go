@@ -10,10 +10,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/jitid/jitid/pkg/envflag"
+	"github.com/jitid/jitid/pkg/servicecmd"
 	"github.com/jitid/jitid/services/issuer/internal/config"
 )
 
-func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+func env(m map[string]string) func(string) (string, bool) { return envflag.MapLookup(m) }
 
 func TestDefaults(t *testing.T) {
 	t.Parallel()
@@ -22,7 +24,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config.Config{
-		GRPCAddr: "127.0.0.1:50051", AdminAddr: "127.0.0.1:9091", LogLevel: slog.LevelInfo, LogFormat: "json",
+		Common:     servicecmd.Common{GRPCAddr: "127.0.0.1:50051", AdminAddr: "127.0.0.1:9091", LogLevel: slog.LevelInfo, LogFormat: "json"},
 		RedisAddrs: []string{"127.0.0.1:6379"}, KeyPrefix: "jitid", Shards: 16,
 		NATSURL: "nats://127.0.0.1:4222", Stream: "JITID_EVENTS", SubjectPrefix: "jitid.events",
 		PolicyAddr: "127.0.0.1:50052", PolicyTimeout: 500 * time.Millisecond,
@@ -38,8 +40,9 @@ func TestDefaults(t *testing.T) {
 func TestFlagsAndEnv(t *testing.T) {
 	t.Parallel()
 	got, err := config.Load(
-		[]string{"-shards", "4", "-admin-addr", ""},
+		[]string{"-shards", "4"},
 		env(map[string]string{
+			"JITID_ADMIN_ADDR":     "",  // set empty: the admin server is off
 			"JITID_SHARDS":         "8", // the flag wins
 			"JITID_REDIS_ADDR":     "10.0.0.1:7000, 10.0.0.2:7000",
 			"JITID_POLICY_TIMEOUT": "250ms",
@@ -98,6 +101,31 @@ func TestInvalid(t *testing.T) {
 				t.Error("Load() succeeded, want an error")
 			}
 		})
+	}
+}
+
+func TestLoadReportsEveryBadSettingAtOnce(t *testing.T) {
+	t.Parallel()
+	_, err := config.Load([]string{
+		"-grpc-addr", "nowhere", "-log-level", "loud", "-log-format", "xml",
+		"-shards", "0", "-policy-timeout", "0s", "-public-url", "/jwks",
+	}, env(nil), io.Discard)
+	if !errors.Is(err, config.ErrInvalid) {
+		t.Fatalf("Load() = %v, want ErrInvalid", err)
+	}
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		t.Fatalf("Load() = %v, want one error per bad setting", err)
+	}
+	if got := len(joined.Unwrap()); got != 6 {
+		t.Errorf("Load() reported %d problems, want 6 (one per bad flag):\n%v", got, err)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	if _, err := config.Load([]string{"-version"}, env(nil), io.Discard); !errors.Is(err, servicecmd.ErrVersion) {
+		t.Errorf("Load(-version) error = %v, want servicecmd.ErrVersion", err)
 	}
 }
 

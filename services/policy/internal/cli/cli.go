@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/jitid/jitid/pkg/servicecmd"
 )
 
 // Exit codes shared by the subcommands.
@@ -29,10 +31,24 @@ type Env struct {
 	Stdout io.Writer
 	Stderr io.Writer
 	Getenv func(string) string
+	// LookupEnv tells a variable set to the empty string (which empties
+	// its flag: JITID_ADMIN_ADDR= turns the admin server off) from one
+	// not set. When nil, a variable is set if Getenv returns it non-empty.
+	LookupEnv func(string) (string, bool)
+}
+
+func (e Env) lookupEnv() func(string) (string, bool) {
+	if e.LookupEnv != nil || e.Getenv == nil {
+		return e.LookupEnv
+	}
+	return func(k string) (string, bool) {
+		v := e.Getenv(k)
+		return v, v != ""
+	}
 }
 
 const usage = `usage:
-  policy [serve] [flags]            run the policy service (policy serve -help)
+  policy [serve] [flags]            run the policy service (policy serve -help, -version)
   policy test [flags] [cases...]    run YAML decision cases against a policy set
   policy check <path>...            validate policy sets against the schema
   policy replay [flags]             re-decide audited issuances with a candidate set
@@ -65,6 +81,9 @@ func Main(ctx context.Context, env Env) int {
 	}
 	switch {
 	case errors.Is(err, flag.ErrHelp):
+		return ExitOK
+	case errors.Is(err, servicecmd.ErrVersion):
+		fmt.Fprintln(env.Stdout, servicecmd.Version("policy"))
 		return ExitOK
 	case err != nil:
 		fmt.Fprintf(env.Stderr, "policy %s: %v\n", cmd, err)

@@ -1,9 +1,11 @@
 package cli_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -24,20 +26,20 @@ import (
 	"github.com/jitid/jitid/services/policy/policies"
 )
 
-// TestServe runs `policy serve` as main does, on real sockets, and asks it
-// everything it serves: Evaluate, Explain and GetPolicySet over gRPC,
-// AuthZEN over HTTP, /policyz and /metrics on the admin server; then stops
-// it by cancelling its context.
+// TestServe runs `policy serve` as main does, on real sockets of port 0
+// read back from its "serving" lines, and asks it everything it serves:
+// Evaluate, Explain and GetPolicySet over gRPC, AuthZEN over HTTP,
+// /policyz, /readyz and /metrics on the admin server; then stops it by
+// cancelling its context.
 func TestServe(t *testing.T) {
 	t.Parallel()
-	grpcAddr, adminAddr, authzenAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- cli.Main(ctx, cli.Env{
-			Args:   []string{"serve", "-grpc-addr", grpcAddr, "-admin-addr", adminAddr, "-authzen-addr", authzenAddr, "-log-format", "text"},
-			Stdout: logs, Stderr: logs, Getenv: func(string) string { return "" },
+			Args:   []string{"serve", "-grpc-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-authzen-addr", "127.0.0.1:0"},
+			Stdout: logs, Stderr: logs, LookupEnv: func(string) (string, bool) { return "", false },
 		})
 	}()
 	stopped := false
@@ -51,6 +53,8 @@ func TestServe(t *testing.T) {
 		}
 	})
 
+	addrs := servingAddrs(t, logs, done, "grpc", "admin", "authzen")
+	grpcAddr, adminAddr, authzenAddr := addrs["grpc"], addrs["admin"], addrs["authzen"]
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -182,6 +186,19 @@ func TestServe(t *testing.T) {
 		if status["status"] != "ok" || status["version"] != def.Version() || status["source"] != policies.Source {
 			t.Errorf("/policyz = %v; want ok, version %s, source %s", status, def.Version(), policies.Source)
 		}
+		var ready struct {
+			Status string `json:"status"`
+			Checks []struct {
+				Name  string `json:"name"`
+				Ready bool   `json:"ready"`
+			} `json:"checks"`
+		}
+		if err := json.Unmarshal([]byte(httpGet(t, "http://"+adminAddr+"/readyz")), &ready); err != nil {
+			t.Fatal(err)
+		}
+		if ready.Status != "ready" || len(ready.Checks) != 1 || ready.Checks[0].Name != "policy_set" || !ready.Checks[0].Ready {
+			t.Errorf("/readyz = %+v, want ready with policy_set ready", ready)
+		}
 		metrics := httpGet(t, "http://"+adminAddr+"/metrics")
 		if want := `jitid_policy_set_info{source="` + policies.Source + `",version="` + def.Version() + `"} 1`; !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
@@ -197,6 +214,64 @@ func TestServe(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not stop within 15s of its context ending")
+	}
+}
+
+// servingAddrs waits for the "serving" log lines and returns the bound
+// address of each listener named.
+func servingAddrs(t *testing.T, logs *syncBuffer, done <-chan int, names ...string) map[string]string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got := map[string]string{}
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) != nil || m["msg"] != "serving" {
+				continue
+			}
+			for _, n := range names {
+				if a, ok := m[n].(string); ok {
+					got[n] = a
+				}
+			}
+		}
+		if len(got) == len(names) {
+			return got
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("serve exited %d at start:\n%s", code, logs.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no serving lines for %v within 15s:\n%s", names, logs.String())
+		}
+	}
+}
+
+func TestServePortTakenFailsAtOnceWithTheBindError(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	var out bytes.Buffer
+	code := cli.Main(context.Background(), cli.Env{
+		Args:   []string{"serve", "-grpc-addr", "127.0.0.1:0", "-admin-addr", "", "-authzen-addr", taken.Addr().String()},
+		Stdout: &out, Stderr: &out, LookupEnv: func(string) (string, bool) { return "", false },
+	})
+	if code == cli.ExitOK || !strings.Contains(out.String(), "address already in use") {
+		t.Errorf("serve with the AuthZEN port taken: exit %d, output %q; want a failure naming the bind error", code, out.String())
+	}
+}
+
+func TestServeVersion(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	code := cli.Main(context.Background(), cli.Env{Args: []string{"serve", "-version"}, Stdout: &out, Stderr: &out})
+	if code != cli.ExitOK || !strings.HasPrefix(out.String(), "policy ") {
+		t.Errorf("serve -version: exit %d, output %q; want 0 and the version", code, out.String())
 	}
 }
 

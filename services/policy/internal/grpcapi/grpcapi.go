@@ -11,8 +11,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -37,14 +35,10 @@ func New(engine *policy.Engine, log *slog.Logger) *Server {
 	return &Server{engine: engine, log: log}
 }
 
-// Register adds s to gs and reports the service SERVING on hs: an Engine
-// always holds a loaded set, so the service can decide from now on.
-func Register(gs grpc.ServiceRegistrar, hs *health.Server, s *Server) {
-	policyv1.RegisterPolicyServiceServer(gs, s)
-	if hs != nil {
-		hs.SetServingStatus(policyv1.PolicyService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	}
-}
+// Register adds the PolicyService to r. Its health follows the server's
+// readiness (pkg/grpcserver): an Engine always holds a loaded set, so the
+// service can decide as soon as it serves.
+func (s *Server) Register(r grpc.ServiceRegistrar) { policyv1.RegisterPolicyServiceServer(r, s) }
 
 // Evaluate implements policyv1.PolicyServiceServer.
 func (s *Server) Evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*policyv1.EvaluateResponse, error) {

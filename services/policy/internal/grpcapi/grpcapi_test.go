@@ -49,7 +49,7 @@ func start(t *testing.T) testServer {
 	if err := policymetrics.Register(srv.Registry(), engine); err != nil {
 		t.Fatal(err)
 	}
-	grpcapi.Register(srv.GRPC(), srv.Health(), grpcapi.New(engine, log))
+	grpcapi.New(engine, log).Register(srv.GRPC())
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,14 @@
-package main
+package app_test
 
 import (
 	"context"
-	"fmt"
-	"io"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,37 +19,49 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/jitid/jitid/pkg/envflag"
 	"github.com/jitid/jitid/pkg/eventbus"
-	"github.com/jitid/jitid/pkg/localinfra"
+	"github.com/jitid/jitid/pkg/grpcserver"
 	"github.com/jitid/jitid/pkg/testserver"
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
+	"github.com/jitid/jitid/services/audit/internal/app"
+	"github.com/jitid/jitid/services/audit/internal/config"
 )
 
-// TestRunEndToEnd wires the binary as main does: an event published on
+func load(t *testing.T, env map[string]string) config.Config {
+	t.Helper()
+	cfg, err := config.Load(nil, envflag.MapLookup(env), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestRunEndToEnd wires the service as main does: an event published on
 // NATS is queryable over gRPC, the log verifies, and cancelling the
 // context (SIGTERM) stops everything cleanly.
 func TestRunEndToEnd(t *testing.T) {
 	t.Parallel()
 	natsURL := testserver.NATSURL(t)
 	ns := testserver.Namespace(t)
-	port, err := localinfra.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	env := map[string]string{
-		"JITID_GRPC_ADDR":      addr,
+	cfg := load(t, map[string]string{
+		"JITID_GRPC_ADDR":      "127.0.0.1:0",
 		"JITID_ADMIN_ADDR":     "127.0.0.1:0",
 		"JITID_AUDIT_DSN":      "sqlite://" + filepath.Join(t.TempDir(), "audit.db"),
 		"JITID_NATS_URL":       natsURL,
 		"JITID_STREAM":         ns,
 		"JITID_SUBJECT_PREFIX": ns + ".events",
+	})
+	a, err := app.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
 	}
+	addr := a.Server().GRPCAddress()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard) }()
+	go func() { done <- a.Run(ctx) }()
 	defer func() {
 		cancel()
 		select {
@@ -107,8 +123,36 @@ func TestRunEndToEnd(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	res, err := http.Get("http://" + a.Server().AdminAddress() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ready grpcserver.ReadyReport
+	err = json.NewDecoder(res.Body).Decode(&ready)
+	res.Body.Close()
+	if err != nil || res.StatusCode != http.StatusOK || len(ready.Checks) != 1 || ready.Checks[0].Name != "store" || !ready.Checks[0].Ready {
+		t.Errorf("/readyz = %d %+v (%v), want 200 with the store ready", res.StatusCode, ready, err)
+	}
 	v, err := client.VerifyLog(context.Background(), &auditv1.VerifyLogRequest{})
 	if err != nil || !v.GetOk() || v.GetRecordsChecked() != 1 {
 		t.Errorf("VerifyLog() = %v, %v; want ok over 1", v, err)
+	}
+}
+
+func TestPortTakenFailsAtOnceWithTheBindError(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := load(t, map[string]string{
+		"JITID_GRPC_ADDR":  taken.Addr().String(),
+		"JITID_ADMIN_ADDR": "",
+		"JITID_AUDIT_DSN":  "sqlite://" + filepath.Join(t.TempDir(), "audit.db"),
+		"JITID_NATS_URL":   testserver.NATSURL(t),
+	})
+	if _, err := app.New(cfg, slog.New(slog.DiscardHandler)); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("New() with the gRPC port taken = %v, want EADDRINUSE", err)
 	}
 }

@@ -1,4 +1,4 @@
-package cli_test
+package app_test
 
 import (
 	"encoding/json"
@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/jitid/jitid/services/policy/internal/cli"
+	"github.com/jitid/jitid/services/policy/internal/app"
 	"github.com/jitid/jitid/services/policy/internal/policy"
 )
 
@@ -31,7 +31,7 @@ func TestReloadFailureInHealthDetail(t *testing.T) {
 	}
 	var last policy.Status
 	engine := policy.NewEngine(set, policy.EngineOptions{OnReload: func(st policy.Status) { last = st }})
-	srv := httptest.NewServer(cli.StatusHandler(engine))
+	srv := httptest.NewServer(app.StatusHandler(engine))
 	defer srv.Close()
 	status := func() map[string]any {
 		resp, err := http.Get(srv.URL)

@@ -1,0 +1,210 @@
+// Package servicecmd is what the three jitid service binaries share on
+// their command line: the common flags (gRPC and admin addresses, pprof,
+// log level and format, -version) and their checks, the logger they ask
+// for, the build's version string, and Main, which runs a service until
+// SIGINT or SIGTERM and turns its error into an exit code.
+package servicecmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/jitid/jitid/pkg/envflag"
+	"github.com/jitid/jitid/pkg/grpcserver"
+)
+
+// ErrInvalid is wrapped by every error that reports a setting that cannot
+// work; the message names the flag.
+var ErrInvalid = errors.New("invalid configuration")
+
+// ErrVersion is returned by Parse for -version: the caller prints Version
+// and exits successfully, as for flag.ErrHelp.
+var ErrVersion = errors.New("version requested")
+
+// Common is the configuration every jitid service takes.
+type Common struct {
+	GRPCAddr string
+	// AdminAddr is the admin HTTP address (/metrics, /healthz, /readyz);
+	// empty turns the admin server off.
+	AdminAddr string
+	// Pprof serves runtime profiles on the admin server.
+	Pprof     bool
+	LogLevel  slog.Level
+	LogFormat string // "json" or "text"
+}
+
+// Flags are the common flags on a service's flag set, filling a Common.
+type Flags struct {
+	c       *Common
+	fs      *flag.FlagSet
+	level   string
+	version bool
+}
+
+// AddFlags adds the common flags to fs, filling c, with the service's
+// default addresses. The service adds its own flags to fs, then calls
+// Parse.
+func AddFlags(fs *flag.FlagSet, c *Common, grpcAddr, adminAddr string) *Flags {
+	f := &Flags{c: c, fs: fs}
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", grpcAddr, "gRPC listen address")
+	fs.StringVar(&c.AdminAddr, "admin-addr", adminAddr, "admin HTTP address (/metrics, /healthz, /readyz); empty turns it off")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go runtime profiles (net/http/pprof) at /debug/pprof/ on -admin-addr; keep that address private")
+	fs.StringVar(&f.level, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	return f
+}
+
+// Parse parses args and the environment (lookupEnv; os.LookupEnv when nil)
+// into the flag set. It returns flag.ErrHelp for -help, ErrVersion for
+// -version, and an error for a flag or variable that does not parse as its
+// type or for arguments left over. The values are checked by Errors and
+// Common.Validate, which report every problem at once.
+func (f *Flags) Parse(args []string, lookupEnv func(string) (string, bool)) error {
+	if err := envflag.Parse(f.fs, args, lookupEnv, "version"); err != nil {
+		return err
+	}
+	if f.version {
+		return ErrVersion
+	}
+	if f.fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", ErrInvalid, f.fs.Args())
+	}
+	// A bad name leaves the level at info; Errors reports it.
+	_ = f.c.LogLevel.UnmarshalText([]byte(f.level))
+	return nil
+}
+
+// Errors returns every problem of the common settings after Parse.
+func (f *Flags) Errors() []error {
+	var errs []error
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(f.level)); err != nil {
+		errs = append(errs, Invalid("log-level", "%q: want debug, info, warn or error", f.level))
+	}
+	return append(errs, f.c.Validate()...)
+}
+
+// Validate returns every problem of the common settings but the log level,
+// which Parse has already turned into a slog.Level.
+func (c Common) Validate() []error {
+	var errs []error
+	errs = appendErr(errs, CheckHostPort("grpc-addr", c.GRPCAddr))
+	if c.AdminAddr != "" {
+		errs = appendErr(errs, CheckHostPort("admin-addr", c.AdminAddr))
+	} else if c.Pprof {
+		errs = append(errs, Invalid("pprof", "needs -admin-addr"))
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		errs = append(errs, Invalid("log-format", "%q: want json or text", c.LogFormat))
+	}
+	return errs
+}
+
+func appendErr(errs []error, err error) []error {
+	if err != nil {
+		return append(errs, err)
+	}
+	return errs
+}
+
+// Invalid returns an error wrapping ErrInvalid that names flag.
+func Invalid(flag, format string, args ...any) error {
+	return fmt.Errorf("%w: -%s: %s", ErrInvalid, flag, fmt.Sprintf(format, args...))
+}
+
+// CheckHostPort returns an Invalid error unless addr is host:port.
+func CheckHostPort(flag, addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return Invalid(flag, "%q is not host:port", addr)
+	}
+	return nil
+}
+
+// Logger returns the logger the settings ask for, writing to w.
+func (c Common) Logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// ServerOptions returns the grpcserver options the settings ask for.
+func (c Common) ServerOptions(name string, log *slog.Logger) grpcserver.Options {
+	return grpcserver.Options{Name: name, GRPCAddr: c.GRPCAddr, AdminAddr: c.AdminAddr, Pprof: c.Pprof, Logger: log}
+}
+
+// Version returns the build's version string: the main module's version,
+// its VCS revision and time when built from a checkout ("+dirty" for
+// uncommitted changes), and the Go version.
+func Version(name string) string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return name + " (no build information)"
+	}
+	parts := []string{name, bi.Main.Version}
+	var rev, at, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	if rev != "" {
+		parts = append(parts, "rev "+rev[:min(len(rev), 12)]+dirty)
+	}
+	if at != "" {
+		parts = append(parts, at)
+	}
+	return strings.Join(append(parts, bi.GoVersion), " ")
+}
+
+// Env is what a service command takes from its process.
+type Env struct {
+	Args      []string // without the program name
+	Stdout    io.Writer
+	Stderr    io.Writer
+	LookupEnv func(string) (string, bool)
+}
+
+// Main runs a service: ctx ends on SIGINT or SIGTERM, and run's error
+// decides the exit code (ExitCode).
+func Main(name string, run func(context.Context, Env) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, Env{Args: os.Args[1:], Stdout: os.Stdout, Stderr: os.Stderr, LookupEnv: os.LookupEnv})
+	stop()
+	os.Exit(ExitCode(name, err, os.Stdout, os.Stderr))
+}
+
+// ExitCode returns the exit code of a service whose run returned err: 0 for
+// nil, for -help and for -version (the version is printed to stdout); 1
+// otherwise, with the error printed to stderr.
+func ExitCode(name string, err error, stdout, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, ErrVersion):
+		fmt.Fprintln(stdout, Version(name))
+		return 0
+	default:
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 1
+	}
+}

@@ -1,0 +1,92 @@
+package servicecmd_test
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/jitid/jitid/pkg/envflag"
+	"github.com/jitid/jitid/pkg/servicecmd"
+)
+
+func parse(t *testing.T, args []string, env map[string]string) (servicecmd.Common, *servicecmd.Flags, error) {
+	t.Helper()
+	var c servicecmd.Common
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	f := servicecmd.AddFlags(fs, &c, "127.0.0.1:50051", "127.0.0.1:9091")
+	err := f.Parse(args, envflag.MapLookup(env))
+	return c, f, err
+}
+
+func TestEveryBadCommonFlagIsReported(t *testing.T) {
+	t.Parallel()
+	_, f, err := parse(t, []string{"-grpc-addr", "nowhere", "-admin-addr", "", "-pprof", "-log-level", "loud", "-log-format", "xml"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := f.Errors()
+	if len(errs) != 4 {
+		t.Fatalf("Errors() = %v, want 4 (grpc-addr, pprof, log-level, log-format)", errs)
+	}
+	for _, e := range errs {
+		if !errors.Is(e, servicecmd.ErrInvalid) {
+			t.Errorf("%v does not wrap ErrInvalid", e)
+		}
+	}
+}
+
+func TestEmptyAdminAddrVariableTurnsTheAdminServerOff(t *testing.T) {
+	t.Parallel()
+	c, f, err := parse(t, nil, map[string]string{"JITID_ADMIN_ADDR": ""})
+	if err != nil || len(f.Errors()) != 0 {
+		t.Fatalf("Parse() = %v, %v", err, f.Errors())
+	}
+	if c.AdminAddr != "" {
+		t.Errorf("AdminAddr = %q, want empty", c.AdminAddr)
+	}
+}
+
+func TestVersionIsCommandLineOnly(t *testing.T) {
+	t.Parallel()
+	if _, _, err := parse(t, []string{"-version"}, nil); !errors.Is(err, servicecmd.ErrVersion) {
+		t.Errorf("-version: Parse() = %v, want ErrVersion", err)
+	}
+	if _, _, err := parse(t, nil, map[string]string{"JITID_VERSION": "true"}); err != nil {
+		t.Errorf("JITID_VERSION: Parse() = %v, want nil (the variable is ignored)", err)
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		err        error
+		want       int
+		wantStdout string
+		wantStderr string
+	}{
+		{name: "nil", want: 0},
+		{name: "help", err: flag.ErrHelp, want: 0},
+		{name: "version", err: servicecmd.ErrVersion, want: 0, wantStdout: "issuer "},
+		{name: "failure", err: errors.New("redis: boom"), want: 1, wantStderr: "issuer: redis: boom"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			if got := servicecmd.ExitCode("issuer", tt.err, &stdout, &stderr); got != tt.want {
+				t.Errorf("ExitCode() = %d, want %d", got, tt.want)
+			}
+			if !strings.HasPrefix(stdout.String(), tt.wantStdout) || (tt.wantStdout == "" && stdout.Len() > 0) {
+				t.Errorf("stdout = %q, want prefix %q", stdout.String(), tt.wantStdout)
+			}
+			if !strings.HasPrefix(stderr.String(), tt.wantStderr) || (tt.wantStderr == "" && stderr.Len() > 0) {
+				t.Errorf("stderr = %q, want prefix %q", stderr.String(), tt.wantStderr)
+			}
+		})
+	}
+}
