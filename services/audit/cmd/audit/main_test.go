@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"path/filepath"
 	"testing"
 	"time"
@@ -16,11 +14,12 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/jitid/jitid/pkg/eventbus"
-	"github.com/jitid/jitid/pkg/localinfra"
-	"github.com/jitid/jitid/pkg/testserver"
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
+	"github.com/jitid/jitid/testkit"
+	"github.com/jitid/jitid/testkit/launch"
+	"github.com/jitid/jitid/testkit/testserver"
 )
 
 // TestRunEndToEnd wires the binary as main does: an event published on
@@ -30,22 +29,18 @@ func TestRunEndToEnd(t *testing.T) {
 	t.Parallel()
 	natsURL := testserver.NATSURL(t)
 	ns := testserver.Namespace(t)
-	port, err := localinfra.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	env := map[string]string{
-		"JITID_GRPC_ADDR":      addr,
+		"JITID_GRPC_ADDR":      "127.0.0.1:0",
 		"JITID_ADMIN_ADDR":     "127.0.0.1:0",
 		"JITID_AUDIT_DSN":      "sqlite://" + filepath.Join(t.TempDir(), "audit.db"),
 		"JITID_NATS_URL":       natsURL,
 		"JITID_STREAM":         ns,
 		"JITID_SUBJECT_PREFIX": ns + ".events",
 	}
+	logw, serving := launch.WatchLog(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard) }()
+	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, logw) }()
 	defer func() {
 		cancel()
 		select {
@@ -57,6 +52,16 @@ func TestRunEndToEnd(t *testing.T) {
 			t.Error("run() did not return after cancel")
 		}
 	}()
+
+	var addr string
+	select {
+	case attrs := <-serving:
+		addr = attrs["grpc"]
+	case err := <-done:
+		t.Fatalf("run() returned before serving: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal(`run() logged no "serving" line within 30s`)
+	}
 
 	ev := &eventsv1.LifecycleEvent{
 		Id: "evt-main-1", Type: eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, Time: timestamppb.Now(),
@@ -95,18 +100,18 @@ func TestRunEndToEnd(t *testing.T) {
 	defer conn.Close()
 	client := auditv1.NewAuditServiceClient(conn)
 	health := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	type observed struct {
+		health     *healthpb.HealthCheckResponse
+		healthErr  error
+		records    int
+		queryError error
+	}
+	testkit.Eventually(t, "the event recorded and the service SERVING", 30*time.Second, 50*time.Millisecond, func() (observed, bool) {
 		h, herr := health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "jitid.audit.v1.AuditService"})
 		resp, qerr := client.QueryEvents(context.Background(), &auditv1.QueryEventsRequest{Filter: &auditv1.EventFilter{TaskId: "task-1"}})
-		if herr == nil && h.GetStatus() == healthpb.HealthCheckResponse_SERVING && qerr == nil && len(resp.GetRecords()) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("event not recorded: health %v %v, query %v %v", h, herr, resp, qerr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		o := observed{h, herr, len(resp.GetRecords()), qerr}
+		return o, herr == nil && h.GetStatus() == healthpb.HealthCheckResponse_SERVING && qerr == nil && o.records == 1
+	})
 	v, err := client.VerifyLog(context.Background(), &auditv1.VerifyLogRequest{})
 	if err != nil || !v.GetOk() || v.GetRecordsChecked() != 1 {
 		t.Errorf("VerifyLog() = %v, %v; want ok over 1", v, err)

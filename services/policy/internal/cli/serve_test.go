@@ -22,6 +22,8 @@ import (
 	"github.com/jitid/jitid/services/policy/internal/cli"
 	"github.com/jitid/jitid/services/policy/internal/policy"
 	"github.com/jitid/jitid/services/policy/policies"
+	"github.com/jitid/jitid/testkit"
+	"github.com/jitid/jitid/testkit/launch"
 )
 
 // TestServe runs `policy serve` as main does, on real sockets, and asks it
@@ -30,14 +32,17 @@ import (
 // it by cancelling its context.
 func TestServe(t *testing.T) {
 	t.Parallel()
-	grpcAddr, adminAddr, authzenAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
+	// Every listener binds a port the kernel chooses; the log says which.
+	servingLog, serving := launch.WatchLog(nil)
+	authzenLog, authzenListening := launch.WatchLog(launch.LogLine("authzen endpoint listening"))
+	out := io.MultiWriter(logs, servingLog, authzenLog)
 	done := make(chan int, 1)
 	go func() {
 		done <- cli.Main(ctx, cli.Env{
-			Args:   []string{"serve", "-grpc-addr", grpcAddr, "-admin-addr", adminAddr, "-authzen-addr", authzenAddr, "-log-format", "text"},
-			Stdout: logs, Stderr: logs, Getenv: func(string) string { return "" },
+			Args:   []string{"serve", "-grpc-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-authzen-addr", "127.0.0.1:0", "-log-format", "text"},
+			Stdout: out, Stderr: out, Getenv: func(string) string { return "" },
 		})
 	}()
 	stopped := false
@@ -51,12 +56,34 @@ func TestServe(t *testing.T) {
 		}
 	})
 
+	var grpcAddr, adminAddr, authzenAddr string
+	for grpcAddr == "" || authzenAddr == "" {
+		select {
+		case attrs := <-serving:
+			grpcAddr, adminAddr = attrs["grpc"], attrs["admin"]
+		case attrs := <-authzenListening:
+			authzenAddr = attrs["addr"]
+		case code := <-done:
+			stopped = true
+			t.Fatalf("serve exited %d at start", code)
+		case <-time.After(15 * time.Second):
+			t.Fatalf("serve did not log its bound addresses within 15s (grpc %q, authzen %q)", grpcAddr, authzenAddr)
+		}
+	}
+
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	waitServing(t, healthpb.NewHealthClient(conn), done)
+	hc := healthpb.NewHealthClient(conn)
+	testkit.Eventually(t, "policy health SERVING", 15*time.Second, 20*time.Millisecond, func() (string, bool) {
+		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err.Error(), false
+		}
+		return resp.GetStatus().String(), resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
+	})
 	client := policyv1.NewPolicyServiceClient(conn)
 	def, err := policy.LoadFS(policies.Default(), policies.Source)
 	if err != nil {
@@ -198,26 +225,6 @@ func TestServe(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not stop within 15s of its context ending")
 	}
-}
-
-func waitServing(t *testing.T, hc healthpb.HealthClient, done <-chan int) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case code := <-done:
-			t.Fatalf("serve exited %d at start", code)
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatal("policy service not SERVING within 15s")
 }
 
 func httpGet(t *testing.T, url string) string {
