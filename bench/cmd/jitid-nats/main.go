@@ -18,7 +18,7 @@ import (
 
 func main() {
 	fs := flag.NewFlagSet("jitid-nats", flag.ExitOnError)
-	port := fs.Int("port", 4222, "client port on 127.0.0.1")
+	port := fs.Int("port", 4222, "client port on 127.0.0.1; -1 for one the kernel chooses")
 	dir := fs.String("store-dir", "", "JetStream directory (required)")
 	_ = fs.Parse(os.Args[1:])
 	if err := run(*port, *dir); err != nil {
@@ -44,6 +44,9 @@ func run(port int, dir string) error {
 		return fmt.Errorf("not ready within 10s")
 	}
 	fmt.Fprintf(os.Stderr, "jitid-nats: nats-server %s listening on %s\n", natsserver.VERSION, s.ClientURL())
+	// The launcher reads the bound address from this line, as from a jitid
+	// service's.
+	fmt.Printf("{\"msg\":\"serving\",\"nats\":%q}\n", s.ClientURL())
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
