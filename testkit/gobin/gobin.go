@@ -5,6 +5,7 @@
 package gobin
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -33,13 +34,14 @@ type result struct {
 
 var (
 	mu     sync.Mutex
-	dir    string
 	builds = map[Target]*result{}
 )
 
 // Build returns the path of t's binary, building it the first time it is
 // asked for in this test binary; a failed build fails every test that
-// asks. Call Main from TestMain to remove the binaries afterwards.
+// asks. Binaries live in the user's cache directory under a name per
+// target, replaced by each build, so that nothing is left behind per run
+// and no TestMain is needed.
 func Build(tb testing.TB, t Target) string {
 	tb.Helper()
 	path, err := build(t)
@@ -62,22 +64,30 @@ func build(t Target) (string, error) {
 }
 
 func run(t Target) (string, error) {
-	mu.Lock()
-	if dir == "" {
-		d, err := os.MkdirTemp("", "jitid-gobin-*")
-		if err != nil {
-			mu.Unlock()
-			return "", err
-		}
-		dir = d
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
 	}
-	out := filepath.Join(dir, fmt.Sprintf("%s-%d", filepath.Base(t.Package), len(builds)))
-	mu.Unlock()
+	dir := filepath.Join(base, "jitid-testkit", "gobin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s %s %v", t.Module, t.Package, t.Race)))
+	out := filepath.Join(dir, fmt.Sprintf("%s-%x", filepath.Base(t.Package), sum[:6]))
 	modDir, err := ModuleDir(t.Module)
 	if err != nil {
 		return "", err
 	}
-	args := []string{"build", "-o", out}
+	// Built beside and renamed over: test binaries of other packages may
+	// build or run the same target at the same time, and a rename leaves a
+	// running binary intact.
+	tmp, err := os.CreateTemp(dir, filepath.Base(out)+".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	args := []string{"build", "-o", tmp.Name()}
 	if t.Race {
 		args = append(args, "-race")
 	}
@@ -85,6 +95,9 @@ func run(t Target) (string, error) {
 	cmd.Dir = modDir
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s in %s: %v\n%s", t.Package, modDir, err, b)
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return "", err
 	}
 	return out, nil
 }
@@ -105,16 +118,4 @@ func ModuleDir(module string) (string, error) {
 		return "", fmt.Errorf("module %s has no directory (not in the workspace?)", module)
 	}
 	return d, nil
-}
-
-// Main runs the tests and removes the binaries Build made:
-// func TestMain(m *testing.M) { os.Exit(gobin.Main(m)) }.
-func Main(m *testing.M) int {
-	code := m.Run()
-	mu.Lock()
-	defer mu.Unlock()
-	if dir != "" {
-		_ = os.RemoveAll(dir)
-	}
-	return code
 }

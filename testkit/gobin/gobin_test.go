@@ -9,8 +9,6 @@ import (
 	"github.com/jitid/jitid/testkit/gobin"
 )
 
-func TestMain(m *testing.M) { os.Exit(gobin.Main(m)) }
-
 func TestBuildFindsTheModuleAndBuildsOnce(t *testing.T) {
 	target := gobin.Target{Module: "github.com/jitid/jitid/testkit", Package: "./gobin/testdata/hello"}
 	first := gobin.Build(t, target)

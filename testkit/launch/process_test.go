@@ -3,7 +3,6 @@ package launch_test
 import (
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,8 +10,6 @@ import (
 	"github.com/jitid/jitid/testkit/gobin"
 	"github.com/jitid/jitid/testkit/launch"
 )
-
-func TestMain(m *testing.M) { os.Exit(gobin.Main(m)) }
 
 func server(t *testing.T) string {
 	t.Helper()

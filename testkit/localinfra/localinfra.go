@@ -1,7 +1,6 @@
-// Package localinfra starts the real servers jitid needs on one machine: a
-// redis-server process and an embedded NATS server with JetStream. The
-// tests, the benchmark suite and `make run` use it; production runs its own
-// Redis and NATS.
+// Package localinfra starts a redis-server process for the tests, the
+// benchmark suite and `make run`; production runs its own Redis. NATS is in
+// embeddednats, so that what imports this does not import nats-server.
 package localinfra
 
 import (
@@ -14,9 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
-
-	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"github.com/jitid/jitid/testkit/launch"
 )
@@ -126,53 +122,4 @@ func (r *Redis) Stop() { r.proc.Kill() }
 func (r *Redis) Restart(ctx context.Context) error {
 	r.proc.Kill()
 	return r.proc.Start(ctx)
-}
-
-// NATSOptions configure StartNATS.
-type NATSOptions struct {
-	Host string
-	// Port to listen on; -1 (or zero) for one the kernel chooses, read
-	// back with ClientURL. Start again on the port of a first start to
-	// model a restart.
-	Port int
-	// StoreDir holds JetStream data; start again with the same dir to keep it.
-	StoreDir string
-}
-
-// StartNATS starts an embedded NATS server with JetStream and waits until it
-// accepts connections.
-func StartNATS(o NATSOptions) (*natsserver.Server, error) {
-	if o.Host == "" {
-		o.Host = "127.0.0.1"
-	}
-	if o.Port == 0 {
-		o.Port = -1
-	}
-	opts := &natsserver.Options{
-		Host:       o.Host,
-		Port:       o.Port,
-		JetStream:  true,
-		StoreDir:   o.StoreDir,
-		NoLog:      true,
-		NoSigs:     true,
-		ServerName: "jitid-local",
-	}
-	s, err := natsserver.NewServer(opts)
-	if err != nil {
-		return nil, fmt.Errorf("nats server: %w", err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		return nil, errors.New("nats server not ready within 10s")
-	}
-	return s, nil
-}
-
-// NATSPort returns the port a started NATS server listens on.
-func NATSPort(s *natsserver.Server) int {
-	if a, ok := s.Addr().(*net.TCPAddr); ok {
-		return a.Port
-	}
-	return 0
 }

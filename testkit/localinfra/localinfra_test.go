@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jitid/jitid/testkit"
@@ -74,47 +73,5 @@ func TestRedisStartsOnAnotherPortWhenItsPortIsTaken(t *testing.T) {
 	defer c.Close()
 	if err := c.Ping(context.Background()).Err(); err != nil {
 		t.Fatalf("PING %s: %v", r.Addr(), err)
-	}
-}
-
-func TestNATSJetStreamKeepsDataAcrossRestart(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	s, err := localinfra.StartNATS(localinfra.NATSOptions{Port: -1, StoreDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := localinfra.NATSPort(s)
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := nc.JetStream()
-	if _, err := js.AddStream(&nats.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Storage: nats.FileStorage}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.Publish("s.x", []byte("hello")); err != nil {
-		t.Fatal(err)
-	}
-	nc.Close()
-	s.Shutdown()
-	s.WaitForShutdown()
-	s2, err := localinfra.StartNATS(localinfra.NATSOptions{Port: port, StoreDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Shutdown()
-	nc2, err := nats.Connect(s2.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc2.Close()
-	js2, _ := nc2.JetStream()
-	info, err := js2.StreamInfo("S")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != 1 {
-		t.Errorf("after restart stream has %d messages, want 1", info.State.Msgs)
 	}
 }

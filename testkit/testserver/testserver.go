@@ -1,8 +1,11 @@
-// Package testserver gives tests real servers: a redis-server process and an
-// embedded NATS server with JetStream, or the servers named by
-// JITID_TEST_REDIS_ADDR and JITID_TEST_NATS_URL when set. Under CI=true a
-// server that cannot be had fails the test; elsewhere it skips with a line
-// saying what to install.
+// Package testserver gives tests real servers: a redis-server process and
+// a NATS server with JetStream in a process of its own, or the servers
+// named by JITID_TEST_REDIS_ADDR and JITID_TEST_NATS_URL when set. Under
+// CI=true a server that cannot be had fails the test; elsewhere a missing
+// redis-server skips it with a line saying what to install.
+//
+// It does not import nats-server, so that a module whose tests use it (pkg)
+// does not require it; tests that stop and restart NATS use embeddednats.
 package testserver
 
 import (
@@ -12,11 +15,12 @@ import (
 	"errors"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
-
+	"github.com/jitid/jitid/testkit/gobin"
+	"github.com/jitid/jitid/testkit/launch"
 	"github.com/jitid/jitid/testkit/localinfra"
 )
 
@@ -58,40 +62,33 @@ func StartRedis(t testing.TB) *localinfra.Redis {
 	t.Helper()
 	r, err := localinfra.StartRedis(context.Background(), localinfra.RedisOptions{Dir: t.TempDir()})
 	if err != nil {
-		unavailable(t, err)
+		if errors.Is(err, localinfra.ErrRedisNotInstalled) && !InCI() {
+			t.Skipf("skipping: %v", err)
+		}
+		t.Fatalf("test server: %v", err)
 	}
 	t.Cleanup(r.Stop)
 	return r
 }
 
 // NATSURL returns the URL of a NATS server with JetStream for this test:
-// JITID_TEST_NATS_URL when set, otherwise an embedded server.
+// JITID_TEST_NATS_URL when set, otherwise testkit's jitid-nats, built once
+// per test binary, run for the test on a port it chooses and reports.
 func NATSURL(t testing.TB) string {
 	t.Helper()
 	if url := os.Getenv(EnvNATSURL); url != "" {
 		return url
 	}
-	return StartNATS(t, -1, t.TempDir()).ClientURL()
-}
-
-// StartNATS starts an embedded NATS server with JetStream owned by the test.
-// Start it again with the same port and dir to model a restart.
-func StartNATS(t testing.TB, port int, dir string) *natsserver.Server {
-	t.Helper()
-	s, err := localinfra.StartNATS(localinfra.NATSOptions{Port: port, StoreDir: dir})
-	if err != nil {
-		unavailable(t, err)
+	bin := gobin.Build(t, gobin.Target{Module: "github.com/jitid/jitid/testkit", Package: "./cmd/jitid-nats"})
+	dir := t.TempDir()
+	p := launch.ForTest(t, launch.Spec{
+		Name: "jitid-nats", Path: bin, LogPath: filepath.Join(dir, "nats.log"),
+		Args: []string{"-port", "-1", "-store-dir", filepath.Join(dir, "jetstream")},
+	})
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(s.Shutdown)
-	return s
-}
-
-func unavailable(t testing.TB, err error) {
-	t.Helper()
-	if errors.Is(err, localinfra.ErrRedisNotInstalled) && !InCI() {
-		t.Skipf("skipping: %v", err)
-	}
-	t.Fatalf("test server: %v", err)
+	return p.Addr("nats")
 }
 
 // ClosedAddr returns a loopback address nothing listens on, for tests of a
@@ -108,17 +105,4 @@ func ClosedAddr(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return addr
-}
-
-// NATSPortForLater returns a port that an embedded NATS server bound and
-// released, for a test of a client that starts before its server:
-// StartNATS on this port later starts the server where the client already
-// points, as a restart would.
-func NATSPortForLater(t testing.TB) int {
-	t.Helper()
-	s := StartNATS(t, -1, t.TempDir())
-	port := localinfra.NATSPort(s)
-	s.Shutdown()
-	s.WaitForShutdown()
-	return port
 }

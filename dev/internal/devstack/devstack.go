@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/jitid/jitid/testkit/embeddednats"
 	"github.com/jitid/jitid/testkit/launch"
 	"github.com/jitid/jitid/testkit/localinfra"
 )
@@ -62,7 +63,7 @@ func Main(ctx context.Context, args []string, out io.Writer, getenv func(string)
 	}
 	natsNote := "from JITID_NATS_URL"
 	if o.nats == "" {
-		ns, err := localinfra.StartNATS(localinfra.NATSOptions{Port: -1, StoreDir: filepath.Join(o.dataDir, "nats")})
+		ns, err := embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: filepath.Join(o.dataDir, "nats")})
 		if err != nil {
 			return fmt.Errorf("start embedded NATS: %w", err)
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/jitid/jitid/services/audit/internal/natsconsumer"
 	"github.com/jitid/jitid/services/audit/internal/sqlstore"
 	"github.com/jitid/jitid/testkit"
+	"github.com/jitid/jitid/testkit/embeddednats"
 	"github.com/jitid/jitid/testkit/testserver"
 )
 
@@ -278,7 +279,7 @@ func TestConsumerRestartCatchesUpWithoutDuplicates(t *testing.T) {
 
 func TestConsumerStartsBeforeNATSAndSurvivesItsRestart(t *testing.T) {
 	t.Parallel()
-	port := testserver.NATSPortForLater(t)
+	port := embeddednats.PortForLater(t)
 	dir := t.TempDir()
 	e := newEnv(t, fmt.Sprintf("nats://127.0.0.1:%d", port))
 	var warned warnings
@@ -289,7 +290,7 @@ func TestConsumerStartsBeforeNATSAndSurvivesItsRestart(t *testing.T) {
 		return n, n >= 1
 	})
 
-	s := testserver.StartNATS(t, port, dir)
+	s := embeddednats.ForTest(t, port, dir)
 	for i := range 5 {
 		e.publishEvent(i, "")
 	}
@@ -297,7 +298,7 @@ func TestConsumerStartsBeforeNATSAndSurvivesItsRestart(t *testing.T) {
 
 	s.Shutdown()
 	s.WaitForShutdown()
-	testserver.StartNATS(t, port, dir)
+	embeddednats.ForTest(t, port, dir)
 	for i := 5; i < 10; i++ {
 		e.publishEvent(i, "")
 	}
