@@ -72,12 +72,14 @@ func run(t Target) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256([]byte(fmt.Sprintf("%s %s %v", t.Module, t.Package, t.Race)))
-	out := filepath.Join(dir, fmt.Sprintf("%s-%x", filepath.Base(t.Package), sum[:6]))
 	modDir, err := ModuleDir(t.Module)
 	if err != nil {
 		return "", err
 	}
+	// The module's directory is in the name: checkouts side by side must
+	// not run each other's binaries.
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s %s %s %v", modDir, t.Module, t.Package, t.Race)))
+	out := filepath.Join(dir, fmt.Sprintf("%s-%x", filepath.Base(t.Package), sum[:6]))
 	// Built beside and renamed over: test binaries of other packages may
 	// build or run the same target at the same time, and a rename leaves a
 	// running binary intact.
