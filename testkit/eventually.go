@@ -36,22 +36,3 @@ func Poll[T any](what string, timeout, interval time.Duration, observe func() (T
 		<-tick.C
 	}
 }
-
-// Consistently calls observe every interval for d and fails the test at
-// the first value that does not hold: it catches what arrives late, such
-// as a duplicate after a count was first reached.
-func Consistently[T any](t testing.TB, what string, d, interval time.Duration, observe func() (T, bool)) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		if v, ok := observe(); !ok {
-			t.Fatalf("%s stopped holding; observed: %+v", what, v)
-		}
-		if !time.Now().Before(deadline) {
-			return
-		}
-		<-tick.C
-	}
-}

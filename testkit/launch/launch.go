@@ -146,6 +146,7 @@ type ExitError struct {
 	Tail string
 }
 
+// Error says which process exited, how, and what it wrote last.
 func (e *ExitError) Error() string {
 	return fmt.Sprintf("%s exited (%s); log tail:\n%s", e.Name, describe(e.Err), e.Tail)
 }
