@@ -101,7 +101,7 @@ BENCH_DOC := docs/BENCHMARKS.md
 .PHONY: bench-build
 bench-build: build
 	cd bench && go build -o ../bin/jitid-load ./cmd/jitid-load
-	cd bench && go build -o ../bin/jitid-nats ./cmd/jitid-nats
+	cd testkit && go build -o ../bin/jitid-nats ./cmd/jitid-nats
 	cd bench && go build -o ../bin/jitid-echo ./cmd/jitid-echo
 
 ## bench: the whole suite under load (about 10 minutes), one table, written into docs/BENCHMARKS.md (micro-benchmarks: bench-micro)

@@ -25,4 +25,5 @@ require (
 replace (
 	github.com/jitid/jitid/pkg => ../../pkg
 	github.com/jitid/jitid/proto => ../../proto
+	github.com/jitid/jitid/testkit => ../../testkit
 )

@@ -13,6 +13,7 @@ import (
 
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
+	"github.com/jitid/jitid/testkit"
 )
 
 func (s *stack) verifyLog(t testing.TB) *auditv1.VerifyLogResponse {
@@ -65,17 +66,14 @@ func TestAuditRestartAndTamper(t *testing.T) {
 	killFilter := &auditv1.EventFilter{DelegatorId: killed}
 	killDone := make(chan int)
 	go func() {
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) {
-			if n := len(s.eventsNow(killFilter)); n > 0 {
-				s.audit.Kill()
-				killDone <- n
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		// Killed after the timeout too: the test then checks a kill before
+		// any commit.
+		n, _ := testkit.Poll("the first event of the burst in the audit log", 20*time.Second, 5*time.Millisecond, func() (int, bool) {
+			n := len(s.eventsNow(killFilter))
+			return n, n > 0
+		})
 		s.audit.Kill()
-		killDone <- 0
+		killDone <- n
 	}()
 	burst := s.issueMany(t, 150, killed, "killed")
 	t.Logf("audit killed after recording %d of %d events", <-killDone, len(burst))

@@ -13,6 +13,7 @@ import (
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
+	"github.com/jitid/jitid/testkit"
 )
 
 // issueMany issues n credentials for one delegator across tasks (so across
@@ -69,9 +70,9 @@ func (s *stack) expectIssuedOnce(t testing.TB, delegator string, creds []*issuer
 	t.Helper()
 	filter := &auditv1.EventFilter{DelegatorId: delegator, Types: []eventsv1.EventType{evIssued}}
 	var recs []*auditv1.AuditRecord
-	waitFor(t, timeout, fmt.Sprintf("%d issued events in the audit log", len(creds)), func() bool {
+	testkit.Eventually(t, fmt.Sprintf("%d issued events in the audit log", len(creds)), timeout, 100*time.Millisecond, func() (int, bool) {
 		recs = s.eventsNow(filter)
-		return len(recs) >= len(creds)
+		return len(recs), len(recs) >= len(creds)
 	})
 	holdsFor(1500*time.Millisecond, func() bool {
 		recs = s.eventsNow(filter)

@@ -25,6 +25,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "jitid-echo:", err)
 		os.Exit(1)
 	}
+	// The launcher reads the bound address from this line, as from a
+	// jitid service's.
+	fmt.Printf("{\"msg\":\"serving\",\"grpc\":%q}\n", lis.Addr().String())
 	s := grpc.NewServer()
 	s.RegisterService(&echo.ServiceDesc, nil)
 	go func() {

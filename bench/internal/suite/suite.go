@@ -8,17 +8,14 @@ package suite
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"syscall"
 	"time"
 
-	"github.com/jitid/jitid/pkg/localinfra"
+	"github.com/jitid/jitid/testkit/launch"
+	"github.com/jitid/jitid/testkit/localinfra"
 )
 
 // Options configure Start.
@@ -52,8 +49,9 @@ type Suite struct {
 	PolicyAdmin string
 }
 
-// Start starts everything and waits until every service is SERVING. Stop
-// undoes it, also after a failed Start.
+// Start starts everything and waits until every service is SERVING. Every
+// server binds a port the kernel chooses and reports it; Stop undoes
+// Start, also after a failed one.
 func Start(ctx context.Context, o Options) (*Suite, error) {
 	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
 		return nil, err
@@ -64,50 +62,41 @@ func Start(ctx context.Context, o Options) (*Suite, error) {
 	if err != nil {
 		return s, err
 	}
-	addrs := make([]string, 9)
-	for i := range addrs {
-		p, err := localinfra.FreePort()
-		if err != nil {
-			return s, err
-		}
-		addrs[i] = "127.0.0.1:" + strconv.Itoa(p)
-	}
-	natsAddr := addrs[0]
-	s.NATSURL = "nats://" + natsAddr
-	s.IssuerAddr, s.PolicyAddr, s.AuditAddr, s.EchoAddr = addrs[1], addrs[2], addrs[3], addrs[4]
-	s.IssuerAdmin, s.AuditAdmin, s.PolicyAdmin = addrs[5], addrs[6], addrs[7]
-
-	_, natsPort, _ := splitPort(natsAddr)
-	s.NATS = s.proc("jitid-nats", "-port", natsPort, "-store-dir", filepath.Join(o.WorkDir, "nats"))
-	if err := s.NATS.Start(); err != nil {
+	const anyPort = "127.0.0.1:0"
+	s.NATS = s.proc(launch.Spec{Name: "jitid-nats", Args: []string{"-port", "-1", "-store-dir", filepath.Join(o.WorkDir, "nats")}})
+	if err := s.NATS.Start(ctx); err != nil {
 		return s, err
 	}
-	if err := waitTCP(ctx, natsAddr, 10*time.Second); err != nil {
-		return s, fmt.Errorf("nats: %w", err)
+	s.NATSURL = s.NATS.Addr("nats")
+	s.Echo = s.proc(launch.Spec{Name: "jitid-echo", Args: []string{"-addr", anyPort}})
+	if err := s.Echo.Start(ctx); err != nil {
+		return s, err
 	}
-	s.Echo = s.proc("jitid-echo", "-addr", s.EchoAddr)
+	s.EchoAddr = s.Echo.Addr("grpc")
 	// The AuthZEN endpoint is off: its fixed default port may be taken, and
 	// nothing here calls it.
 	pprof := "-pprof=" + strconv.FormatBool(o.Pprof)
-	s.Policy = s.proc("policy", "-grpc-addr", s.PolicyAddr, "-admin-addr", s.PolicyAdmin, pprof, "-authzen-addr", "")
-	s.Audit = s.proc("audit", "-grpc-addr", s.AuditAddr, "-admin-addr", s.AuditAdmin, pprof,
+	s.Policy = s.service("policy", "-grpc-addr", anyPort, "-admin-addr", anyPort, pprof, "-authzen-addr", "")
+	if err := s.Policy.Start(ctx); err != nil {
+		return s, err
+	}
+	s.PolicyAddr, s.PolicyAdmin = s.Policy.Addr("grpc"), s.Policy.Addr("admin")
+	s.Audit = s.service("audit", "-grpc-addr", anyPort, "-admin-addr", anyPort, pprof,
 		"-nats-url", s.NATSURL, "-audit-dsn", "sqlite://"+filepath.Join(o.WorkDir, "audit.db"))
-	issuerArgs := []string{"-grpc-addr", s.IssuerAddr, "-admin-addr", s.IssuerAdmin, pprof,
+	if err := s.Audit.Start(ctx); err != nil {
+		return s, err
+	}
+	s.AuditAddr, s.AuditAdmin = s.Audit.Addr("grpc"), s.Audit.Addr("admin")
+	issuerArgs := []string{"-grpc-addr", anyPort, "-admin-addr", anyPort, pprof,
 		"-nats-url", s.NATSURL, "-redis-addr", s.Redis.Addr(), "-policy-addr", s.PolicyAddr}
 	if o.SweepInterval > 0 {
 		issuerArgs = append(issuerArgs, "-sweep-interval", o.SweepInterval.String())
 	}
-	s.Issuer = s.proc("issuer", issuerArgs...)
-	for _, p := range []*Proc{s.Echo, s.Policy, s.Audit, s.Issuer} {
-		if err := p.Start(); err != nil {
-			return s, err
-		}
+	s.Issuer = s.service("issuer", issuerArgs...)
+	if err := s.Issuer.Start(ctx); err != nil {
+		return s, err
 	}
-	for _, p := range []*Proc{s.Echo, s.Policy, s.Audit, s.Issuer} {
-		if err := localinfra.WaitServing(ctx, p.grpcAddr(), 30*time.Second); err != nil {
-			return s, fmt.Errorf("%s not serving: %w (log %s)", p.Name, err, p.LogPath)
-		}
-	}
+	s.IssuerAddr, s.IssuerAdmin = s.Issuer.Addr("grpc"), s.Issuer.Addr("admin")
 	return s, nil
 }
 
@@ -126,106 +115,28 @@ func (s *Suite) Stop() {
 // Services returns the jitid service processes, in report order.
 func (s *Suite) Services() []*Proc { return []*Proc{s.Issuer, s.Policy, s.Audit} }
 
-func (s *Suite) proc(name string, args ...string) *Proc {
-	return &Proc{
-		Name:    name,
-		bin:     filepath.Join(s.opts.BinDir, name),
-		args:    args,
-		LogPath: filepath.Join(s.opts.WorkDir, name+".log"),
-	}
+// proc returns a Proc of a binary in BinDir that logs to WorkDir.
+func (s *Suite) proc(spec launch.Spec) *Proc {
+	spec.Path = filepath.Join(s.opts.BinDir, spec.Name)
+	spec.LogPath = filepath.Join(s.opts.WorkDir, spec.Name+".log")
+	spec.StopTimeout = 15 * time.Second
+	return &Proc{Name: spec.Name, LogPath: spec.LogPath, Process: launch.New(spec)}
 }
 
-func splitPort(addr string) (string, string, error) {
-	for i := len(addr) - 1; i >= 0; i-- {
-		if addr[i] == ':' {
-			return addr[:i], addr[i+1:], nil
-		}
-	}
-	return "", "", errors.New("no port")
+func (s *Suite) service(name string, args ...string) *Proc {
+	return s.proc(launch.Service(name, "", "", args...))
 }
 
 // Proc is one child process; its output goes to LogPath.
 type Proc struct {
 	Name    string
 	LogPath string
-	bin     string
-	args    []string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	*launch.Process
 }
 
-func (p *Proc) grpcAddr() string {
-	for i, a := range p.args {
-		if (a == "-grpc-addr" || a == "-addr") && i+1 < len(p.args) {
-			return p.args[i+1]
-		}
-	}
-	return ""
-}
-
-// Start runs the process.
-func (p *Proc) Start() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	f, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(p.bin, p.args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	// Flags alone configure the children.
-	for _, kv := range os.Environ() {
-		if len(kv) < 6 || kv[:6] != "JITID_" {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return fmt.Errorf("start %s: %w", p.Name, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); f.Close(); close(done) }()
-	p.cmd, p.done = cmd, done
-	return nil
-}
-
-// Restart starts the process again and waits until it serves gRPC.
-func (p *Proc) Restart(ctx context.Context) error {
-	p.Stop()
-	if err := p.Start(); err != nil {
-		return err
-	}
-	return localinfra.WaitServing(ctx, p.grpcAddr(), 30*time.Second)
-}
-
-// Stop sends SIGTERM and waits, killing after 15s.
-func (p *Proc) Stop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-	p.cmd = nil
-}
-
-// PID returns the process id, 0 when it is not running.
-func (p *Proc) PID() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil || p.cmd.Process == nil {
-		return 0
-	}
-	return p.cmd.Process.Pid
-}
+// Stop sends SIGTERM and waits, killing after 15s. A benchmark reports
+// figures, not shutdown defects, so the outcome is only in the log.
+func (p *Proc) Stop() { _ = p.Process.Stop() }
 
 // RSS returns the resident set size (VmRSS of /proc/<pid>/status), in bytes.
 func (p *Proc) RSS() (int64, error) {

@@ -214,7 +214,7 @@ func (a *Auditor) CatchUp(ctx context.Context, n int) (time.Duration, error) {
 		return 0, fmt.Errorf("backlog is %d events (%v), want %d", b, err, n)
 	}
 	start := time.Now()
-	if err := a.s.Audit.Start(); err != nil {
+	if err := a.s.Audit.Start(ctx); err != nil {
 		return 0, err
 	}
 	if _, err := a.WaitDrained(ctx, 5*time.Minute); err != nil {

@@ -5,23 +5,18 @@
 package devstack
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
-	"time"
 
-	"github.com/jitid/jitid/pkg/localinfra"
+	"github.com/jitid/jitid/testkit/embeddednats"
+	"github.com/jitid/jitid/testkit/launch"
+	"github.com/jitid/jitid/testkit/localinfra"
 )
 
 // Default addresses of the services (DESIGN.md).
@@ -59,10 +54,16 @@ func Main(ctx context.Context, args []string, out io.Writer, getenv func(string)
 	}()
 	say := func(format string, a ...any) { fmt.Fprintf(out, "jitid-dev: "+format+"\n", a...) }
 
+	// Checked before anything starts: an in-memory stand-in would lack the
+	// Lua the sweep needs, and expiry events would silently never happen.
+	if o.redis == "" {
+		if _, err := exec.LookPath("redis-server"); err != nil {
+			return localinfra.ErrRedisNotInstalled
+		}
+	}
 	natsNote := "from JITID_NATS_URL"
 	if o.nats == "" {
-		port := preferredPort(4222)
-		ns, err := localinfra.StartNATS(localinfra.NATSOptions{Port: port, StoreDir: filepath.Join(o.dataDir, "nats")})
+		ns, err := embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: filepath.Join(o.dataDir, "nats")})
 		if err != nil {
 			return fmt.Errorf("start embedded NATS: %w", err)
 		}
@@ -72,56 +73,60 @@ func Main(ctx context.Context, args []string, out io.Writer, getenv func(string)
 	}
 	redisNote := "from JITID_REDIS_ADDR"
 	if o.redis == "" {
-		port := preferredPort(6379)
 		r, err := localinfra.StartRedis(ctx, localinfra.RedisOptions{
-			Dir: absPath(filepath.Join(o.dataDir, "redis")), Port: port, AppendOnly: true,
+			Dir: absPath(filepath.Join(o.dataDir, "redis")), Port: 6379, AppendOnly: true,
 		})
-		switch {
-		case err == nil:
-			cleanups = append(cleanups, r.Stop)
-			o.redis = r.Addr()
-			redisNote = "redis-server, AOF in " + filepath.Join(o.dataDir, "redis")
-		case errors.Is(err, localinfra.ErrRedisNotInstalled):
-			m, merr := localinfra.StartMemoryRedis(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-			if merr != nil {
-				return merr
-			}
-			cleanups = append(cleanups, m.Stop)
-			o.redis = m.Addr()
-			redisNote = "EMBEDDED IN-MEMORY Redis-protocol server: credentials and undelivered events are lost when jitid-dev stops"
-			say("WARNING: redis-server is not installed; using an in-memory Redis-protocol server. State is in memory only. Install redis-server for the real thing.")
-		default:
-			return fmt.Errorf("start redis-server: %w", err)
-		}
-	}
-
-	procs := []*child{
-		{name: "policy", args: []string{"-grpc-addr", PolicyAddr, "-admin-addr", "127.0.0.1:9092", "-log-format", "text"}, addr: PolicyAddr},
-		{name: "audit", args: []string{"-grpc-addr", AuditAddr, "-admin-addr", "127.0.0.1:9093", "-log-format", "text",
-			"-nats-url", o.nats, "-audit-dsn", "sqlite://" + absPath(filepath.Join(o.dataDir, "audit.db"))}, addr: AuditAddr},
-		{name: "issuer", args: []string{"-grpc-addr", IssuerAddr, "-admin-addr", "127.0.0.1:9091", "-log-format", "text",
-			"-nats-url", o.nats, "-redis-addr", o.redis, "-policy-addr", PolicyAddr}, addr: IssuerAddr},
-	}
-	// The children take their settings from flags; JITID_ variables of the
-	// environment that would fight them are removed.
-	env := childEnv()
-	exited := make(chan string, len(procs))
-	for _, p := range procs {
-		if err := p.start(filepath.Join(o.binDir, p.name), env, out, exited); err != nil {
+		if err != nil {
 			return err
 		}
-		cleanups = append(cleanups, p.stop)
-		if err := localinfra.WaitServing(ctx, p.addr, 20*time.Second); err != nil {
-			return fmt.Errorf("%s did not become healthy on %s: %w", p.name, p.addr, err)
-		}
+		cleanups = append(cleanups, r.Stop)
+		o.redis = r.Addr()
+		redisNote = "redis-server, AOF in " + filepath.Join(o.dataDir, "redis")
 	}
+
+	common := []string{"-log-format", "text"}
+	specs := []launch.Spec{
+		launch.Service("policy", filepath.Join(o.binDir, "policy"), filepath.Join(o.dataDir, "policy.log"),
+			append([]string{"-grpc-addr", PolicyAddr, "-admin-addr", "127.0.0.1:9092"}, common...)...),
+		launch.Service("audit", filepath.Join(o.binDir, "audit"), filepath.Join(o.dataDir, "audit.log"),
+			append([]string{"-grpc-addr", AuditAddr, "-admin-addr", "127.0.0.1:9093",
+				"-nats-url", o.nats, "-audit-dsn", "sqlite://" + absPath(filepath.Join(o.dataDir, "audit.db"))}, common...)...),
+		launch.Service("issuer", filepath.Join(o.binDir, "issuer"), filepath.Join(o.dataDir, "issuer.log"),
+			append([]string{"-grpc-addr", IssuerAddr, "-admin-addr", "127.0.0.1:9091",
+				"-nats-url", o.nats, "-redis-addr", o.redis, "-policy-addr", PolicyAddr}, common...)...),
+	}
+	procs := map[string]*launch.Process{}
+	exited := make(chan string, len(specs))
+	for _, s := range specs {
+		if _, err := os.Stat(s.Path); err != nil {
+			return fmt.Errorf("%s binary not found at %s (run make build): %w", s.Name, s.Path, err)
+		}
+		s.Output = &prefixWriter{w: out, prefix: fmt.Sprintf("%-6s | ", s.Name)}
+		p := launch.New(s)
+		if err := p.Start(ctx); err != nil {
+			return err
+		}
+		procs[s.Name] = p
+		cleanups = append(cleanups, func() {
+			if err := p.Stop(); err != nil {
+				say("%v", err)
+			}
+		})
+		go func() {
+			if done := p.Exited(); done != nil {
+				<-done
+				exited <- p.Name()
+			}
+		}()
+	}
+	admin := func(name string) string { return "http://" + procs[name].Addr("admin") + "/metrics" }
 
 	fmt.Fprintf(out, `
 jitid is running. Ctrl-C stops everything.
 
-  issuer  grpc %s   admin http://127.0.0.1:9091/metrics
-  policy  grpc %s   admin http://127.0.0.1:9092/metrics
-  audit   grpc %s   admin http://127.0.0.1:9093/metrics
+  issuer  grpc %s   admin %s
+  policy  grpc %s   admin %s
+  audit   grpc %s   admin %s
   NATS    %s (%s)
   Redis   %s (%s)
 
@@ -135,29 +140,16 @@ Try (grpcurl: go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3):
 
 Watch events: nats --server %s sub 'jitid.events.>'
 
-`, IssuerAddr, PolicyAddr, AuditAddr, o.nats, natsNote, o.redis, redisNote, IssuerAddr, IssuerAddr, AuditAddr, o.nats)
+`, procs["issuer"].Addr("grpc"), admin("issuer"), procs["policy"].Addr("grpc"), admin("policy"),
+		procs["audit"].Addr("grpc"), admin("audit"), o.nats, natsNote, o.redis, redisNote, IssuerAddr, IssuerAddr, AuditAddr, o.nats)
 
 	select {
 	case <-ctx.Done():
 		say("stopping")
 		return nil
 	case name := <-exited:
-		return fmt.Errorf("%s exited; stopping the suite", name)
+		return fmt.Errorf("%s exited (log %s); stopping the suite", name, procs[name].LogPath())
 	}
-}
-
-// preferredPort returns port when it is free, else any free port, so that a
-// second stack (or a system service) on the default port does not stop it.
-func preferredPort(port int) int {
-	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err == nil {
-		_ = l.Close()
-		return port
-	}
-	if p, err := localinfra.FreePort(); err == nil {
-		return p
-	}
-	return -1
 }
 
 func absPath(p string) string {
@@ -167,74 +159,19 @@ func absPath(p string) string {
 	return p
 }
 
-func childEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "JITID_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
+// prefixWriter writes each line it is given (the launcher writes whole
+// lines) after a prefix naming the process.
+type prefixWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	prefix string
 }
 
-type child struct {
-	name    string
-	args    []string
-	addr    string
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
-	stopped bool
-}
-
-func (c *child) start(bin string, env []string, out io.Writer, exited chan<- string) error {
-	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("%s binary not found at %s (run make build): %w", c.name, bin, err)
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, err := io.WriteString(p.w, p.prefix); err != nil {
+		return 0, err
 	}
-	cmd := exec.Command(bin, c.args...)
-	cmd.Env = env
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", c.name, err)
-	}
-	c.cmd, c.done = cmd, make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			fmt.Fprintf(out, "%-6s | %s\n", c.name, sc.Text())
-		}
-	}()
-	go func() {
-		_ = cmd.Wait()
-		close(c.done)
-		c.mu.Lock()
-		stopped := c.stopped
-		c.mu.Unlock()
-		if !stopped {
-			exited <- c.name
-		}
-	}()
-	return nil
-}
-
-func (c *child) stop() {
-	c.mu.Lock()
-	c.stopped = true
-	c.mu.Unlock()
-	if c.cmd == nil || c.cmd.Process == nil {
-		return
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(15 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	}
+	return p.w.Write(b)
 }

@@ -2,6 +2,7 @@ package natsrevocation_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -11,9 +12,10 @@ import (
 
 	"github.com/jitid/jitid/pkg/credverify/natsrevocation"
 	"github.com/jitid/jitid/pkg/eventbus"
-	"github.com/jitid/jitid/pkg/testserver"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
+	"github.com/jitid/jitid/testkit"
+	"github.com/jitid/jitid/testkit/testserver"
 )
 
 func publish(t *testing.T, js jetstream.JetStream, cfg eventbus.Config, ev *eventsv1.LifecycleEvent) {
@@ -71,13 +73,10 @@ func TestWatch(t *testing.T) {
 		Time: timestamppb.Now(), CredentialId: "issued-only", Task: task})
 	publish(t, js, cfg, &eventsv1.LifecycleEvent{Id: "e3", Type: eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED,
 		Time: timestamppb.Now(), Task: task, CredentialIds: []string{"c1", "c2"}})
-	deadline := time.Now().Add(5 * time.Second)
-	for !(l.Revoked("c1") && l.Revoked("c2")) {
-		if time.Now().After(deadline) {
-			t.Fatal("credentials of a completed task not learnt within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, "c1 and c2 (a completed task's credentials) revoked", 5*time.Second, 10*time.Millisecond, func() (string, bool) {
+		got := fmt.Sprintf("c1 %v, c2 %v", l.Revoked("c1"), l.Revoked("c2"))
+		return got, l.Revoked("c1") && l.Revoked("c2")
+	})
 	if l.Revoked("issued-only") || l.Revoked("never-seen") {
 		t.Error("a credential that was never revoked is reported revoked")
 	}

@@ -22,12 +22,13 @@ import (
 	"github.com/jitid/jitid/pkg/envflag"
 	"github.com/jitid/jitid/pkg/eventbus"
 	"github.com/jitid/jitid/pkg/grpcserver"
-	"github.com/jitid/jitid/pkg/testserver"
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	"github.com/jitid/jitid/services/audit/internal/app"
 	"github.com/jitid/jitid/services/audit/internal/config"
+	"github.com/jitid/jitid/testkit"
+	"github.com/jitid/jitid/testkit/testserver"
 )
 
 func load(t *testing.T, env map[string]string) config.Config {
@@ -74,6 +75,7 @@ func TestRunEndToEnd(t *testing.T) {
 		}
 	}()
 
+
 	ev := &eventsv1.LifecycleEvent{
 		Id: "evt-main-1", Type: eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, Time: timestamppb.Now(),
 		CredentialId: "cred-1", Task: &identityv1.Task{Id: "task-1"},
@@ -111,18 +113,18 @@ func TestRunEndToEnd(t *testing.T) {
 	defer conn.Close()
 	client := auditv1.NewAuditServiceClient(conn)
 	health := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	type observed struct {
+		health     *healthpb.HealthCheckResponse
+		healthErr  error
+		records    int
+		queryError error
+	}
+	testkit.Eventually(t, "the event recorded and the service SERVING", 30*time.Second, 50*time.Millisecond, func() (observed, bool) {
 		h, herr := health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "jitid.audit.v1.AuditService"})
 		resp, qerr := client.QueryEvents(context.Background(), &auditv1.QueryEventsRequest{Filter: &auditv1.EventFilter{TaskId: "task-1"}})
-		if herr == nil && h.GetStatus() == healthpb.HealthCheckResponse_SERVING && qerr == nil && len(resp.GetRecords()) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("event not recorded: health %v %v, query %v %v", h, herr, resp, qerr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		o := observed{h, herr, len(resp.GetRecords()), qerr}
+		return o, herr == nil && h.GetStatus() == healthpb.HealthCheckResponse_SERVING && qerr == nil && o.records == 1
+	})
 	res, err := http.Get("http://" + a.Server().AdminAddress() + "/readyz")
 	if err != nil {
 		t.Fatal(err)

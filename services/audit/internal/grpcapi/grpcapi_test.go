@@ -14,19 +14,19 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/jitid/jitid/pkg/grpcserver"
-	"github.com/jitid/jitid/pkg/localinfra"
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	"github.com/jitid/jitid/services/audit/internal/audit"
 	"github.com/jitid/jitid/services/audit/internal/grpcapi"
 	"github.com/jitid/jitid/services/audit/internal/sqlstore"
+	"github.com/jitid/jitid/testkit/grpctest"
+	"github.com/jitid/jitid/testkit/testserver"
 )
 
 var (
@@ -85,23 +85,7 @@ func start(t *testing.T) *fixture {
 	svc := audit.New(openStore(t, path), audit.Options{TailPollInterval: 50 * time.Millisecond, Logger: quiet})
 	srv := grpcserver.New(grpcserver.Options{Name: "audit", GRPCAddr: "127.0.0.1:0", Logger: quiet})
 	grpcapi.New(svc, quiet).Register(srv.GRPC())
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	conn, err := grpc.NewClient(srv.GRPCAddress(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	conn := grpctest.Run(t, srv)
 	return &fixture{client: auditv1.NewAuditServiceClient(conn), svc: svc, dbPath: path}
 }
 
@@ -406,12 +390,8 @@ func TestVerifyLog(t *testing.T) {
 // internal error.
 func TestStoreDownIsUnavailable(t *testing.T) {
 	t.Parallel()
-	port, err := localinfra.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Nothing listens on port: every read fails to connect.
-	st, err := sqlstore.Open(fmt.Sprintf("postgres://postgres@127.0.0.1:%d/test?sslmode=disable&connect_timeout=2", port))
+	// Nothing listens there: every read fails to connect.
+	st, err := sqlstore.Open(fmt.Sprintf("postgres://postgres@%s/test?sslmode=disable&connect_timeout=2", testserver.ClosedAddr(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,19 +399,8 @@ func TestStoreDownIsUnavailable(t *testing.T) {
 	svc := audit.New(st, audit.Options{Logger: quiet})
 	srv := grpcserver.New(grpcserver.Options{Name: "audit", GRPCAddr: "127.0.0.1:0", Logger: quiet})
 	grpcapi.New(svc, quiet).Register(srv.GRPC())
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go func() { _ = srv.Run(ctx) }()
-	conn, err := grpc.NewClient(srv.GRPCAddress(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	client := auditv1.NewAuditServiceClient(conn)
-	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	client := auditv1.NewAuditServiceClient(grpctest.Run(t, srv))
+	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer ccancel()
 	if _, err := client.QueryEvents(cctx, &auditv1.QueryEventsRequest{}); status.Code(err) != codes.Unavailable {
 		t.Errorf("QueryEvents with the store down: %v, want UNAVAILABLE", err)

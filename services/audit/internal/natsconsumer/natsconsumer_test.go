@@ -19,13 +19,14 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/jitid/jitid/pkg/eventbus"
-	"github.com/jitid/jitid/pkg/localinfra"
-	"github.com/jitid/jitid/pkg/testserver"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	"github.com/jitid/jitid/services/audit/internal/audit"
 	"github.com/jitid/jitid/services/audit/internal/natsconsumer"
 	"github.com/jitid/jitid/services/audit/internal/sqlstore"
+	"github.com/jitid/jitid/testkit"
+	"github.com/jitid/jitid/testkit/embeddednats"
+	"github.com/jitid/jitid/testkit/testserver"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -58,7 +59,23 @@ type env struct {
 	bus eventbus.Config
 	svc *audit.Service
 	st  *sqlstore.Store
+	// log is the consumers' logger; quiet when nil.
+	log *slog.Logger
 }
+
+// warnings counts the warnings a consumer logs: a test waits on them to
+// know the consumer met NATS down.
+type warnings struct{ n atomic.Int64 }
+
+func (w *warnings) Enabled(context.Context, slog.Level) bool { return true }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		w.n.Add(1)
+	}
+	return nil
+}
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnings) WithGroup(string) slog.Handler      { return w }
 
 func newEnv(t *testing.T, url string) *env {
 	t.Helper()
@@ -119,7 +136,11 @@ func (e *env) run(app interface {
 	Append(context.Context, []*eventsv1.LifecycleEvent) (audit.AppendResult, error)
 }, reg *prometheus.Registry, natsOpts ...nats.Option) (stop func()) {
 	e.t.Helper()
-	nc, err := natsconsumer.Connect(e.url, quiet, natsOpts...)
+	log := quiet
+	if e.log != nil {
+		log = e.log
+	}
+	nc, err := natsconsumer.Connect(e.url, log, natsOpts...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -129,7 +150,7 @@ func (e *env) run(app interface {
 	}
 	c, err := natsconsumer.New(js, app, natsconsumer.Options{
 		Bus: e.bus, Durable: "audit", FetchWait: 200 * time.Millisecond,
-		AckWait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond, Logger: quiet, Registerer: reg,
+		AckWait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		e.t.Fatal(err)
@@ -154,23 +175,19 @@ func (e *env) run(app interface {
 // fails on a duplicate at any point.
 func (e *env) waitForIDs(want []string) {
 	e.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var got []string
-	for time.Now().Before(deadline) {
+	// On a timeout the diff below says what is missing.
+	got, _ := testkit.Poll(fmt.Sprintf("%d events in the log", len(want)), 30*time.Second, 20*time.Millisecond, func() ([]string, bool) {
 		page, err := e.svc.QueryEvents(context.Background(), audit.PageRequest{PageSize: audit.MaxPageSize})
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		got = got[:0]
+		var got []string
 		for _, r := range page.Records {
 			got = append(got, r.EventID)
 		}
 		sort.Strings(got)
-		if len(got) >= len(want) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return got, len(got) >= len(want)
+	})
 	if diff := cmp.Diff(want, got); diff != "" {
 		e.t.Fatalf("event ids in the log (-want +got):\n%s", diff)
 	}
@@ -203,11 +220,12 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 
 func waitCounter(t *testing.T, reg *prometheus.Registry, name string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for counter(t, reg, name) < want && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if got := counter(t, reg, name); got != want {
+	// A count past want is as wrong as one short of it: compared below.
+	got, _ := testkit.Poll(fmt.Sprintf("%s reaching %v", name, want), 30*time.Second, 20*time.Millisecond, func() (float64, bool) {
+		got := counter(t, reg, name)
+		return got, got >= want
+	})
+	if got != want {
 		t.Errorf("%s = %v, want %v", name, got, want)
 	}
 }
@@ -261,17 +279,18 @@ func TestConsumerRestartCatchesUpWithoutDuplicates(t *testing.T) {
 
 func TestConsumerStartsBeforeNATSAndSurvivesItsRestart(t *testing.T) {
 	t.Parallel()
-	port, err := localinfra.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := embeddednats.PortForLater(t)
 	dir := t.TempDir()
 	e := newEnv(t, fmt.Sprintf("nats://127.0.0.1:%d", port))
+	var warned warnings
+	e.log = slog.New(&warned)
 	e.run(e.svc, prometheus.NewRegistry(), nats.ReconnectWait(50*time.Millisecond))
-	// Let the consumer fail to reach NATS a few times first.
-	time.Sleep(300 * time.Millisecond)
+	testkit.Eventually(t, "the consumer warning that NATS is not reachable", 10*time.Second, 10*time.Millisecond, func() (int64, bool) {
+		n := warned.n.Load()
+		return n, n >= 1
+	})
 
-	s := testserver.StartNATS(t, port, dir)
+	s := embeddednats.ForTest(t, port, dir)
 	for i := range 5 {
 		e.publishEvent(i, "")
 	}
@@ -279,7 +298,7 @@ func TestConsumerStartsBeforeNATSAndSurvivesItsRestart(t *testing.T) {
 
 	s.Shutdown()
 	s.WaitForShutdown()
-	testserver.StartNATS(t, port, dir)
+	embeddednats.ForTest(t, port, dir)
 	for i := 5; i < 10; i++ {
 		e.publishEvent(i, "")
 	}

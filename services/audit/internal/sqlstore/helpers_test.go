@@ -12,10 +12,10 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/jitid/jitid/pkg/testserver"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	"github.com/jitid/jitid/services/audit/internal/sqlstore"
+	"github.com/jitid/jitid/testkit/testserver"
 )
 
 // envPostgresDSN names a PostgreSQL server for tests; unset, the

@@ -18,9 +18,9 @@ import (
 
 	"github.com/jitid/jitid/pkg/envflag"
 	"github.com/jitid/jitid/pkg/grpcserver"
-	"github.com/jitid/jitid/pkg/testserver"
 	"github.com/jitid/jitid/services/issuer/internal/app"
 	"github.com/jitid/jitid/services/issuer/internal/config"
+	"github.com/jitid/jitid/testkit/testserver"
 )
 
 func load(t *testing.T, env map[string]string) config.Config {

@@ -24,16 +24,13 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/jitid/jitid/pkg/credverify"
 	"github.com/jitid/jitid/pkg/eventbus"
 	"github.com/jitid/jitid/pkg/grpcserver"
-	"github.com/jitid/jitid/pkg/testserver"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
@@ -43,6 +40,8 @@ import (
 	"github.com/jitid/jitid/services/issuer/internal/policyclient"
 	"github.com/jitid/jitid/services/issuer/internal/redisstore"
 	"github.com/jitid/jitid/services/issuer/internal/signing"
+	"github.com/jitid/jitid/testkit/grpctest"
+	"github.com/jitid/jitid/testkit/testserver"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -79,7 +78,6 @@ type fullEnv struct {
 // newFullEnv is newEnv with a known signing key and a chain depth.
 func newFullEnv(t testing.TB, redisAddr, policyAddr string, depth int) *fullEnv {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
 	ns := testserver.Namespace(t)
 	st := redisstore.New(rdb, redisstore.Options{Prefix: ns, Events: eventbus.Config{Stream: ns, SubjectPrefix: ns + ".events"}})
@@ -99,24 +97,14 @@ func newFullEnv(t testing.TB, redisAddr, policyAddr string, depth int) *fullEnv 
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpcserver.New(grpcserver.Options{Name: "issuer", GRPCAddr: "127.0.0.1:0"})
-	grpcapi.New(iss, nil).Register(srv.GRPC())
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	conn, err := grpc.NewClient(srv.GRPCAddress(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Registered first, so it runs after the server has stopped.
 	t.Cleanup(func() {
-		_ = conn.Close()
-		cancel()
-		<-done
 		_ = pc.Close()
 		_ = rdb.Close()
 	})
+	srv := grpcserver.New(grpcserver.Options{Name: "issuer", GRPCAddr: "127.0.0.1:0"})
+	grpcapi.New(iss, nil).Register(srv.GRPC())
+	conn := grpctest.Run(t, srv)
 	return &fullEnv{env: &env{client: issuerv1.NewIssuerServiceClient(conn), rdb: rdb, store: st, prefix: ns}, keys: keys, key: key}
 }
 

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -22,7 +21,6 @@ import (
 	"github.com/jitid/jitid/pkg/credverify"
 	"github.com/jitid/jitid/pkg/eventbus"
 	"github.com/jitid/jitid/pkg/grpcserver"
-	"github.com/jitid/jitid/pkg/testserver"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
@@ -32,6 +30,8 @@ import (
 	"github.com/jitid/jitid/services/issuer/internal/policyclient"
 	"github.com/jitid/jitid/services/issuer/internal/redisstore"
 	"github.com/jitid/jitid/services/issuer/internal/signing"
+	"github.com/jitid/jitid/testkit/grpctest"
+	"github.com/jitid/jitid/testkit/testserver"
 )
 
 const (
@@ -60,15 +60,10 @@ func allowAll(r *policyv1.EvaluateRequest) *identityv1.Decision {
 
 func startPolicy(t testing.TB, decide func(*policyv1.EvaluateRequest) *identityv1.Decision) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	policyv1.RegisterPolicyServiceServer(gs, &fakePolicy{decide: decide})
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(gs.Stop)
-	return lis.Addr().String()
+	conn := grpctest.Serve(t, func(r grpc.ServiceRegistrar) {
+		policyv1.RegisterPolicyServiceServer(r, &fakePolicy{decide: decide})
+	})
+	return conn.Target()
 }
 
 // startHangingPolicy accepts connections and never answers: a policy
@@ -103,18 +98,6 @@ func startHangingPolicy(t *testing.T) string {
 	return lis.Addr().String()
 }
 
-// closedAddr is an address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	_ = lis.Close()
-	return addr
-}
-
 type env struct {
 	client issuerv1.IssuerServiceClient
 	rdb    *redis.Client
@@ -124,7 +107,6 @@ type env struct {
 
 func newEnv(t *testing.T, redisAddr, policyAddr string) *env {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
 	ns := testserver.Namespace(t)
 	st := redisstore.New(rdb, redisstore.Options{Prefix: ns, Events: eventbus.Config{Stream: ns, SubjectPrefix: ns + ".events"}})
@@ -140,26 +122,14 @@ func newEnv(t *testing.T, redisAddr, policyAddr string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpcserver.New(grpcserver.Options{Name: "issuer", GRPCAddr: "127.0.0.1:0"})
-	grpcapi.New(iss, nil).Register(srv.GRPC())
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	conn, err := grpc.NewClient(srv.GRPCAddress(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Registered first, so it runs after the server has stopped.
 	t.Cleanup(func() {
-		_ = conn.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server Run: %v", err)
-		}
 		_ = pc.Close()
 		_ = rdb.Close()
 	})
+	srv := grpcserver.New(grpcserver.Options{Name: "issuer", GRPCAddr: "127.0.0.1:0"})
+	grpcapi.New(iss, nil).Register(srv.GRPC())
+	conn := grpctest.Run(t, srv)
 	return &env{client: issuerv1.NewIssuerServiceClient(conn), rdb: rdb, store: st, prefix: ns}
 }
 
@@ -418,7 +388,7 @@ func TestIssuerService(t *testing.T) {
 			name string
 			addr func(t *testing.T) string
 		}{
-			{"down", closedAddr},
+			{"down", func(t *testing.T) string { return testserver.ClosedAddr(t) }},
 			{"hanging past the deadline", startHangingPolicy},
 		} {
 			t.Run(tt.name, func(t *testing.T) {

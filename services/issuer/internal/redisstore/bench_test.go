@@ -11,8 +11,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
-	"github.com/jitid/jitid/services/issuer/internal/cputime"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
+	"github.com/jitid/jitid/testkit/cputime"
 )
 
 // BenchmarkIssue measures one Issue: encoding the issued event (JSON), the

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,48 +15,39 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jitid/jitid/pkg/eventbus"
-	"github.com/jitid/jitid/pkg/localinfra"
-	"github.com/jitid/jitid/pkg/testserver"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
 	"github.com/jitid/jitid/services/issuer/internal/redisstore"
 	"github.com/jitid/jitid/services/issuer/internal/relay"
+	"github.com/jitid/jitid/testkit"
+	"github.com/jitid/jitid/testkit/localinfra"
+	"github.com/jitid/jitid/testkit/testserver"
 )
 
 // startCluster starts a three-master Redis Cluster owned by the test and
 // returns a client of it.
 func startCluster(t *testing.T) *redis.ClusterClient {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if testserver.InCI() {
-			t.Fatal(err)
-		}
-		t.Skipf("skipping: %v", localinfra.ErrRedisNotInstalled)
-	}
 	ctx := context.Background()
 	const nodes = 3
 	addrs := make([]string, nodes)
 	for i := range nodes {
-		port, err := localinfra.FreePort()
+		dir := t.TempDir()
+		r, err := localinfra.StartRedis(ctx, localinfra.RedisOptions{Dir: dir,
+			Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf")}})
+		if errors.Is(err, localinfra.ErrRedisNotInstalled) && !testserver.InCI() {
+			t.Skipf("skipping: %v", err)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		dir := t.TempDir()
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"), "--dir", dir,
-			"--logfile", filepath.Join(dir, "redis.log"))
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		addrs[i] = "127.0.0.1:" + strconv.Itoa(port)
+		t.Cleanup(r.Stop)
+		addrs[i] = r.Addr()
 	}
 	clients := make([]*redis.Client, nodes)
 	for i, a := range addrs {
 		clients[i] = redis.NewClient(&redis.Options{Addr: a})
 		t.Cleanup(func() { _ = clients[i].Close() })
-		waitUntil(t, 5*time.Second, "redis node up", func() bool { return clients[i].Ping(ctx).Err() == nil })
 		lo, hi := i*16384/nodes, (i+1)*16384/nodes-1
 		if err := clients[i].Do(ctx, "CLUSTER", "ADDSLOTSRANGE", lo, hi).Err(); err != nil {
 			t.Fatal(err)
@@ -71,15 +60,19 @@ func startCluster(t *testing.T) *redis.ClusterClient {
 		}
 	}
 	for _, c := range clients {
-		waitUntil(t, 15*time.Second, "cluster state ok", func() bool {
+		testkit.Eventually(t, "cluster_state:ok with 3 known nodes", 15*time.Second, 50*time.Millisecond, func() (string, bool) {
 			info, err := c.ClusterInfo(ctx).Result()
-			return err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_known_nodes:3")
+			if err != nil {
+				return err.Error(), false
+			}
+			return info, strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_known_nodes:3")
 		})
 	}
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
 	t.Cleanup(func() { _ = cc.Close() })
-	waitUntil(t, 10*time.Second, "cluster client ready", func() bool {
-		return cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() }) == nil
+	testkit.Eventually(t, "cluster client reaching every shard", 10*time.Second, 50*time.Millisecond, func() (error, bool) {
+		err := cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
+		return err, err == nil
 	})
 	return cc
 }
@@ -143,9 +136,9 @@ func TestRunsOnRedisCluster(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { _ = r.Run(rctx) }()
-	waitUntil(t, 20*time.Second, "every event relayed", func() bool {
+	testkit.Eventually(t, "an empty outbox (every event relayed)", 20*time.Second, 50*time.Millisecond, func() (string, bool) {
 		backlog, err := r.Backlog(ctx)
-		return err == nil && backlog == 0
+		return fmt.Sprintf("backlog %d, %v", backlog, err), err == nil && backlog == 0
 	})
 	stream, err := js.Stream(ctx, ns)
 	if err != nil {

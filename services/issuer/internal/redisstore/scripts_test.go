@@ -11,9 +11,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/jitid/jitid/pkg/testserver"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
 	"github.com/jitid/jitid/services/issuer/redisscripts"
+	"github.com/jitid/jitid/testkit/testserver"
 )
 
 // scriptEnv is one shard of a store over a test's own keys, for running

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,11 +13,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/testing/protocmp"
 
-	"github.com/jitid/jitid/pkg/localinfra"
-	"github.com/jitid/jitid/pkg/testserver"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
 	"github.com/jitid/jitid/services/issuer/internal/redisstore"
+	"github.com/jitid/jitid/testkit/testserver"
 )
 
 func TestIssueWritesCredentialIndexesScheduleAndOneEvent(t *testing.T) {
@@ -550,11 +548,7 @@ func TestAppendEvent(t *testing.T) {
 
 func TestRedisDownIsStoreUnavailable(t *testing.T) {
 	t.Parallel()
-	port, err := localinfra.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port), MaxRetries: -1, DialerRetries: 1, DialTimeout: 200 * time.Millisecond})
+	rdb := redis.NewClient(&redis.Options{Addr: testserver.ClosedAddr(t), MaxRetries: -1, DialerRetries: 1, DialTimeout: 200 * time.Millisecond})
 	defer rdb.Close()
 	s := redisstore.New(rdb, redisstore.Options{Prefix: "down"})
 	ctx := context.Background()

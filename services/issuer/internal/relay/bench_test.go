@@ -9,12 +9,12 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/jitid/jitid/pkg/testserver"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
-	"github.com/jitid/jitid/services/issuer/internal/cputime"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
 	"github.com/jitid/jitid/services/issuer/internal/relay"
+	"github.com/jitid/jitid/testkit/cputime"
+	"github.com/jitid/jitid/testkit/testserver"
 )
 
 // BenchmarkRelayBacklog measures the relay draining a backlog of 10,000

@@ -6,10 +6,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,13 +22,14 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/jitid/jitid/pkg/eventbus"
-	"github.com/jitid/jitid/pkg/localinfra"
-	"github.com/jitid/jitid/pkg/testserver"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
 	"github.com/jitid/jitid/services/issuer/internal/redisstore"
 	"github.com/jitid/jitid/services/issuer/internal/relay"
+	"github.com/jitid/jitid/testkit"
+	"github.com/jitid/jitid/testkit/embeddednats"
+	"github.com/jitid/jitid/testkit/testserver"
 )
 
 const publishTimeout = time.Second
@@ -74,7 +77,9 @@ func (e *env) startRelay(t *testing.T, opts relay.Options) *relay.Relay {
 	opts.PublishTimeout = publishTimeout
 	opts.PollInterval = 20 * time.Millisecond
 	opts.MaxBackoff = 200 * time.Millisecond
-	opts.Logger = slog.New(slog.DiscardHandler)
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	r := relay.New(e.rdb, e.js, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -165,26 +170,31 @@ func (e *env) streamIDs(t *testing.T) []string {
 	return ids
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
+// warnings counts the warnings a relay logs: a test waits on them to know
+// the relay met a dependency that is down.
+type warnings struct{ n atomic.Int64 }
+
+func (w *warnings) Enabled(context.Context, slog.Level) bool { return true }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		w.n.Add(1)
 	}
+	return nil
 }
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnings) WithGroup(string) slog.Handler      { return w }
 
 // checkExactlyOnce checks that the stream holds each wanted event once and
 // nothing else, and that the outbox is empty.
 func (e *env) checkExactlyOnce(t *testing.T, r *relay.Relay, want []string) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "every event in the stream", func() bool { return len(e.streamIDs(t)) >= len(want) })
-	waitFor(t, 10*time.Second, "an empty outbox", func() bool {
+	testkit.Eventually(t, fmt.Sprintf("%d events in the stream", len(want)), 30*time.Second, 50*time.Millisecond, func() (int, bool) {
+		n := len(e.streamIDs(t))
+		return n, n >= len(want)
+	})
+	testkit.Eventually(t, "an empty outbox", 10*time.Second, 50*time.Millisecond, func() (string, bool) {
 		n, err := r.Backlog(context.Background())
-		return err == nil && n == 0
+		return fmt.Sprintf("backlog %d, %v", n, err), err == nil && n == 0
 	})
 	got := map[string]int{}
 	for _, id := range e.streamIDs(t) {
@@ -223,39 +233,54 @@ func TestRelayPublishesEveryEventOnceWithItsID(t *testing.T) {
 
 func TestRelayDeliversOnceAcrossNATSRestart(t *testing.T) {
 	t.Parallel()
-	port, err := localinfra.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	srv := testserver.StartNATS(t, port, dir)
+	srv := embeddednats.ForTest(t, -1, dir)
+	port := embeddednats.Port(srv)
 	e := newEnv(t, srv.ClientURL())
-	r := e.startRelay(t, relay.Options{})
+	var warned warnings
+	r := e.startRelay(t, relay.Options{Logger: slog.New(&warned)})
 	want := []string{e.issue(t)}
-	waitFor(t, 10*time.Second, "the first event", func() bool { return len(e.streamIDs(t)) == 1 })
+	testkit.Eventually(t, "the first event in the stream", 10*time.Second, 50*time.Millisecond, func() (int, bool) {
+		n := len(e.streamIDs(t))
+		return n, n == 1
+	})
 
 	// NATS stops while the 100 are being issued and relayed, so some
 	// publishes are in flight when it goes: their outcome is unknown.
+	// The last 70 are issued once NATS is down, so that the outbox holds
+	// events while it is.
 	issued := make(chan []string)
+	relaying, natsDown := make(chan struct{}), make(chan struct{})
 	go func() {
 		var ids []string
 		for i := range 100 {
 			ids = append(ids, e.issue(t))
-			if i < 30 {
-				time.Sleep(5 * time.Millisecond)
+			if i == 29 {
+				close(relaying)
+				<-natsDown
 			}
 		}
 		issued <- ids
 	}()
-	time.Sleep(100 * time.Millisecond)
+	<-relaying
+	testkit.Eventually(t, "the relay publishing the first events", 10*time.Second, 5*time.Millisecond, func() (float64, bool) {
+		n := testutil.ToFloat64(r.Collectors()[0])
+		return n, n > 1
+	})
+	before := warned.n.Load()
 	srv.Shutdown()
 	srv.WaitForShutdown()
+	close(natsDown)
 	want = append(want, <-issued...)
-	time.Sleep(3 * publishTimeout / 2) // the relay meets NATS down
+	// A failed publish, or a step that finds the connection down, warns.
+	testkit.Eventually(t, "a warning from the relay meeting NATS down", 10*time.Second, 20*time.Millisecond, func() (int64, bool) {
+		n := warned.n.Load() - before
+		return n, n > 0
+	})
 	if n, err := r.Backlog(context.Background()); err != nil || n == 0 {
 		t.Errorf("backlog with NATS down = %d, %v; want events waiting", n, err)
 	}
-	testserver.StartNATS(t, port, dir)
+	embeddednats.ForTest(t, port, dir)
 	e.checkExactlyOnce(t, r, want)
 	t.Logf("published %v, retries %v, duplicates %v, failures %v", testutil.ToFloat64(r.Collectors()[0]),
 		testutil.ToFloat64(r.Collectors()[2]), testutil.ToFloat64(r.Collectors()[1]), testutil.ToFloat64(r.Collectors()[3]))
@@ -311,17 +336,18 @@ func TestRelayClaimsEntriesOfADeadReplica(t *testing.T) {
 
 func TestRunWaitsForNATS(t *testing.T) {
 	t.Parallel()
-	port, err := localinfra.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := embeddednats.PortForLater(t)
 	// No NATS yet: the relay retries ensuring the stream, and delivers once
 	// NATS comes.
 	e := newEnv(t, "nats://127.0.0.1:"+strconv.Itoa(port))
 	id := e.issue(t)
-	r := e.startRelay(t, relay.Options{})
-	time.Sleep(300 * time.Millisecond)
-	testserver.StartNATS(t, port, t.TempDir())
+	var warned warnings
+	r := e.startRelay(t, relay.Options{Logger: slog.New(&warned)})
+	testkit.Eventually(t, "the relay warning that NATS is not there yet", 10*time.Second, 10*time.Millisecond, func() (int64, bool) {
+		n := warned.n.Load()
+		return n, n > 0
+	})
+	embeddednats.ForTest(t, port, t.TempDir())
 	e.checkExactlyOnce(t, r, []string{id})
 }
 

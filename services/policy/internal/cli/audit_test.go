@@ -2,10 +2,9 @@ package cli_test
 
 import (
 	"context"
+	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,13 +17,16 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/jitid/jitid/pkg/eventbus"
-	"github.com/jitid/jitid/pkg/testserver"
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	"github.com/jitid/jitid/services/policy/internal/cli"
 	"github.com/jitid/jitid/services/policy/internal/policy"
 	"github.com/jitid/jitid/services/policy/internal/replay"
+	"github.com/jitid/jitid/testkit"
+	"github.com/jitid/jitid/testkit/gobin"
+	"github.com/jitid/jitid/testkit/launch"
+	"github.com/jitid/jitid/testkit/testserver"
 )
 
 // auditService is a running audit binary and the stream it consumes.
@@ -35,48 +37,26 @@ type auditService struct {
 	bus    eventbus.Config
 }
 
-// startAuditService builds services/audit and runs it on an embedded NATS
-// with a stream and subjects of its own and a SQLite log in a temp dir. It
-// is stopped with SIGTERM when the test ends; its output is shown when the
-// test fails.
+// startAuditService runs the audit binary (built once per test binary) on
+// an embedded NATS with a stream and subjects of its own and a SQLite log
+// in a temp dir. It is stopped with SIGTERM when the test ends; its output
+// is shown when the test fails.
 func startAuditService(t *testing.T) *auditService {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "audit")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/audit")
-	build.Dir = filepath.Join("..", "..", "..", "audit")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build audit: %v\n%s", err, out)
-	}
-
+	bin := gobin.Build(t, gobin.Target{Module: "github.com/jitid/jitid/services/audit", Package: "./cmd/audit"})
 	natsURL := testserver.NATSURL(t)
 	ns := testserver.Namespace(t)
 	bus := eventbus.Config{Stream: "EVENTS_" + ns, SubjectPrefix: ns + ".events"}
-	a := &auditService{addr: freeAddr(t), bus: bus}
-	out := &syncBuffer{}
-	cmd := exec.Command(bin,
-		"-grpc-addr", a.addr, "-admin-addr", "",
+	p := launch.ForTest(t, launch.Service("audit", bin, filepath.Join(dir, "audit.log"),
+		"-grpc-addr", "127.0.0.1:0", "-admin-addr", "",
 		"-audit-dsn", "sqlite://"+filepath.Join(dir, "audit.db"),
 		"-nats-url", natsURL, "-stream", bus.Stream, "-subject-prefix", bus.SubjectPrefix,
-		"-consumer", "audit-"+ns, "-log-format", "text")
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+		"-consumer", "audit-"+ns, "-log-format", "text"))
+	if err := p.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("audit output:\n%s", out.String())
-		}
-	})
+	a := &auditService{addr: p.Addr("grpc"), bus: bus}
 
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
@@ -99,11 +79,6 @@ func startAuditService(t *testing.T) *auditService {
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	a.client = auditv1.NewAuditServiceClient(conn)
-	select {
-	case err := <-exited:
-		t.Fatalf("audit exited at start: %v\n%s", err, out.String())
-	default:
-	}
 	return a
 }
 
@@ -130,23 +105,20 @@ func (a *auditService) publish(t *testing.T, events ...*eventsv1.LifecycleEvent)
 	return acks
 }
 
-// waitForEvents polls QueryEvents until the audit log holds n events.
+// waitForEvents waits until the audit log holds n events.
 func (a *auditService) waitForEvents(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var got int
-	var lastErr error
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		resp, err := a.client.QueryEvents(ctx, &auditv1.QueryEventsRequest{PageSize: 1000})
-		cancel()
-		lastErr = err
-		if got = len(resp.GetRecords()); err == nil && got >= n {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	type observed struct {
+		events int
+		err    error
 	}
-	t.Fatalf("audit log holds %d events after 30s, want %d (last error %v)", got, n, lastErr)
+	testkit.Eventually(t, fmt.Sprintf("%d events in the audit log", n), 30*time.Second, 50*time.Millisecond, func() (observed, bool) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		resp, err := a.client.QueryEvents(ctx, &auditv1.QueryEventsRequest{PageSize: 1000})
+		o := observed{len(resp.GetRecords()), err}
+		return o, err == nil && o.events >= n
+	})
 }
 
 var replayDay = time.Date(2026, 3, 4, 0, 0, 0, 0, time.UTC)
@@ -276,7 +248,7 @@ forbid (principal, action == Jitid::Action::"reports:write", resource);
 			})
 		}
 		// An audit service that is not there is a usage error, not a pass.
-		if code, out := run(t, "replay", "-audit-addr", freeAddr(t), "-policy-file", strict, "-fail-on-change"); code != cli.ExitUsage {
+		if code, out := run(t, "replay", "-audit-addr", testserver.ClosedAddr(t), "-policy-file", strict, "-fail-on-change"); code != cli.ExitUsage {
 			t.Errorf("no audit service: exit %d, want %d\n%s", code, cli.ExitUsage, out)
 		}
 	})

@@ -24,6 +24,8 @@ import (
 	"github.com/jitid/jitid/services/policy/internal/cli"
 	"github.com/jitid/jitid/services/policy/internal/policy"
 	"github.com/jitid/jitid/services/policy/policies"
+	"github.com/jitid/jitid/testkit"
+	"github.com/jitid/jitid/testkit/launch"
 )
 
 // TestServe runs `policy serve` as main does, on real sockets of port 0
@@ -35,11 +37,14 @@ func TestServe(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
+	// Every listener binds a port the kernel chooses; the log says which.
+	servingLog, serving := launch.WatchLog(nil)
+	out := io.MultiWriter(logs, servingLog)
 	done := make(chan int, 1)
 	go func() {
 		done <- cli.Main(ctx, cli.Env{
 			Args:   []string{"serve", "-grpc-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-authzen-addr", "127.0.0.1:0"},
-			Stdout: logs, Stderr: logs, LookupEnv: func(string) (string, bool) { return "", false },
+			Stdout: out, Stderr: out, LookupEnv: func(string) (string, bool) { return "", false },
 		})
 	}()
 	stopped := false
@@ -53,14 +58,37 @@ func TestServe(t *testing.T) {
 		}
 	})
 
-	addrs := servingAddrs(t, logs, done, "grpc", "admin", "authzen")
-	grpcAddr, adminAddr, authzenAddr := addrs["grpc"], addrs["admin"], addrs["authzen"]
+	var grpcAddr, adminAddr, authzenAddr string
+	for grpcAddr == "" || authzenAddr == "" {
+		select {
+		case attrs := <-serving:
+			if a, ok := attrs["grpc"]; ok {
+				grpcAddr, adminAddr = a, attrs["admin"]
+			}
+			if a, ok := attrs["authzen"]; ok {
+				authzenAddr = a
+			}
+		case code := <-done:
+			stopped = true
+			t.Fatalf("serve exited %d at start", code)
+		case <-time.After(15 * time.Second):
+			t.Fatalf("serve did not log its bound addresses within 15s (grpc %q, authzen %q)", grpcAddr, authzenAddr)
+		}
+	}
+
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	waitServing(t, healthpb.NewHealthClient(conn), done)
+	hc := healthpb.NewHealthClient(conn)
+	testkit.Eventually(t, "policy health SERVING", 15*time.Second, 20*time.Millisecond, func() (string, bool) {
+		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err.Error(), false
+		}
+		return resp.GetStatus().String(), resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
+	})
 	client := policyv1.NewPolicyServiceClient(conn)
 	def, err := policy.LoadFS(policies.Default(), policies.Source)
 	if err != nil {
@@ -217,38 +245,6 @@ func TestServe(t *testing.T) {
 	}
 }
 
-// servingAddrs waits for the "serving" log lines and returns the bound
-// address of each listener named.
-func servingAddrs(t *testing.T, logs *syncBuffer, done <-chan int, names ...string) map[string]string {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		got := map[string]string{}
-		for _, line := range strings.Split(logs.String(), "\n") {
-			var m map[string]any
-			if json.Unmarshal([]byte(line), &m) != nil || m["msg"] != "serving" {
-				continue
-			}
-			for _, n := range names {
-				if a, ok := m[n].(string); ok {
-					got[n] = a
-				}
-			}
-		}
-		if len(got) == len(names) {
-			return got
-		}
-		select {
-		case code := <-done:
-			t.Fatalf("serve exited %d at start:\n%s", code, logs.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no serving lines for %v within 15s:\n%s", names, logs.String())
-		}
-	}
-}
-
 func TestServePortTakenFailsAtOnceWithTheBindError(t *testing.T) {
 	t.Parallel()
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
@@ -273,26 +269,6 @@ func TestServeVersion(t *testing.T) {
 	if code != cli.ExitOK || !strings.HasPrefix(out.String(), "policy ") {
 		t.Errorf("serve -version: exit %d, output %q; want 0 and the version", code, out.String())
 	}
-}
-
-func waitServing(t *testing.T, hc healthpb.HealthClient, done <-chan int) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case code := <-done:
-			t.Fatalf("serve exited %d at start", code)
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatal("policy service not SERVING within 15s")
 }
 
 func httpGet(t *testing.T, url string) string {

@@ -1,6 +1,6 @@
-// Package cputime reads CPU time for the issuer's benchmarks: this
-// process's, and a Redis server's, so that a benchmark can tell the
-// client's share of the work from Redis's.
+// Package cputime reads CPU time for benchmarks: this process's, and a
+// Redis server's, so that a benchmark can tell the client's share of the
+// work from Redis's.
 package cputime
 
 import (

@@ -1,0 +1,6 @@
+// Command hello prints hello: a main package for gobin's test to build.
+package main
+
+import "fmt"
+
+func main() { fmt.Println("hello") }
