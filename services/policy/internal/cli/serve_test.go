@@ -38,8 +38,9 @@ func TestServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
 	// Every listener binds a port the kernel chooses; the log says which.
-	servingLog, serving := launch.WatchLog(nil)
-	out := io.MultiWriter(logs, servingLog)
+	servingLog, serving := launch.WatchLog(servingWith("grpc"))
+	authzenLog, authzenServing := launch.WatchLog(servingWith("authzen"))
+	out := io.MultiWriter(logs, servingLog, authzenLog)
 	done := make(chan int, 1)
 	go func() {
 		done <- cli.Main(ctx, cli.Env{
@@ -62,12 +63,9 @@ func TestServe(t *testing.T) {
 	for grpcAddr == "" || authzenAddr == "" {
 		select {
 		case attrs := <-serving:
-			if a, ok := attrs["grpc"]; ok {
-				grpcAddr, adminAddr = a, attrs["admin"]
-			}
-			if a, ok := attrs["authzen"]; ok {
-				authzenAddr = a
-			}
+			grpcAddr, adminAddr = attrs["grpc"], attrs["admin"]
+		case attrs := <-authzenServing:
+			authzenAddr = attrs["authzen"]
 		case code := <-done:
 			stopped = true
 			t.Fatalf("serve exited %d at start", code)
@@ -268,6 +266,15 @@ func TestServeVersion(t *testing.T) {
 	code := cli.Main(context.Background(), cli.Env{Args: []string{"serve", "-version"}, Stdout: &out, Stderr: &out})
 	if code != cli.ExitOK || !strings.HasPrefix(out.String(), "policy ") {
 		t.Errorf("serve -version: exit %d, output %q; want 0 and the version", code, out.String())
+	}
+}
+
+// servingWith recognises the "serving" line of the listener named.
+func servingWith(listener string) func([]byte) (map[string]string, bool) {
+	return func(line []byte) (map[string]string, bool) {
+		attrs, ok := launch.ServingLine(line)
+		_, named := attrs[listener]
+		return attrs, ok && named
 	}
 }
 
