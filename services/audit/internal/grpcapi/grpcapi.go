@@ -145,7 +145,7 @@ func toProto(r *audit.Record) (*auditv1.AuditRecord, error) {
 	return &auditv1.AuditRecord{
 		Sequence:   r.Sequence,
 		Event:      ev,
-		RecordedAt: timestamppb.New(r.RecordedAt),
+		RecordTime: timestamppb.New(r.RecordedAt),
 		PrevHash:   r.PrevHash,
 		Hash:       r.Hash,
 	}, nil

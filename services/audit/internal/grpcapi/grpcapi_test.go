@@ -196,7 +196,7 @@ func TestQueryEventsRecordContents(t *testing.T) {
 		{Sequence: 1, Event: event(0), PrevHash: ""},
 		{Sequence: 2, Event: event(1), PrevHash: got[0].GetHash()},
 	}
-	ignore := protocmp.IgnoreFields(&auditv1.AuditRecord{}, "hash", "recorded_at")
+	ignore := protocmp.IgnoreFields(&auditv1.AuditRecord{}, "hash", "record_time")
 	if diff := cmp.Diff(want, got, protocmp.Transform(), ignore); diff != "" {
 		t.Errorf("records (-want +got):\n%s", diff)
 	}

@@ -73,7 +73,7 @@ func (s *Server) IssueCredential(ctx context.Context, req *issuerv1.IssueCredent
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &issuerv1.IssueCredentialResponse{Credential: issuedProto(got), Decision: got.Decision}, nil
+	return &issuerv1.IssueCredentialResponse{Credential: toProto(got.Credential), Decision: got.Decision, Token: got.Token}, nil
 }
 
 // IntrospectCredential says whether a token is active; an unknown, forged,
@@ -112,7 +112,7 @@ func (s *Server) ExchangeCredential(ctx context.Context, req *issuerv1.ExchangeC
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &issuerv1.ExchangeCredentialResponse{Credential: issuedProto(got), Decision: got.Decision}, nil
+	return &issuerv1.ExchangeCredentialResponse{Credential: toProto(got.Credential), Decision: got.Decision, Token: got.Token}, nil
 }
 
 // RevokeCredentials revokes by exactly one of credential, task, agent or
@@ -171,18 +171,19 @@ func (s *Server) ListCredentials(ctx context.Context, req *issuerv1.ListCredenti
 // GetSigningKeys returns the JWK Set that verifies credentials.
 func (s *Server) GetSigningKeys(context.Context, *issuerv1.GetSigningKeysRequest) (*issuerv1.GetSigningKeysResponse, error) {
 	return &issuerv1.GetSigningKeysResponse{
-		Jwks:       string(s.iss.SigningKeys()),
-		Issuer:     s.iss.IssuerName(),
-		DefaultTtl: durationpb.New(s.iss.MaxTTL()),
+		Jwks:   string(s.iss.SigningKeys()),
+		Issuer: s.iss.IssuerName(),
+		MaxTtl: durationpb.New(s.iss.MaxTTL()),
 	}, nil
 }
 
-// toProto is a credential's metadata; the token is set by IssueCredential only.
+// toProto is a credential's metadata. The token has no field in it: only
+// the issue and exchange responses carry one.
 func toProto(c *issuer.Credential) *issuerv1.Credential {
 	return &issuerv1.Credential{
 		Id:              c.ID,
-		IssuedAt:        timestamppb.New(c.IssuedAt),
-		ExpiresAt:       timestamppb.New(c.ExpiresAt),
+		IssueTime:       timestamppb.New(c.IssuedAt),
+		ExpireTime:      timestamppb.New(c.ExpiresAt),
 		Scopes:          c.Scopes,
 		AgentId:         c.Agent.GetId(),
 		DelegatorId:     c.Delegator.GetId(),
@@ -281,12 +282,4 @@ func requestTTL(d *durationpb.Duration) (time.Duration, error) {
 		return 0, &issuer.InvalidArgumentError{Field: "ttl", Reason: err.Error()}
 	}
 	return d.AsDuration(), nil
-}
-
-// issuedProto is a credential just minted, with its token: the one place
-// a token leaves the issuer.
-func issuedProto(got *issuer.Issued) *issuerv1.Credential {
-	cred := toProto(got.Credential)
-	cred.Token = got.Token
-	return cred
 }

@@ -1,6 +1,7 @@
 package grpcapi_test
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	protov2 "google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -225,11 +227,11 @@ func TestIssuerService(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cred := resp.GetCredential()
-		if cred.GetToken() == "" || cred.GetId() == "" {
+		cred, token := resp.GetCredential(), resp.GetToken()
+		if token == "" || cred.GetId() == "" {
 			t.Fatalf("credential = %v", cred)
 		}
-		if life := cred.GetExpiresAt().AsTime().Sub(cred.GetIssuedAt().AsTime()); life != 15*time.Minute {
+		if life := cred.GetExpireTime().AsTime().Sub(cred.GetIssueTime().AsTime()); life != 15*time.Minute {
 			t.Errorf("credential lives %v, want policy's 15m", life)
 		}
 
@@ -245,7 +247,7 @@ func TestIssuerService(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		claims, err := v.Verify(ctx, cred.GetToken(), "tickets:read", "tickets:hold")
+		claims, err := v.Verify(ctx, token, "tickets:read", "tickets:hold")
 		if err != nil {
 			t.Fatalf("verify with the JWKS: %v", err)
 		}
@@ -266,12 +268,11 @@ func TestIssuerService(t *testing.T) {
 			t.Errorf("issued events = %v", evs)
 		}
 
-		in, err := e.client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: cred.GetToken()})
+		in, err := e.client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: token})
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := proto(cred)
-		want.Token = ""
 		if diff := cmp.Diff(&issuerv1.IntrospectCredentialResponse{Active: true, Credential: want}, in, protocmp.Transform()); diff != "" {
 			t.Errorf("introspection (-want +got):\n%s", diff)
 		}
@@ -280,7 +281,7 @@ func TestIssuerService(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(list.GetCredentials()) != 1 || list.GetCredentials()[0].GetToken() != "" || list.GetCredentials()[0].GetId() != cred.GetId() {
+		if len(list.GetCredentials()) != 1 || carriesToken(t, list, token) || list.GetCredentials()[0].GetId() != cred.GetId() {
 			t.Errorf("list = %v", list)
 		}
 
@@ -290,7 +291,7 @@ func TestIssuerService(t *testing.T) {
 		if err != nil || rev.GetRevoked() != 1 {
 			t.Fatalf("revoke = %v, %v", rev, err)
 		}
-		in, err = e.client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: cred.GetToken()})
+		in, err = e.client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: token})
 		if err != nil || in.GetActive() {
 			t.Errorf("introspect after revoke = %v, %v; want inactive", in, err)
 		}
@@ -333,7 +334,7 @@ func TestIssuerService(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					tokens = append(tokens, resp.GetCredential().GetToken())
+					tokens = append(tokens, resp.GetToken())
 				}
 				rev, err := e.client.RevokeCredentials(ctx, tt.sel(req))
 				if err != nil || rev.GetRevoked() != 2 {
@@ -366,7 +367,7 @@ func TestIssuerService(t *testing.T) {
 		if err != nil || done.GetRevoked() != 1 {
 			t.Fatalf("complete = %v, %v", done, err)
 		}
-		if in, err := e.client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: resp.GetCredential().GetToken()}); err != nil || in.GetActive() {
+		if in, err := e.client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: resp.GetToken()}); err != nil || in.GetActive() {
 			t.Errorf("introspect = %v, %v; want inactive", in, err)
 		}
 		completed := e.events(t)[eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED]
@@ -450,7 +451,7 @@ func TestIssuerService(t *testing.T) {
 			{"no delegator", func(r *issuerv1.IssueCredentialRequest) { r.Delegator = nil }, "delegator"},
 			{"no sensitivity", func(r *issuerv1.IssueCredentialRequest) { r.Task.Sensitivity = 0 }, "task.sensitivity"},
 			{"past deadline", func(r *issuerv1.IssueCredentialRequest) {
-				r.Task.Deadline = timestamppb.New(time.Now().Add(-time.Minute))
+				r.Task.DeadlineTime = timestamppb.New(time.Now().Add(-time.Minute))
 			}, "task.deadline"},
 			{"empty scopes", func(r *issuerv1.IssueCredentialRequest) { r.Scopes = nil }, "scopes"},
 			{"no ttl", func(r *issuerv1.IssueCredentialRequest) { r.Ttl = nil }, "ttl"},
@@ -501,7 +502,7 @@ func TestIssuerService(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, tok := range []string{"", "x", "a.b.c", forged.GetCredential().GetToken(), strings.Repeat("a", 9000)} {
+		for _, tok := range []string{"", "x", "a.b.c", forged.GetToken(), strings.Repeat("a", 9000)} {
 			in, err := e.client.IntrospectCredential(t.Context(), &issuerv1.IntrospectCredentialRequest{Token: tok})
 			if err != nil || in.GetActive() || in.GetCredential() != nil {
 				t.Errorf("introspect(%.10q) = %v, %v; want inactive", tok, in, err)
@@ -510,9 +511,19 @@ func TestIssuerService(t *testing.T) {
 	})
 }
 
+// carriesToken reports whether m holds token anywhere in its wire form.
+func carriesToken(t testing.TB, m protov2.Message, token string) bool {
+	t.Helper()
+	b, err := protov2.Marshal(m)
+	if err != nil {
+		t.Fatalf("marshal %T: %v", m, err)
+	}
+	return bytes.Contains(b, []byte(token))
+}
+
 func proto(c *issuerv1.Credential) *issuerv1.Credential {
 	return &issuerv1.Credential{
-		Id: c.Id, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt, Scopes: c.Scopes,
+		Id: c.Id, IssueTime: c.IssueTime, ExpireTime: c.ExpireTime, Scopes: c.Scopes,
 		AgentId: c.AgentId, DelegatorId: c.DelegatorId, TaskId: c.TaskId, Audience: c.Audience,
 		TaskPurpose: c.TaskPurpose, TaskSensitivity: c.TaskSensitivity, Profile: c.Profile,
 		PolicyVersion: c.PolicyVersion, Issuer: c.Issuer, AgentClass: c.AgentClass,

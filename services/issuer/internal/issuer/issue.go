@@ -158,13 +158,13 @@ func eventVerb(t eventsv1.EventType) string {
 // decision, is ErrPolicyUnavailable: without a decision there is no credential.
 func (s *Issuer) decide(ctx context.Context, r *IssueRequest, audience string, now time.Time) (*identityv1.Decision, error) {
 	return s.evaluate(ctx, &policyv1.EvaluateRequest{
-		Agent:     r.Agent,
-		Delegator: r.Delegator,
-		Task:      r.Task,
-		Scopes:    r.Scopes,
-		Ttl:       durationpb.New(r.TTL),
-		Time:      timestamppb.New(now),
-		Audience:  audience,
+		Agent:        r.Agent,
+		Delegator:    r.Delegator,
+		Task:         r.Task,
+		Scopes:       r.Scopes,
+		Ttl:          durationpb.New(r.TTL),
+		DecisionTime: timestamppb.New(now),
+		Audience:     audience,
 	})
 }
 
@@ -194,8 +194,8 @@ func (s *Issuer) ttl(r *IssueRequest, d *identityv1.Decision, now time.Time) (ti
 	if d.MaxTtl != nil {
 		ttl = min(ttl, d.GetMaxTtl().AsDuration())
 	}
-	if r.Task.Deadline != nil {
-		ttl = min(ttl, r.Task.GetDeadline().AsTime().Sub(now))
+	if r.Task.DeadlineTime != nil {
+		ttl = min(ttl, r.Task.GetDeadlineTime().AsTime().Sub(now))
 	}
 	if ttl < MinTTL {
 		return 0, invalid("task.deadline", "leaves less than %v", MinTTL)
@@ -248,8 +248,8 @@ func (s *Issuer) credentialEvent(t eventsv1.EventType, c *Credential, at time.Ti
 		Task:         c.Task,
 		Scopes:       c.Scopes,
 		Audience:     c.Audience,
-		IssuedAt:     timestamppb.New(c.IssuedAt),
-		ExpiresAt:    timestamppb.New(c.ExpiresAt),
+		IssueTime:    timestamppb.New(c.IssuedAt),
+		ExpireTime:   timestamppb.New(c.ExpiresAt),
 		Reason:       reason,
 		Issuer:       c.Issuer,
 		// A sub-agent's events name where its authority came from.

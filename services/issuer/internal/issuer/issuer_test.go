@@ -222,7 +222,7 @@ func validRequest() *issuer.IssueRequest {
 		Delegator: &identityv1.Delegator{Id: "user:alice@example.com", Attributes: map[string]string{"age_verified": "true"}},
 		Task: &identityv1.Task{
 			Id: "task-42", Purpose: "book two tickets", Sensitivity: identityv1.Sensitivity_SENSITIVITY_MEDIUM,
-			Deadline: timestamppb.New(t0.Add(2 * time.Hour)),
+			DeadlineTime: timestamppb.New(t0.Add(2 * time.Hour)),
 		},
 		Scopes: []string{"tickets:read", "tickets:hold"},
 		TTL:    10 * time.Minute,
@@ -274,12 +274,12 @@ func TestIssueValidation(t *testing.T) {
 		{"purpose not UTF-8", func(r *issuer.IssueRequest) { r.Task.Purpose = "\xff" }, "task.purpose"},
 		{"sensitivity unspecified", func(r *issuer.IssueRequest) { r.Task.Sensitivity = 0 }, "task.sensitivity"},
 		{"sensitivity unknown", func(r *issuer.IssueRequest) { r.Task.Sensitivity = 42 }, "task.sensitivity"},
-		{"deadline in the past", func(r *issuer.IssueRequest) { r.Task.Deadline = timestamppb.New(t0.Add(-time.Second)) }, "task.deadline"},
-		{"deadline now", func(r *issuer.IssueRequest) { r.Task.Deadline = timestamppb.New(t0) }, "task.deadline"},
+		{"deadline in the past", func(r *issuer.IssueRequest) { r.Task.DeadlineTime = timestamppb.New(t0.Add(-time.Second)) }, "task.deadline"},
+		{"deadline now", func(r *issuer.IssueRequest) { r.Task.DeadlineTime = timestamppb.New(t0) }, "task.deadline"},
 		{"deadline under a second away", func(r *issuer.IssueRequest) {
-			r.Task.Deadline = timestamppb.New(t0.Add(500 * time.Millisecond))
+			r.Task.DeadlineTime = timestamppb.New(t0.Add(500 * time.Millisecond))
 		}, "task.deadline"},
-		{"deadline invalid", func(r *issuer.IssueRequest) { r.Task.Deadline = &timestamppb.Timestamp{Nanos: -1} }, "task.deadline"},
+		{"deadline invalid", func(r *issuer.IssueRequest) { r.Task.DeadlineTime = &timestamppb.Timestamp{Nanos: -1} }, "task.deadline"},
 		{"no scopes", func(r *issuer.IssueRequest) { r.Scopes = nil }, "scopes"},
 		{"too many scopes", func(r *issuer.IssueRequest) {
 			r.Scopes = many(issuer.MaxScopes+1, func(i int) string { return fmt.Sprint("s", i) })
@@ -360,9 +360,9 @@ func TestIssueTTLIsTheShortestBound(t *testing.T) {
 			f := newFixture(t, p, t0)
 			r := validRequest()
 			r.TTL = tt.requested
-			r.Task.Deadline = nil
+			r.Task.DeadlineTime = nil
 			if tt.deadline > 0 {
-				r.Task.Deadline = timestamppb.New(t0.Add(tt.deadline))
+				r.Task.DeadlineTime = timestamppb.New(t0.Add(tt.deadline))
 			}
 			got, err := f.iss.Issue(t.Context(), r)
 			if err != nil {
@@ -517,7 +517,7 @@ func TestIssue(t *testing.T) {
 		return &eventsv1.LifecycleEvent{
 			Id: id, Type: typ, Time: timestamppb.New(at), CredentialId: "id-1",
 			Agent: r.Agent, Delegator: r.Delegator, Task: r.Task, Scopes: []string{"tickets:hold"},
-			Audience: "tickets-api", IssuedAt: timestamppb.New(t0), ExpiresAt: timestamppb.New(t0.Add(10 * time.Minute)),
+			Audience: "tickets-api", IssueTime: timestamppb.New(t0), ExpireTime: timestamppb.New(t0.Add(10 * time.Minute)),
 			Issuer: testIssuer,
 		}
 	}

@@ -179,8 +179,8 @@ func validateDelegator(d *identityv1.Delegator) error {
 	if err := validateText("delegator.time_zone", d.GetTimeZone(), MaxIDBytes); err != nil {
 		return err
 	}
-	if d.AuthenticatedAt != nil {
-		if err := d.GetAuthenticatedAt().CheckValid(); err != nil {
+	if d.AuthenticateTime != nil {
+		if err := d.GetAuthenticateTime().CheckValid(); err != nil {
 			return invalid("delegator.authenticated_at", "%v", err)
 		}
 	}
@@ -200,11 +200,11 @@ func validateTask(t *identityv1.Task, now time.Time) error {
 	if err := validateSensitivity("task.sensitivity", t.GetSensitivity()); err != nil {
 		return err
 	}
-	if t.Deadline != nil {
-		if err := t.GetDeadline().CheckValid(); err != nil {
+	if t.DeadlineTime != nil {
+		if err := t.GetDeadlineTime().CheckValid(); err != nil {
 			return invalid("task.deadline", "%v", err)
 		}
-		if !t.GetDeadline().AsTime().After(now) {
+		if !t.GetDeadlineTime().AsTime().After(now) {
 			return invalid("task.deadline", "is in the past")
 		}
 	}

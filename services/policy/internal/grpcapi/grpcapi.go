@@ -82,7 +82,7 @@ func (s *Server) GetPolicySet(context.Context, *policyv1.GetPolicySetRequest) (*
 	st := s.engine.Status()
 	resp := &policyv1.GetPolicySetResponse{
 		Version:   st.Set.Version(),
-		LoadedAt:  timestamppb.New(st.LoadedAt),
+		LoadTime:  timestamppb.New(st.LoadedAt),
 		Source:    st.Set.Source(),
 		PolicyIds: st.Set.PolicyIDs(),
 	}
@@ -90,7 +90,7 @@ func (s *Server) GetPolicySet(context.Context, *policyv1.GetPolicySetRequest) (*
 		// Load errors describe policy files (file, line, policy), never
 		// request data, so operators may see them.
 		resp.LastError = st.LastError.Error()
-		resp.LastErrorAt = timestamppb.New(st.LastErrAt)
+		resp.LastErrorTime = timestamppb.New(st.LastErrAt)
 	}
 	return resp, nil
 }
@@ -164,16 +164,16 @@ func toRequest(r *policyv1.EvaluateRequest) policy.Request {
 	for _, a := range r.GetAgentChain() {
 		req.AgentChain = append(req.AgentChain, toAgent(a))
 	}
-	if t := r.GetDelegator().GetAuthenticatedAt(); t != nil {
+	if t := r.GetDelegator().GetAuthenticateTime(); t != nil {
 		req.Delegator.AuthenticatedAt = t.AsTime()
 	}
-	if t := r.GetTask().GetDeadline(); t != nil {
+	if t := r.GetTask().GetDeadlineTime(); t != nil {
 		req.Task.Deadline = t.AsTime()
 	}
 	if d := r.GetTtl(); d != nil {
 		req.TTL = d.AsDuration()
 	}
-	if t := r.GetTime(); t != nil {
+	if t := r.GetDecisionTime(); t != nil {
 		req.Time = t.AsTime()
 	}
 	return req
