@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/jitid/jitid/pkg/grpcserver"
 	"github.com/jitid/jitid/pkg/localinfra"
+	"github.com/jitid/jitid/pkg/statusreason"
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
@@ -248,7 +250,6 @@ func TestQueryEventsInvalidArgument(t *testing.T) {
 		req  *auditv1.QueryEventsRequest
 	}{
 		{"negative page size", &auditv1.QueryEventsRequest{PageSize: -1}},
-		{"page size over max", &auditv1.QueryEventsRequest{PageSize: 1001}},
 		{"page token not base64", &auditv1.QueryEventsRequest{PageToken: "!!"}},
 		{"page token of another form", &auditv1.QueryEventsRequest{PageToken: base64.RawURLEncoding.EncodeToString([]byte("offset:10"))}},
 		{"page token with zero sequence", &auditv1.QueryEventsRequest{PageToken: base64.RawURLEncoding.EncodeToString([]byte("seq1:0"))}},
@@ -263,13 +264,25 @@ func TestQueryEventsInvalidArgument(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := f.client.QueryEvents(context.Background(), tt.req)
-			if status.Code(err) != codes.InvalidArgument {
-				t.Errorf("QueryEvents() code = %v, want InvalidArgument (%v)", status.Code(err), err)
+			if status.Code(err) != codes.InvalidArgument || statusreason.Of(err) != statusreason.InvalidRequest {
+				t.Errorf("QueryEvents() code = %v, reason %q, want InvalidArgument, %s (%v)", status.Code(err), statusreason.Of(err), statusreason.InvalidRequest, err)
 			}
 		})
 	}
 	if _, err := f.client.QueryEvents(context.Background(), &auditv1.QueryEventsRequest{PageSize: 1000}); err != nil {
 		t.Errorf("QueryEvents(page_size 1000) = %v", err)
+	}
+}
+
+// AIP-158: a page size above the largest page is served at the largest
+// page, not refused.
+func TestQueryEventsPageSizeAboveMaxIsCoerced(t *testing.T) {
+	t.Parallel()
+	f := start(t)
+	for _, n := range []int32{1001, math.MaxInt32} {
+		if _, err := f.client.QueryEvents(context.Background(), &auditv1.QueryEventsRequest{PageSize: n}); err != nil {
+			t.Errorf("QueryEvents(page_size %d) = %v; want the largest page", n, err)
+		}
 	}
 }
 

@@ -9,14 +9,16 @@ import (
 	"fmt"
 	"log/slog"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/jitid/jitid/pkg/reqrules"
+	"github.com/jitid/jitid/pkg/statusreason"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	policyv1 "github.com/jitid/jitid/proto/jitid/policy/v1"
 	"github.com/jitid/jitid/services/policy/internal/policy"
@@ -48,6 +50,9 @@ func Register(gs grpc.ServiceRegistrar, hs *health.Server, s *Server) {
 
 // Evaluate implements policyv1.PolicyServiceServer.
 func (s *Server) Evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*policyv1.EvaluateResponse, error) {
+	if err := reqrules.Check(req); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	d, err := s.engine.Evaluate(ctx, ToRequest(req))
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
@@ -59,8 +64,8 @@ func (s *Server) Evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*
 // Evaluate and lists, per scope, every policy of the set: whether it
 // applied, whether it decided, and why.
 func (s *Server) Explain(ctx context.Context, req *policyv1.ExplainRequest) (*policyv1.ExplainResponse, error) {
-	if req.GetRequest() == nil {
-		return nil, status.Error(codes.InvalidArgument, "request: required")
+	if err := reqrules.Check(req); err != nil {
+		return nil, s.toStatus(ctx, err)
 	}
 	ex, err := s.engine.Explain(ctx, ToRequest(req.GetRequest()))
 	if err != nil {
@@ -95,21 +100,38 @@ func (s *Server) GetPolicySet(context.Context, *policyv1.GetPolicySetRequest) (*
 	return resp, nil
 }
 
-// toStatus maps an engine error to a status. Only request mistakes carry
-// their message to the caller; anything else is logged and reported as
-// Internal without detail.
+// toStatus maps an engine error to a status carrying an ErrorInfo whose
+// reason (package statusreason) tells the cases apart. Only request
+// mistakes carry their message to the caller; anything else is logged and
+// reported as Internal without detail.
+//
+//	*reqrules.Error     INVALID_ARGUMENT   INVALID_REQUEST; BadRequest lists every field
+//	*policy.FieldError  INVALID_ARGUMENT   INVALID_REQUEST; BadRequest names the field
+//	context ended       DEADLINE_EXCEEDED / CANCELED
+//	anything else       INTERNAL           generic message
 func (s *Server) toStatus(ctx context.Context, err error) error {
-	var fe *policy.FieldError
+	var (
+		rules *reqrules.Error
+		fe    *policy.FieldError
+	)
 	switch {
+	case errors.As(err, &rules):
+		br := &errdetails.BadRequest{}
+		for _, v := range rules.Violations {
+			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Description})
+		}
+		return statusreason.Error(codes.InvalidArgument, rules.Error(), statusreason.InvalidRequest, nil, br)
 	case errors.As(err, &fe):
-		return status.Error(codes.InvalidArgument, fe.Error())
+		return statusreason.Error(codes.InvalidArgument, fe.Error(), statusreason.InvalidRequest, nil, &errdetails.BadRequest{
+			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: fe.Field, Description: fe.Problem}},
+		})
 	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+		return statusreason.Error(codes.DeadlineExceeded, "deadline exceeded", statusreason.DeadlineExceeded, nil)
 	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, "canceled")
+		return statusreason.Error(codes.Canceled, "canceled", statusreason.Canceled, nil)
 	}
 	s.log.ErrorContext(ctx, "evaluate failed", "error", err)
-	return status.Error(codes.Internal, "internal error")
+	return statusreason.Error(codes.Internal, "internal error", statusreason.Internal, nil)
 }
 
 func toPolicyResult(p *policy.PolicyExplanation) *policyv1.PolicyResult {
