@@ -172,7 +172,9 @@ func (s *Issuer) evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*
 	d, err := s.policy.Evaluate(ctx, req)
 	switch {
 	case err != nil:
-		if errors.Is(err, ErrPolicyUnavailable) {
+		// A request policy refused as invalid is the caller's to fix; it
+		// passes through with its fields. Anything else fails closed.
+		if errors.Is(err, ErrPolicyUnavailable) || errors.Is(err, ErrInvalidArgument) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("%w: %v", ErrPolicyUnavailable, err)
