@@ -452,7 +452,7 @@ func TestIssuerService(t *testing.T) {
 			{"no sensitivity", func(r *issuerv1.IssueCredentialRequest) { r.Task.Sensitivity = 0 }, "task.sensitivity"},
 			{"past deadline", func(r *issuerv1.IssueCredentialRequest) {
 				r.Task.DeadlineTime = timestamppb.New(time.Now().Add(-time.Minute))
-			}, "task.deadline"},
+			}, "task.deadline_time"},
 			{"empty scopes", func(r *issuerv1.IssueCredentialRequest) { r.Scopes = nil }, "scopes"},
 			{"no ttl", func(r *issuerv1.IssueCredentialRequest) { r.Ttl = nil }, "ttl"},
 			{"zero ttl", func(r *issuerv1.IssueCredentialRequest) { r.Ttl = durationpb.New(0) }, "ttl"},

@@ -117,7 +117,7 @@ func (s *Issuer) mint(ctx context.Context, c *Credential, t eventsv1.EventType, 
 	issuedAt := now.Truncate(time.Second)
 	expiresAt := now.Add(ttl).Truncate(time.Second)
 	if !expiresAt.After(issuedAt) {
-		return nil, invalid("task.deadline", "leaves less than %v", MinTTL)
+		return nil, invalid("task.deadline_time", "leaves less than %v", MinTTL)
 	}
 	c.ID = s.newID()
 	c.Issuer = s.cfg.Issuer
@@ -200,7 +200,7 @@ func (s *Issuer) ttl(r *IssueRequest, d *identityv1.Decision, now time.Time) (ti
 		ttl = min(ttl, r.Task.GetDeadlineTime().AsTime().Sub(now))
 	}
 	if ttl < MinTTL {
-		return 0, invalid("task.deadline", "leaves less than %v", MinTTL)
+		return 0, invalid("task.deadline_time", "leaves less than %v", MinTTL)
 	}
 	return ttl, nil
 }
