@@ -190,3 +190,15 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+func BenchmarkCheckIssueRequest(b *testing.B) {
+	r := issueRequest()
+	if err := reqrules.Prepare(); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := reqrules.Check(r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

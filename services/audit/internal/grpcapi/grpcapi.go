@@ -36,6 +36,11 @@ func New(svc *audit.Service, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
+	// Compiled now, not in the first request's deadline; a failure (a
+	// bug in the rules) is returned by every Check as well.
+	if err := reqrules.Prepare(); err != nil {
+		log.Error("request rules do not compile", "error", err)
+	}
 	return &Server{svc: svc, log: log}
 }
 

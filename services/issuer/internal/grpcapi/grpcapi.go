@@ -46,6 +46,11 @@ func New(iss *issuer.Issuer, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
+	// Compiled now, not in the first request's deadline; a failure (a
+	// bug in the rules) is returned by every Check as well.
+	if err := reqrules.Prepare(); err != nil {
+		log.Error("request rules do not compile", "error", err)
+	}
 	return &Server{iss: iss, log: log}
 }
 
@@ -56,9 +61,7 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 
 // IssueCredential asks policy and, when it allows, mints a credential.
 func (s *Server) IssueCredential(ctx context.Context, req *issuerv1.IssueCredentialRequest) (*issuerv1.IssueCredentialResponse, error) {
-	if err := reqrules.Check(req); err != nil {
-		return nil, s.toStatus(ctx, err)
-	}
+	// The domain checks the request with pkg/reqrules, on every path.
 	r := &issuer.IssueRequest{
 		Agent:     req.GetAgent(),
 		Delegator: req.GetDelegator(),
@@ -101,9 +104,7 @@ func (s *Server) IntrospectCredential(ctx context.Context, req *issuerv1.Introsp
 // (RFC 8693 semantics): narrower scopes, no longer life, no lower
 // sensitivity, policy asked again with the whole chain.
 func (s *Server) ExchangeCredential(ctx context.Context, req *issuerv1.ExchangeCredentialRequest) (*issuerv1.ExchangeCredentialResponse, error) {
-	if err := reqrules.Check(req); err != nil {
-		return nil, s.toStatus(ctx, err)
-	}
+	// The domain checks the request with pkg/reqrules, on every path.
 	r := &issuer.ExchangeRequest{
 		SubjectToken: req.GetSubjectToken(),
 		Agent:        req.GetAgent(),
