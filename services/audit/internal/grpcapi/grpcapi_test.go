@@ -446,10 +446,10 @@ func TestStoreDownIsUnavailable(t *testing.T) {
 	client := auditv1.NewAuditServiceClient(conn)
 	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
 	defer ccancel()
-	if _, err := client.QueryEvents(cctx, &auditv1.QueryEventsRequest{}); status.Code(err) != codes.Unavailable {
-		t.Errorf("QueryEvents with the store down: %v, want UNAVAILABLE", err)
+	if _, err := client.QueryEvents(cctx, &auditv1.QueryEventsRequest{}); status.Code(err) != codes.Unavailable || statusreason.Of(err) != statusreason.StoreUnavailable {
+		t.Errorf("QueryEvents with the store down: %v (reason %q), want UNAVAILABLE, %s", err, statusreason.Of(err), statusreason.StoreUnavailable)
 	}
-	if _, err := client.VerifyLog(cctx, &auditv1.VerifyLogRequest{}); status.Code(err) != codes.Unavailable {
-		t.Errorf("VerifyLog with the store down: %v, want UNAVAILABLE", err)
+	if _, err := client.VerifyLog(cctx, &auditv1.VerifyLogRequest{}); status.Code(err) != codes.Unavailable || statusreason.Of(err) != statusreason.StoreUnavailable {
+		t.Errorf("VerifyLog with the store down: %v (reason %q), want UNAVAILABLE, %s", err, statusreason.Of(err), statusreason.StoreUnavailable)
 	}
 }
