@@ -21,12 +21,17 @@ import (
 )
 
 // refusingPolicy answers every Evaluate with INVALID_ARGUMENT and two field
-// violations, as the policy service does for a request it finds invalid.
+// violations, as the policy service does for a request it finds invalid;
+// bare, it sends the code alone, without ErrorInfo or violations.
 type refusingPolicy struct {
 	policyv1.UnimplementedPolicyServiceServer
+	bare bool
 }
 
-func (refusingPolicy) Evaluate(context.Context, *policyv1.EvaluateRequest) (*policyv1.EvaluateResponse, error) {
+func (p refusingPolicy) Evaluate(context.Context, *policyv1.EvaluateRequest) (*policyv1.EvaluateResponse, error) {
+	if p.bare {
+		return nil, status.Error(codes.InvalidArgument, "invalid")
+	}
 	return nil, statusreason.Error(codes.InvalidArgument, "invalid request", statusreason.InvalidRequest, nil, &errdetails.BadRequest{
 		FieldViolations: []*errdetails.BadRequest_FieldViolation{
 			{Field: "delegator.time_zone", Description: "is not an IANA time zone name"},
@@ -35,14 +40,14 @@ func (refusingPolicy) Evaluate(context.Context, *policyv1.EvaluateRequest) (*pol
 	})
 }
 
-func startRefusingPolicy(t *testing.T) string {
+func startRefusingPolicy(t *testing.T, p refusingPolicy) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer()
-	policyv1.RegisterPolicyServiceServer(gs, refusingPolicy{})
+	policyv1.RegisterPolicyServiceServer(gs, p)
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
 	return lis.Addr().String()
@@ -58,7 +63,7 @@ func violations(err error) []string {
 
 func TestPolicyInvalidArgumentReachesTheCallerAsInvalidArgument(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, testserver.RedisAddr(t), startRefusingPolicy(t))
+	e := newEnv(t, testserver.RedisAddr(t), startRefusingPolicy(t, refusingPolicy{}))
 	_, err := e.client.IssueCredential(t.Context(), request("task-policy-refuses"))
 	if status.Code(err) != codes.InvalidArgument || statusreason.Of(err) != statusreason.InvalidRequest {
 		t.Fatalf("IssueCredential = %v (reason %q); want INVALID_ARGUMENT, %s", err, statusreason.Of(err), statusreason.InvalidRequest)
@@ -69,6 +74,20 @@ func TestPolicyInvalidArgumentReachesTheCallerAsInvalidArgument(t *testing.T) {
 	}
 	if keys := e.credentialKeys(t); len(keys) != 0 {
 		t.Errorf("credentials stored after policy refused the request: %v", keys)
+	}
+}
+
+// An INVALID_ARGUMENT from policy that names no field is not taken as the
+// caller's mistake: the issuer fails closed, as for any other policy failure.
+func TestPolicyInvalidArgumentWithoutViolationsFailsClosed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testserver.RedisAddr(t), startRefusingPolicy(t, refusingPolicy{bare: true}))
+	_, err := e.client.IssueCredential(t.Context(), request("task-policy-bare"))
+	if status.Code(err) != codes.Unavailable || statusreason.Of(err) != statusreason.PolicyUnavailable {
+		t.Fatalf("IssueCredential = %v (reason %q); want UNAVAILABLE, %s", err, statusreason.Of(err), statusreason.PolicyUnavailable)
+	}
+	if keys := e.credentialKeys(t); len(keys) != 0 {
+		t.Errorf("credentials stored: %v", keys)
 	}
 }
 
