@@ -73,8 +73,7 @@ type IssuerServiceClient interface {
 	RevokeCredentials(ctx context.Context, in *RevokeCredentialsRequest, opts ...grpc.CallOption) (*RevokeCredentialsResponse, error)
 	// CompleteTask revokes every credential of a task and records its end.
 	//
-	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; FAILED_PRECONDITION the
-	// task is already completed [TASK_COMPLETED]; UNAVAILABLE
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAVAILABLE
 	// [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED, CANCELED; INTERNAL.
 	CompleteTask(ctx context.Context, in *CompleteTaskRequest, opts ...grpc.CallOption) (*CompleteTaskResponse, error)
 	// ListCredentials lists live credentials; metadata only, never tokens.
@@ -216,8 +215,7 @@ type IssuerServiceServer interface {
 	RevokeCredentials(context.Context, *RevokeCredentialsRequest) (*RevokeCredentialsResponse, error)
 	// CompleteTask revokes every credential of a task and records its end.
 	//
-	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; FAILED_PRECONDITION the
-	// task is already completed [TASK_COMPLETED]; UNAVAILABLE
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAVAILABLE
 	// [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED, CANCELED; INTERNAL.
 	CompleteTask(context.Context, *CompleteTaskRequest) (*CompleteTaskResponse, error)
 	// ListCredentials lists live credentials; metadata only, never tokens.
