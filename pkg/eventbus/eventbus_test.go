@@ -40,8 +40,8 @@ func sampleEvent() *eventsv1.LifecycleEvent {
 		Task:         &identityv1.Task{Id: "task-42", Purpose: "summarise Q3 tickets", Sensitivity: identityv1.Sensitivity_SENSITIVITY_MEDIUM},
 		Scopes:       []string{"tickets:read"},
 		Audience:     "jitid",
-		IssuedAt:     timestamppb.New(at),
-		ExpiresAt:    timestamppb.New(at.Add(10 * time.Minute)),
+		IssueTime:    timestamppb.New(at),
+		ExpireTime:   timestamppb.New(at.Add(10 * time.Minute)),
 		Issuer:       "https://jitid.local",
 	}
 }
@@ -103,7 +103,7 @@ func legacyEncode(t *testing.T, source string, ev *eventsv1.LifecycleEvent, opts
 func roundTripEvents() map[string]*eventsv1.LifecycleEvent {
 	denied := issuedWithDecision()
 	denied.Type = eventsv1.EventType_EVENT_TYPE_CREDENTIAL_DENIED
-	denied.CredentialId, denied.IssuedAt, denied.ExpiresAt = "", nil, nil
+	denied.CredentialId, denied.IssueTime, denied.ExpireTime = "", nil, nil
 	denied.Decision.Allow, denied.Decision.GrantedScopes = false, nil
 	denied.RequestedScopes = []string{"tickets:read", "payments:send"}
 	denied.RequestedTtl = durationpb.New(90 * time.Second)
@@ -187,7 +187,7 @@ func TestEncodeRefuses(t *testing.T) {
 		{"no type", "", mutate(func(ev *eventsv1.LifecycleEvent) { ev.Type = 0 }), true},
 		{"invalid UTF-8", "", mutate(func(ev *eventsv1.LifecycleEvent) { ev.Agent.Id = "a\xc3" }), false},
 		{"invalid UTF-8 source", "urn:\xff", sampleEvent(), false},
-		{"time out of range", "", mutate(func(ev *eventsv1.LifecycleEvent) { ev.ExpiresAt.Seconds = 1 << 40 }), false},
+		{"time out of range", "", mutate(func(ev *eventsv1.LifecycleEvent) { ev.ExpireTime.Seconds = 1 << 40 }), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -246,7 +246,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"truncated", good[:len(good)-1]},
 		{"invalid UTF-8 in data", bytes.Replace(good, []byte("summarise"), []byte("summ\xffrise"), 1)},
 		{"field twice", bytes.Replace(good, []byte(`"audience":"jitid"`), []byte(`"audience":"jitid","audience":"x"`), 1)},
-		{"bad timestamp", bytes.Replace(good, []byte(`"issuedAt":"2026-11-29T10:00:00Z"`), []byte(`"issuedAt":"2026-13-29T10:00:00Z"`), 1)},
+		{"bad timestamp", bytes.Replace(good, []byte(`"issueTime":"2026-11-29T10:00:00Z"`), []byte(`"issueTime":"2026-13-29T10:00:00Z"`), 1)},
 		{"bad enum", bytes.Replace(good, []byte(`"class":"AGENT_CLASS_EPHEMERAL"`), []byte(`"class":true`), 1)},
 	}
 	for _, tt := range tests {

@@ -55,7 +55,7 @@ func TestAuditRestartAndTamper(t *testing.T) {
 	}
 	s.audit.Start()
 
-	issued := append(append([]*issuerv1.Credential{}, before...), during...)
+	issued := append(append([]*issuedCred{}, before...), during...)
 	s.expectIssuedOnce(t, delegator, issued, 30*time.Second)
 	s.expectOncePerCredential(t, evRevoked, sorted(rev.GetCredentialIds()))
 

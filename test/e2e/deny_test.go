@@ -188,5 +188,5 @@ func TestInvalidArgument(t *testing.T) {
 	}
 	// Nothing reached the audit log either: a valid request made after all
 	// of them is the only record there, once its event has arrived.
-	s.expectOnlyIssued(t, []*issuerv1.Credential{s.issue(t, s.party("valid").request())})
+	s.expectOnlyIssued(t, []*issuedCred{s.issue(t, s.party("valid").request())})
 }

@@ -8,7 +8,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
-	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
 	"github.com/jitid/jitid/testkit"
 )
 
@@ -22,7 +21,7 @@ func TestExpiry(t *testing.T) {
 	s := startStack(t, stackOptions{issuers: 2, sweepInterval: 100 * time.Millisecond})
 
 	const perIssuer = 4
-	var creds []*issuerv1.Credential
+	var creds []*issuedCred
 	for i, client := range s.issuerAll {
 		for j := 0; j < perIssuer; j++ {
 			r := s.party(fmt.Sprintf("exp-%d-%d", i, j)).request()
@@ -33,10 +32,10 @@ func TestExpiry(t *testing.T) {
 	ids := credIDs(creds...)
 	latest := time.Time{}
 	for _, c := range creds {
-		if life := c.GetExpiresAt().AsTime().Sub(c.GetIssuedAt().AsTime()); life > 2*time.Second {
+		if life := c.GetExpireTime().AsTime().Sub(c.GetIssueTime().AsTime()); life > 2*time.Second {
 			t.Errorf("credential %s lives %v; asked for 2s", c.GetId(), life)
 		}
-		if e := c.GetExpiresAt().AsTime(); e.After(latest) {
+		if e := c.GetExpireTime().AsTime(); e.After(latest) {
 			latest = e
 		}
 	}
@@ -60,9 +59,9 @@ func TestExpiry(t *testing.T) {
 			continue
 		}
 		ev := recs[0].GetEvent()
-		if late := ev.GetTime().AsTime().Sub(c.GetExpiresAt().AsTime()); late > 2*time.Second || late < -time.Second {
+		if late := ev.GetTime().AsTime().Sub(c.GetExpireTime().AsTime()); late > 2*time.Second || late < -time.Second {
 			t.Errorf("credential %s expired at %v, event at %v: %v late; want within 2s",
-				c.GetId(), c.GetExpiresAt().AsTime(), ev.GetTime().AsTime(), late)
+				c.GetId(), c.GetExpireTime().AsTime(), ev.GetTime().AsTime(), late)
 		}
 		if ev.GetAgent().GetId() != c.GetAgentId() || ev.GetTask().GetId() != c.GetTaskId() || ev.GetDelegator().GetId() != c.GetDelegatorId() {
 			t.Errorf("expired event for %s lacks its delegation context: %v", c.GetId(), ev)

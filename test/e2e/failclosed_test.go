@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
-	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
 )
 
 // TestPolicyUnavailable proves "no credential without a decision": with
@@ -23,7 +22,7 @@ func TestPolicyUnavailable(t *testing.T) {
 
 	// Granted credentials: before, between and after the outages. They
 	// are all the audit log and Redis may hold at the end.
-	var granted []*issuerv1.Credential
+	var granted []*issuedCred
 	granted = append(granted, s.issueWhenAvailable(t, "before"))
 
 	t.Run("policy hangs", func(t *testing.T) {
@@ -74,9 +73,9 @@ func TestPolicyUnavailable(t *testing.T) {
 // issueWhenAvailable issues a valid credential, retrying UNAVAILABLE for a
 // while: a server that was away (policy, NATS) may take the issuer's
 // clients a moment to reconnect to.
-func (s *stack) issueWhenAvailable(t testing.TB, suffix string) *issuerv1.Credential {
+func (s *stack) issueWhenAvailable(t testing.TB, suffix string) *issuedCred {
 	t.Helper()
-	var cred *issuerv1.Credential
+	var cred *issuedCred
 	waitFor(t, 15*time.Second, "the issuer to grant a valid request", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -87,7 +86,7 @@ func (s *stack) issueWhenAvailable(t testing.TB, suffix string) *issuerv1.Creden
 			}
 			return false
 		}
-		cred = resp.GetCredential()
+		cred = &issuedCred{Credential: resp.GetCredential(), token: resp.GetToken()}
 		return true
 	})
 	return cred
@@ -95,7 +94,7 @@ func (s *stack) issueWhenAvailable(t testing.TB, suffix string) *issuerv1.Creden
 
 // expectOnlyIssued waits for the issued events of creds and fails unless
 // they are all the audit log holds: whatever else happened wrote no event.
-func (s *stack) expectOnlyIssued(t testing.TB, creds []*issuerv1.Credential) {
+func (s *stack) expectOnlyIssued(t testing.TB, creds []*issuedCred) {
 	t.Helper()
 	want := map[string]string{}
 	for _, c := range creds {

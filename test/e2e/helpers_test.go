@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
@@ -59,12 +61,12 @@ func (p party) request() *issuerv1.IssueCredentialRequest {
 }
 
 // issue asks for a credential and fails the test unless it is granted.
-func (s *stack) issue(t testing.TB, req *issuerv1.IssueCredentialRequest) *issuerv1.Credential {
+func (s *stack) issue(t testing.TB, req *issuerv1.IssueCredentialRequest) *issuedCred {
 	t.Helper()
 	return s.issueVia(t, s.issuer, req)
 }
 
-func (s *stack) issueVia(t testing.TB, c issuerv1.IssuerServiceClient, req *issuerv1.IssueCredentialRequest) *issuerv1.Credential {
+func (s *stack) issueVia(t testing.TB, c issuerv1.IssuerServiceClient, req *issuerv1.IssueCredentialRequest) *issuedCred {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -72,11 +74,31 @@ func (s *stack) issueVia(t testing.TB, c issuerv1.IssuerServiceClient, req *issu
 	if err != nil {
 		t.Fatalf("IssueCredential(agent %s, task %s): %v", req.GetAgent().GetId(), req.GetTask().GetId(), err)
 	}
-	if resp.GetCredential().GetId() == "" || resp.GetCredential().GetToken() == "" {
+	if resp.GetCredential().GetId() == "" || resp.GetToken() == "" {
 		t.Fatalf("IssueCredential returned no credential id or token: %v", resp)
 	}
-	return resp.GetCredential()
+	return &issuedCred{Credential: resp.GetCredential(), token: resp.GetToken()}
 }
+
+// issuedCred is a credential with the token its issue response carried
+// (the Credential message never carries one).
+type issuedCred struct {
+	*issuerv1.Credential
+	token string
+}
+
+// carriesToken reports whether m holds token anywhere in its wire form.
+func carriesToken(t testing.TB, m proto.Message, token string) bool {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatalf("marshal %T: %v", m, err)
+	}
+	return bytes.Contains(b, []byte(token))
+}
+
+// GetToken returns the signed token.
+func (c *issuedCred) GetToken() string { return c.token }
 
 // introspect returns whether the token is active.
 func (s *stack) introspect(t testing.TB, token string) *issuerv1.IntrospectCredentialResponse {
@@ -193,7 +215,7 @@ func (s *stack) referencesTo(t testing.TB, ids []string) []string {
 	return found
 }
 
-func credIDs(creds ...*issuerv1.Credential) []string {
+func credIDs(creds ...*issuedCred) []string {
 	ids := make([]string, len(creds))
 	for i, c := range creds {
 		ids[i] = c.GetId()

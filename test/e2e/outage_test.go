@@ -12,23 +12,22 @@ import (
 
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
-	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
 	"github.com/jitid/jitid/testkit"
 )
 
 // issueMany issues n credentials for one delegator across tasks (so across
 // shards), a few at a time, and fails the test on any error.
-func (s *stack) issueMany(t testing.TB, n int, delegator, tag string) []*issuerv1.Credential {
+func (s *stack) issueMany(t testing.TB, n int, delegator, tag string) []*issuedCred {
 	t.Helper()
 	return s.issueManyThen(t, n, delegator, tag, nil)
 }
 
 // issueManyThen is issueMany that calls after (when not nil) with the
 // number issued so far after each success, from the issuing goroutines.
-func (s *stack) issueManyThen(t testing.TB, n int, delegator, tag string, after func(issued int64)) []*issuerv1.Credential {
+func (s *stack) issueManyThen(t testing.TB, n int, delegator, tag string, after func(issued int64)) []*issuedCred {
 	t.Helper()
 	var issued atomic.Int64
-	creds := make([]*issuerv1.Credential, n)
+	creds := make([]*issuedCred, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
@@ -42,7 +41,7 @@ func (s *stack) issueManyThen(t testing.TB, n int, delegator, tag string, after 
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			resp, err := s.issuer.IssueCredential(ctx, r)
-			creds[i], errs[i] = resp.GetCredential(), err
+			creds[i], errs[i] = &issuedCred{Credential: resp.GetCredential(), token: resp.GetToken()}, err
 			if err == nil && after != nil {
 				after(issued.Add(1))
 			}
@@ -66,7 +65,7 @@ func (s *stack) issueManyThen(t testing.TB, n int, delegator, tag string, after 
 
 // expectIssuedOnce waits until the audit log holds exactly the issued
 // events of creds for delegator, each once, and stays so.
-func (s *stack) expectIssuedOnce(t testing.TB, delegator string, creds []*issuerv1.Credential, timeout time.Duration) {
+func (s *stack) expectIssuedOnce(t testing.TB, delegator string, creds []*issuedCred, timeout time.Duration) {
 	t.Helper()
 	filter := &auditv1.EventFilter{DelegatorId: delegator, Types: []eventsv1.EventType{evIssued}}
 	var recs []*auditv1.AuditRecord
@@ -102,7 +101,7 @@ func TestNATSOutage(t *testing.T) {
 
 	// Warm up: the stream and audit's durable consumer exist and work.
 	warm := s.party("warm")
-	s.expectIssuedOnce(t, warm.delegator, []*issuerv1.Credential{s.issue(t, warm.request())}, 15*time.Second)
+	s.expectIssuedOnce(t, warm.delegator, []*issuedCred{s.issue(t, warm.request())}, 15*time.Second)
 
 	// NATS stops while the 100 are being issued, so some events are being
 	// published at that moment (unknown outcomes, to be retried) and the

@@ -23,19 +23,19 @@ func TestRevoke(t *testing.T) {
 		name string
 		// issue returns the credentials the selector must revoke and one
 		// that it must leave alone.
-		issue    func(t *testing.T, p party) (revoked []*issuerv1.Credential, kept *issuerv1.Credential)
+		issue    func(t *testing.T, p party) (revoked []*issuedCred, kept *issuedCred)
 		selector func(p party) *issuerv1.RevokeCredentialsRequest
 	}{
 		{
 			name: "by task",
-			issue: func(t *testing.T, p party) ([]*issuerv1.Credential, *issuerv1.Credential) {
+			issue: func(t *testing.T, p party) ([]*issuedCred, *issuedCred) {
 				a := s.issue(t, p.request())
 				other := p.request()
 				other.Agent.Id += "-2"
 				b := s.issue(t, other)
 				control := p.request()
 				control.Task.Id += "-other"
-				return []*issuerv1.Credential{a, b}, s.issue(t, control)
+				return []*issuedCred{a, b}, s.issue(t, control)
 			},
 			selector: func(p party) *issuerv1.RevokeCredentialsRequest {
 				return &issuerv1.RevokeCredentialsRequest{Selector: &issuerv1.RevokeCredentialsRequest_TaskId{TaskId: p.task}, Reason: "e2e: task cancelled"}
@@ -45,8 +45,8 @@ func TestRevoke(t *testing.T) {
 			// Several tasks, so the agent's credentials sit on several
 			// shards and the index has to be walked shard by shard.
 			name: "by agent",
-			issue: func(t *testing.T, p party) ([]*issuerv1.Credential, *issuerv1.Credential) {
-				var creds []*issuerv1.Credential
+			issue: func(t *testing.T, p party) ([]*issuedCred, *issuedCred) {
+				var creds []*issuedCred
 				for _, task := range []string{"-t1", "-t2", "-t3", "-t4"} {
 					r := p.request()
 					r.Task.Id += task
@@ -63,8 +63,8 @@ func TestRevoke(t *testing.T) {
 		},
 		{
 			name: "by delegator",
-			issue: func(t *testing.T, p party) ([]*issuerv1.Credential, *issuerv1.Credential) {
-				var creds []*issuerv1.Credential
+			issue: func(t *testing.T, p party) ([]*issuedCred, *issuedCred) {
+				var creds []*issuedCred
 				for _, suffix := range []string{"-1", "-2", "-3", "-4"} {
 					r := p.request()
 					r.Task.Id += suffix
@@ -142,7 +142,7 @@ func TestCompleteTask(t *testing.T) {
 	t.Parallel()
 	s := startStack(t, stackOptions{})
 	p := s.party("complete")
-	var creds []*issuerv1.Credential
+	var creds []*issuedCred
 	for _, agent := range []string{"-1", "-2", "-3"} {
 		r := p.request()
 		r.Agent.Id += agent

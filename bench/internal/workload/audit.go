@@ -235,8 +235,8 @@ func issuedEvent(reqs *Requests, i int, now time.Time) *eventsv1.LifecycleEvent 
 		Task:         req.GetTask(),
 		Scopes:       req.GetScopes(),
 		Audience:     "jitid",
-		IssuedAt:     timestamppb.New(now),
-		ExpiresAt:    timestamppb.New(now.Add(10 * time.Minute)),
+		IssueTime:    timestamppb.New(now),
+		ExpireTime:   timestamppb.New(now.Add(10 * time.Minute)),
 		Issuer:       "https://jitid.local",
 	}
 }

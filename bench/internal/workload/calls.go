@@ -26,9 +26,9 @@ func Issue(p *Pool, reqs *Requests) load.Call {
 }
 
 // Mint issues n credentials with 32 callers and returns their responses.
-func Mint(ctx context.Context, p *Pool, reqs *Requests, n int) ([]*issuerv1.Credential, error) {
+func Mint(ctx context.Context, p *Pool, reqs *Requests, n int) ([]*issuerv1.IssueCredentialResponse, error) {
 	clients := p.Issuers()
-	out := make([]*issuerv1.Credential, n)
+	out := make([]*issuerv1.IssueCredentialResponse, n)
 	const workers = 32
 	var wg sync.WaitGroup
 	errc := make(chan error, workers)
@@ -40,7 +40,7 @@ func Mint(ctx context.Context, p *Pool, reqs *Requests, n int) ([]*issuerv1.Cred
 					errc <- fmt.Errorf("mint %d: %w", i, err)
 					return
 				}
-				out[i] = resp.GetCredential()
+				out[i] = resp
 			}
 		})
 	}
@@ -50,7 +50,7 @@ func Mint(ctx context.Context, p *Pool, reqs *Requests, n int) ([]*issuerv1.Cred
 }
 
 // Tokens returns the tokens of creds.
-func Tokens(creds []*issuerv1.Credential) []string {
+func Tokens(creds []*issuerv1.IssueCredentialResponse) []string {
 	out := make([]string, len(creds))
 	for i, c := range creds {
 		out[i] = c.GetToken()

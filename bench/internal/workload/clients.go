@@ -131,9 +131,9 @@ func (r *Requests) Evaluate(worker int, seq uint64) *policyv1.EvaluateRequest {
 	agent, delegator, task := r.parties(worker, seq)
 	return &policyv1.EvaluateRequest{
 		Agent: agent, Delegator: delegator, Task: task,
-		Scopes:   []string{"tickets:read", "tickets:comment"},
-		Ttl:      durationpb.New(10 * time.Minute),
-		Time:     timestamppb.Now(),
-		Audience: "jitid",
+		Scopes:       []string{"tickets:read", "tickets:comment"},
+		Ttl:          durationpb.New(10 * time.Minute),
+		DecisionTime: timestamppb.Now(),
+		Audience:     "jitid",
 	}
 }

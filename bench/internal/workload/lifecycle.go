@@ -81,14 +81,14 @@ func MassExpiry(ctx context.Context, p *Pool, a *Auditor, n int, expireIn time.D
 				}
 				// Tasks that share a deadline: every credential's life
 				// ends on it, whatever the issuer's clock says now.
-				req.Task.Deadline = timestamppb.New(expiry)
+				req.Task.DeadlineTime = timestamppb.New(expiry)
 				req.Ttl = durationpb.New(15 * time.Minute)
 				resp, err := clients[w%len(clients)].IssueCredential(ctx, req)
 				if err != nil {
 					errc <- err
 					return
 				}
-				if got := resp.GetCredential().GetExpiresAt().AsTime(); !got.Equal(expiry) {
+				if got := resp.GetCredential().GetExpireTime().AsTime(); !got.Equal(expiry) {
 					errc <- fmt.Errorf("credential expires at %v, want %v", got, expiry)
 					return
 				}

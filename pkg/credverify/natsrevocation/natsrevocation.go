@@ -128,7 +128,7 @@ func (l *List) add(ev *eventsv1.LifecycleEvent) {
 	forget := l.now().Add(l.ttl)
 	switch ev.GetType() {
 	case eventsv1.EventType_EVENT_TYPE_CREDENTIAL_REVOKED:
-		if exp := ev.GetExpiresAt(); exp != nil {
+		if exp := ev.GetExpireTime(); exp != nil {
 			// Kept a little past expiry: a verifier's leeway may still
 			// accept the token for that long.
 			forget = exp.AsTime().Add(credverify.MaxLeeway)

@@ -55,7 +55,7 @@ func TestWatch(t *testing.T) {
 	exp := timestamppb.New(time.Now().Add(time.Hour))
 	// Revoked before the watcher starts: learnt from the replay.
 	publish(t, js, cfg, &eventsv1.LifecycleEvent{Id: "e1", Type: eventsv1.EventType_EVENT_TYPE_CREDENTIAL_REVOKED,
-		Time: timestamppb.Now(), CredentialId: "before", Task: task, ExpiresAt: exp})
+		Time: timestamppb.Now(), CredentialId: "before", Task: task, ExpireTime: exp})
 	l, err := natsrevocation.Watch(ctx, js, natsrevocation.Options{Events: cfg})
 	if err != nil {
 		t.Fatal(err)

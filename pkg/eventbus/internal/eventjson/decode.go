@@ -457,12 +457,12 @@ func (p *parser) event() *eventsv1.LifecycleEvent {
 		case "audience":
 			p.once(&seen, 9)
 			ev.Audience = p.str()
-		case "issuedAt", "issued_at":
+		case "issueTime", "issue_time":
 			p.once(&seen, 10)
-			ev.IssuedAt = p.timestamp()
-		case "expiresAt", "expires_at":
+			ev.IssueTime = p.timestamp()
+		case "expireTime", "expire_time":
 			p.once(&seen, 11)
-			ev.ExpiresAt = p.timestamp()
+			ev.ExpireTime = p.timestamp()
 		case "decision":
 			p.once(&seen, 12)
 			ev.Decision = p.decision()
@@ -535,9 +535,9 @@ func (p *parser) delegator() *identityv1.Delegator {
 		case "timeZone", "time_zone":
 			p.once(&seen, 4)
 			d.TimeZone = p.str()
-		case "authenticatedAt", "authenticated_at":
+		case "authenticateTime", "authenticate_time":
 			p.once(&seen, 5)
-			d.AuthenticatedAt = p.timestamp()
+			d.AuthenticateTime = p.timestamp()
 		default:
 			p.bad = true
 		}
@@ -559,9 +559,9 @@ func (p *parser) task() *identityv1.Task {
 		case "sensitivity":
 			p.once(&seen, 3)
 			t.Sensitivity = identityv1.Sensitivity(p.enum(identityv1.Sensitivity_value))
-		case "deadline":
+		case "deadlineTime", "deadline_time":
 			p.once(&seen, 4)
-			t.Deadline = p.timestamp()
+			t.DeadlineTime = p.timestamp()
 		default:
 			p.bad = true
 		}

@@ -136,8 +136,8 @@ func (e *encoder) event(b []byte, ev *eventsv1.LifecycleEvent) []byte {
 	}
 	b = e.strs(b, "scopes", ev.Scopes)
 	b = e.str(b, "audience", ev.Audience)
-	b = e.timestamp(b, "issuedAt", ev.IssuedAt)
-	b = e.timestamp(b, "expiresAt", ev.ExpiresAt)
+	b = e.timestamp(b, "issueTime", ev.IssueTime)
+	b = e.timestamp(b, "expireTime", ev.ExpireTime)
 	if ev.Decision != nil {
 		b = e.decision(key(b, "decision"), ev.Decision)
 	}
@@ -169,7 +169,7 @@ func (e *encoder) delegator(b []byte, d *identityv1.Delegator) []byte {
 	b = e.strMap(b, "attributes", d.Attributes)
 	b = e.strs(b, "entitlements", d.Entitlements)
 	b = e.str(b, "timeZone", d.TimeZone)
-	b = e.timestamp(b, "authenticatedAt", d.AuthenticatedAt)
+	b = e.timestamp(b, "authenticateTime", d.AuthenticateTime)
 	e.msg = msgLifecycleEvent
 	return append(b, '}')
 }
@@ -180,7 +180,7 @@ func (e *encoder) task(b []byte, t *identityv1.Task) []byte {
 	b = e.str(b, "id", t.Id)
 	b = e.str(b, "purpose", t.Purpose)
 	b = enum(b, "sensitivity", int32(t.Sensitivity), identityv1.Sensitivity_name)
-	b = e.timestamp(b, "deadline", t.Deadline)
+	b = e.timestamp(b, "deadlineTime", t.DeadlineTime)
 	e.msg = msgLifecycleEvent
 	return append(b, '}')
 }

@@ -50,14 +50,14 @@ func fullEvent() *eventsv1.LifecycleEvent {
 		},
 		Delegator: &identityv1.Delegator{
 			Id: "user:alice@example.com", Attributes: map[string]string{"b": "2", "a": "1"},
-			Entitlements: []string{"tickets:*", "pay"}, TimeZone: "Europe/Paris", AuthenticatedAt: ts(1795859000, 1),
+			Entitlements: []string{"tickets:*", "pay"}, TimeZone: "Europe/Paris", AuthenticateTime: ts(1795859000, 1),
 		},
 		Task: &identityv1.Task{
 			Id: "task-42", Purpose: `summarise "Q3" <tickets> & reply\u2028`, Sensitivity: identityv1.Sensitivity_SENSITIVITY_CRITICAL,
-			Deadline: ts(1795863600, 999999999),
+			DeadlineTime: ts(1795863600, 999999999),
 		},
 		Scopes: []string{"tickets:read", "tickets:comment"}, Audience: "jitid",
-		IssuedAt: ts(1795860000, 0), ExpiresAt: ts(1795860600, 1000),
+		IssueTime: ts(1795860000, 0), ExpireTime: ts(1795860600, 1000),
 		Decision: &identityv1.Decision{
 			Allow: true, GrantedScopes: []string{"tickets:read"}, MaxTtl: &durationpb.Duration{Seconds: -1, Nanos: -500000000},
 			Profile: identityv1.Profile_PROFILE_FULL, Obligations: []string{"human_approval"}, Reasons: []string{"ok"},
@@ -93,8 +93,8 @@ func TestAppendEnvelopeRefuses(t *testing.T) {
 		{"invalid UTF-8 in a map key", "s", &eventsv1.LifecycleEvent{Agent: &identityv1.Agent{Attributes: map[string]string{"\xc3": "v"}}}},
 		{"invalid UTF-8 in a list", "s", &eventsv1.LifecycleEvent{Scopes: []string{"ok", "\xed\xa0\x80"}}},
 		{"invalid UTF-8 in the source", "\xff", &eventsv1.LifecycleEvent{Id: "e"}},
-		{"timestamp before year 1", "s", &eventsv1.LifecycleEvent{IssuedAt: &timestamppb.Timestamp{Seconds: -62135596801}}},
-		{"timestamp nanos", "s", &eventsv1.LifecycleEvent{Task: &identityv1.Task{Deadline: &timestamppb.Timestamp{Nanos: 1e9}}}},
+		{"timestamp before year 1", "s", &eventsv1.LifecycleEvent{IssueTime: &timestamppb.Timestamp{Seconds: -62135596801}}},
+		{"timestamp nanos", "s", &eventsv1.LifecycleEvent{Task: &identityv1.Task{DeadlineTime: &timestamppb.Timestamp{Nanos: 1e9}}}},
 		{"duration signs", "s", &eventsv1.LifecycleEvent{RequestedTtl: &durationpb.Duration{Seconds: 1, Nanos: -1}}},
 		{"duration range", "s", &eventsv1.LifecycleEvent{Decision: &identityv1.Decision{MaxTtl: &durationpb.Duration{Seconds: 315576000001}}}},
 	}
@@ -121,7 +121,7 @@ func TestParseEnvelopeSubset(t *testing.T) {
 		ok   bool
 	}{
 		{"plain", head + `{"id":"e","type":"EVENT_TYPE_CREDENTIAL_ISSUED"}}`, true},
-		{"proto names", head + `{"id":"e","credential_id":"c","issued_at":"2026-11-29T10:00:00.5Z","decision":{"max_uses":3,"max_ttl":"-0.5s"}}}`, true},
+		{"proto names", head + `{"id":"e","credential_id":"c","issue_time":"2026-11-29T10:00:00.5Z","decision":{"max_uses":3,"max_ttl":"-0.5s"}}}`, true},
 		{"escapes", head + `{"id":"\u0065\"\\\/\b\f\n\r\t\u00e9\u2028\ud83d\ude00"}}`, true},
 		{"enum number", head + `{"id":"e","type":99}}`, true},
 		{"nine digits", head + `{"time":"0001-01-01T00:00:00.000000001Z","requestedTtl":"315576000000.999999999s"}}`, true},
@@ -185,7 +185,7 @@ func FuzzEncode(f *testing.F) {
 		ev := g.event()
 		ev.Id = id
 		ev.Reason = text
-		ev.IssuedAt = &timestamppb.Timestamp{Seconds: secs, Nanos: nanos}
+		ev.IssueTime = &timestamppb.Timestamp{Seconds: secs, Nanos: nanos}
 		ev.RequestedTtl = &durationpb.Duration{Seconds: dsecs, Nanos: dnanos}
 		ev.Type = eventsv1.EventType(n)
 		ev.Scopes = append(ev.Scopes, text, key)

@@ -5,11 +5,17 @@
 // source: jitid/audit/v1/audit.proto
 
 // Package jitid.audit.v1 reads the tamper-evident audit log.
+//
+// Every error status carries a google.rpc.ErrorInfo (domain "jitid.dev")
+// whose reason is stable (docs/errors.md); INVALID_ARGUMENT also carries a
+// google.rpc.BadRequest listing every field that broke a rule.
 
 package auditv1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	v1 "github.com/jitid/jitid/proto/jitid/events/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -31,7 +37,7 @@ type AuditRecord struct {
 	// sequence numbers records from 1 with no gaps.
 	Sequence   int64                  `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	Event      *v1.LifecycleEvent     `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
-	RecordedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	RecordTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=record_time,json=recordTime,proto3" json:"record_time,omitempty"`
 	// prev_hash is the hash of the record before (hex SHA-256; empty for the first).
 	PrevHash string `protobuf:"bytes,4,opt,name=prev_hash,json=prevHash,proto3" json:"prev_hash,omitempty"`
 	// hash covers sequence, prev_hash and the event.
@@ -84,9 +90,9 @@ func (x *AuditRecord) GetEvent() *v1.LifecycleEvent {
 	return nil
 }
 
-func (x *AuditRecord) GetRecordedAt() *timestamppb.Timestamp {
+func (x *AuditRecord) GetRecordTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.RecordedAt
+		return x.RecordTime
 	}
 	return nil
 }
@@ -112,7 +118,8 @@ type EventFilter struct {
 	AgentId      string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	DelegatorId  string                 `protobuf:"bytes,3,opt,name=delegator_id,json=delegatorId,proto3" json:"delegator_id,omitempty"`
 	CredentialId string                 `protobuf:"bytes,4,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
-	Types        []v1.EventType         `protobuf:"varint,5,rep,packed,name=types,proto3,enum=jitid.events.v1.EventType" json:"types,omitempty"`
+	// types, when set, keeps only events of these types.
+	Types []v1.EventType `protobuf:"varint,5,rep,packed,name=types,proto3,enum=jitid.events.v1.EventType" json:"types,omitempty"`
 	// start_time is inclusive, end_time exclusive; both on the event time.
 	StartTime     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	EndTime       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
@@ -203,8 +210,11 @@ func (x *EventFilter) GetEndTime() *timestamppb.Timestamp {
 type QueryEventsRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Filter *EventFilter           `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
-	// page_size is at most 1000; 100 when unset.
-	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_size is 100 when unset; above 1000 it is taken as 1000 (AIP-158);
+	// negative is INVALID_ARGUMENT.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is a previous response's next_page_token, with the same
+	// filter.
 	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -526,47 +536,49 @@ var File_jitid_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_jitid_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1ajitid/audit/v1/audit.proto\x12\x0ejitid.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cjitid/events/v1/events.proto\"\xce\x01\n" +
-	"\vAuditRecord\x12\x1a\n" +
-	"\bsequence\x18\x01 \x01(\x03R\bsequence\x125\n" +
-	"\x05event\x18\x02 \x01(\v2\x1f.jitid.events.v1.LifecycleEventR\x05event\x12;\n" +
-	"\vrecorded_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"recordedAt\x12\x1b\n" +
-	"\tprev_hash\x18\x04 \x01(\tR\bprevHash\x12\x12\n" +
-	"\x04hash\x18\x05 \x01(\tR\x04hash\"\xad\x02\n" +
-	"\vEventFilter\x12\x17\n" +
-	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
-	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12!\n" +
-	"\fdelegator_id\x18\x03 \x01(\tR\vdelegatorId\x12#\n" +
-	"\rcredential_id\x18\x04 \x01(\tR\fcredentialId\x120\n" +
-	"\x05types\x18\x05 \x03(\x0e2\x1a.jitid.events.v1.EventTypeR\x05types\x129\n" +
+	"\x1ajitid/audit/v1/audit.proto\x12\x0ejitid.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cjitid/events/v1/events.proto\"\xec\x01\n" +
+	"\vAuditRecord\x12 \n" +
+	"\bsequence\x18\x01 \x01(\x03B\x04\xe2A\x01\x03R\bsequence\x12;\n" +
+	"\x05event\x18\x02 \x01(\v2\x1f.jitid.events.v1.LifecycleEventB\x04\xe2A\x01\x03R\x05event\x12A\n" +
+	"\vrecord_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
+	"recordTime\x12!\n" +
+	"\tprev_hash\x18\x04 \x01(\tB\x04\xe2A\x01\x03R\bprevHash\x12\x18\n" +
+	"\x04hash\x18\x05 \x01(\tB\x04\xe2A\x01\x03R\x04hash\"\x86\x03\n" +
+	"\vEventFilter\x12%\n" +
+	"\atask_id\x18\x01 \x01(\tB\f\xe2A\x01\x01\xbaH\x05r\x03\x18\x80\x02R\x06taskId\x12'\n" +
+	"\bagent_id\x18\x02 \x01(\tB\f\xe2A\x01\x01\xbaH\x05r\x03\x18\x80\x02R\aagentId\x12/\n" +
+	"\fdelegator_id\x18\x03 \x01(\tB\f\xe2A\x01\x01\xbaH\x05r\x03\x18\x80\x02R\vdelegatorId\x121\n" +
+	"\rcredential_id\x18\x04 \x01(\tB\f\xe2A\x01\x01\xbaH\x05r\x03\x18\x80\x02R\fcredentialId\x12E\n" +
+	"\x05types\x18\x05 \x03(\x0e2\x1a.jitid.events.v1.EventTypeB\x13\xe2A\x01\x01\xbaH\f\x92\x01\t\x10\x10\"\x05\x82\x01\x02\x10\x01R\x05types\x12?\n" +
 	"\n" +
-	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
-	"\bend_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\x85\x01\n" +
-	"\x12QueryEventsRequest\x123\n" +
-	"\x06filter\x18\x01 \x01(\v2\x1b.jitid.audit.v1.EventFilterR\x06filter\x12\x1b\n" +
-	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x01R\tstartTime\x12;\n" +
+	"\bend_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x01R\aendTime\"\xa6\x01\n" +
+	"\x12QueryEventsRequest\x129\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1b.jitid.audit.v1.EventFilterB\x04\xe2A\x01\x01R\x06filter\x12(\n" +
+	"\tpage_size\x18\x02 \x01(\x05B\v\xe2A\x01\x01\xbaH\x04\x1a\x02(\x00R\bpageSize\x12+\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"t\n" +
-	"\x13QueryEventsResponse\x125\n" +
-	"\arecords\x18\x01 \x03(\v2\x1b.jitid.audit.v1.AuditRecordR\arecords\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"o\n" +
-	"\x11TailEventsRequest\x123\n" +
-	"\x06filter\x18\x01 \x01(\v2\x1b.jitid.audit.v1.EventFilterR\x06filter\x12%\n" +
-	"\x0eafter_sequence\x18\x02 \x01(\x03R\rafterSequence\"I\n" +
-	"\x12TailEventsResponse\x123\n" +
-	"\x06record\x18\x01 \x01(\v2\x1b.jitid.audit.v1.AuditRecordR\x06record\"\x12\n" +
-	"\x10VerifyLogRequest\"\x94\x01\n" +
-	"\x11VerifyLogResponse\x12\x0e\n" +
-	"\x02ok\x18\x01 \x01(\bR\x02ok\x12'\n" +
-	"\x0frecords_checked\x18\x02 \x01(\x03R\x0erecordsChecked\x12,\n" +
-	"\x12first_bad_sequence\x18\x03 \x01(\x03R\x10firstBadSequence\x12\x18\n" +
-	"\aproblem\x18\x04 \x01(\tR\aproblem2\x8f\x02\n" +
+	"page_token\x18\x03 \x01(\tB\f\xe2A\x01\x01\xbaH\x05r\x03\x18\x80\bR\tpageToken\"\x80\x01\n" +
+	"\x13QueryEventsResponse\x12;\n" +
+	"\arecords\x18\x01 \x03(\v2\x1b.jitid.audit.v1.AuditRecordB\x04\xe2A\x01\x03R\arecords\x12,\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2A\x01\x03R\rnextPageToken\"\x82\x01\n" +
+	"\x11TailEventsRequest\x129\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1b.jitid.audit.v1.EventFilterB\x04\xe2A\x01\x01R\x06filter\x122\n" +
+	"\x0eafter_sequence\x18\x02 \x01(\x03B\v\xe2A\x01\x01\xbaH\x04\"\x02(\x00R\rafterSequence\"O\n" +
+	"\x12TailEventsResponse\x129\n" +
+	"\x06record\x18\x01 \x01(\v2\x1b.jitid.audit.v1.AuditRecordB\x04\xe2A\x01\x03R\x06record\"\x12\n" +
+	"\x10VerifyLogRequest\"\xac\x01\n" +
+	"\x11VerifyLogResponse\x12\x14\n" +
+	"\x02ok\x18\x01 \x01(\bB\x04\xe2A\x01\x03R\x02ok\x12-\n" +
+	"\x0frecords_checked\x18\x02 \x01(\x03B\x04\xe2A\x01\x03R\x0erecordsChecked\x122\n" +
+	"\x12first_bad_sequence\x18\x03 \x01(\x03B\x04\xe2A\x01\x03R\x10firstBadSequence\x12\x1e\n" +
+	"\aproblem\x18\x04 \x01(\tB\x04\xe2A\x01\x03R\aproblem2\x8f\x02\n" +
 	"\fAuditService\x12V\n" +
 	"\vQueryEvents\x12\".jitid.audit.v1.QueryEventsRequest\x1a#.jitid.audit.v1.QueryEventsResponse\x12U\n" +
 	"\n" +
 	"TailEvents\x12!.jitid.audit.v1.TailEventsRequest\x1a\".jitid.audit.v1.TailEventsResponse0\x01\x12P\n" +
-	"\tVerifyLog\x12 .jitid.audit.v1.VerifyLogRequest\x1a!.jitid.audit.v1.VerifyLogResponseB5Z3github.com/jitid/jitid/proto/jitid/audit/v1;auditv1b\x06proto3"
+	"\tVerifyLog\x12 .jitid.audit.v1.VerifyLogRequest\x1a!.jitid.audit.v1.VerifyLogResponseB\xaf\x01\n" +
+	"\x12com.jitid.audit.v1B\n" +
+	"AuditProtoP\x01Z3github.com/jitid/jitid/proto/jitid/audit/v1;auditv1\xa2\x02\x03JAX\xaa\x02\x0eJitid.Audit.V1\xca\x02\x0eJitid\\Audit\\V1\xe2\x02\x1aJitid\\Audit\\V1\\GPBMetadata\xea\x02\x10Jitid::Audit::V1b\x06proto3"
 
 var (
 	file_jitid_audit_v1_audit_proto_rawDescOnce sync.Once
@@ -596,7 +608,7 @@ var file_jitid_audit_v1_audit_proto_goTypes = []any{
 }
 var file_jitid_audit_v1_audit_proto_depIdxs = []int32{
 	8,  // 0: jitid.audit.v1.AuditRecord.event:type_name -> jitid.events.v1.LifecycleEvent
-	9,  // 1: jitid.audit.v1.AuditRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	9,  // 1: jitid.audit.v1.AuditRecord.record_time:type_name -> google.protobuf.Timestamp
 	10, // 2: jitid.audit.v1.EventFilter.types:type_name -> jitid.events.v1.EventType
 	9,  // 3: jitid.audit.v1.EventFilter.start_time:type_name -> google.protobuf.Timestamp
 	9,  // 4: jitid.audit.v1.EventFilter.end_time:type_name -> google.protobuf.Timestamp

@@ -5,6 +5,10 @@
 // source: jitid/audit/v1/audit.proto
 
 // Package jitid.audit.v1 reads the tamper-evident audit log.
+//
+// Every error status carries a google.rpc.ErrorInfo (domain "jitid.dev")
+// whose reason is stable (docs/errors.md); INVALID_ARGUMENT also carries a
+// google.rpc.BadRequest listing every field that broke a rule.
 
 package auditv1
 
@@ -33,12 +37,27 @@ const (
 // AuditService answers questions about what happened and proves the log is whole.
 type AuditServiceClient interface {
 	// QueryEvents returns recorded events, oldest first, page by page.
+	//
+	// Errors (ErrorInfo reason in brackets): INVALID_ARGUMENT a field breaks
+	// a rule or the page_token is not one this query returned
+	// [INVALID_REQUEST]; UNAVAILABLE the log store failed
+	// [STORE_UNAVAILABLE]; DATA_LOSS a stored record does not decode (run
+	// VerifyLog) [RECORD_UNDECODABLE]; DEADLINE_EXCEEDED, CANCELED the call
+	// ended first [DEADLINE_EXCEEDED, CANCELED]; INTERNAL [INTERNAL].
 	QueryEvents(ctx context.Context, in *QueryEventsRequest, opts ...grpc.CallOption) (*QueryEventsResponse, error)
 	// TailEvents streams events as they are recorded. The response header
 	// jitid-tail-after carries the sequence the tail starts after, sent once
 	// the tail is listening and before any record.
+	//
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAVAILABLE the log store
+	// failed [STORE_UNAVAILABLE]; DATA_LOSS [RECORD_UNDECODABLE]; CANCELED
+	// when the caller ends it [CANCELED]; INTERNAL [INTERNAL].
 	TailEvents(ctx context.Context, in *TailEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailEventsResponse], error)
-	// VerifyLog walks the hash chain and names the first bad record.
+	// VerifyLog walks the hash chain and names the first bad record. A broken
+	// chain is a response with ok false, not an error.
+	//
+	// Errors: UNAVAILABLE the log store failed [STORE_UNAVAILABLE];
+	// DEADLINE_EXCEEDED, CANCELED; INTERNAL [INTERNAL].
 	VerifyLog(ctx context.Context, in *VerifyLogRequest, opts ...grpc.CallOption) (*VerifyLogResponse, error)
 }
 
@@ -96,12 +115,27 @@ func (c *auditServiceClient) VerifyLog(ctx context.Context, in *VerifyLogRequest
 // AuditService answers questions about what happened and proves the log is whole.
 type AuditServiceServer interface {
 	// QueryEvents returns recorded events, oldest first, page by page.
+	//
+	// Errors (ErrorInfo reason in brackets): INVALID_ARGUMENT a field breaks
+	// a rule or the page_token is not one this query returned
+	// [INVALID_REQUEST]; UNAVAILABLE the log store failed
+	// [STORE_UNAVAILABLE]; DATA_LOSS a stored record does not decode (run
+	// VerifyLog) [RECORD_UNDECODABLE]; DEADLINE_EXCEEDED, CANCELED the call
+	// ended first [DEADLINE_EXCEEDED, CANCELED]; INTERNAL [INTERNAL].
 	QueryEvents(context.Context, *QueryEventsRequest) (*QueryEventsResponse, error)
 	// TailEvents streams events as they are recorded. The response header
 	// jitid-tail-after carries the sequence the tail starts after, sent once
 	// the tail is listening and before any record.
+	//
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAVAILABLE the log store
+	// failed [STORE_UNAVAILABLE]; DATA_LOSS [RECORD_UNDECODABLE]; CANCELED
+	// when the caller ends it [CANCELED]; INTERNAL [INTERNAL].
 	TailEvents(*TailEventsRequest, grpc.ServerStreamingServer[TailEventsResponse]) error
-	// VerifyLog walks the hash chain and names the first bad record.
+	// VerifyLog walks the hash chain and names the first bad record. A broken
+	// chain is a response with ok false, not an error.
+	//
+	// Errors: UNAVAILABLE the log store failed [STORE_UNAVAILABLE];
+	// DEADLINE_EXCEEDED, CANCELED; INTERNAL [INTERNAL].
 	VerifyLog(context.Context, *VerifyLogRequest) (*VerifyLogResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }

@@ -100,8 +100,9 @@ func (EventType) EnumDescriptor() ([]byte, []int) {
 type LifecycleEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is unique per event; it is the CloudEvents id and the Nats-Msg-Id.
-	Id   string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Type EventType              `protobuf:"varint,2,opt,name=type,proto3,enum=jitid.events.v1.EventType" json:"type,omitempty"`
+	Id   string    `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Type EventType `protobuf:"varint,2,opt,name=type,proto3,enum=jitid.events.v1.EventType" json:"type,omitempty"`
+	// time is when the step happened (the CloudEvents "time" attribute).
 	Time *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
 	// credential_id is the JWT "jti"; empty for denied and task events.
 	CredentialId string        `protobuf:"bytes,4,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
@@ -109,10 +110,10 @@ type LifecycleEvent struct {
 	Delegator    *v1.Delegator `protobuf:"bytes,6,opt,name=delegator,proto3" json:"delegator,omitempty"`
 	Task         *v1.Task      `protobuf:"bytes,7,opt,name=task,proto3" json:"task,omitempty"`
 	// scopes granted (issued, revoked, expired) or requested (denied).
-	Scopes    []string               `protobuf:"bytes,8,rep,name=scopes,proto3" json:"scopes,omitempty"`
-	Audience  string                 `protobuf:"bytes,9,opt,name=audience,proto3" json:"audience,omitempty"`
-	IssuedAt  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
-	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	Scopes     []string               `protobuf:"bytes,8,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	Audience   string                 `protobuf:"bytes,9,opt,name=audience,proto3" json:"audience,omitempty"`
+	IssueTime  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=issue_time,json=issueTime,proto3" json:"issue_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// decision is the policy decision behind issued and denied events.
 	Decision *v1.Decision `protobuf:"bytes,12,opt,name=decision,proto3" json:"decision,omitempty"`
 	// reason says why a credential was revoked or a task completed.
@@ -227,16 +228,16 @@ func (x *LifecycleEvent) GetAudience() string {
 	return ""
 }
 
-func (x *LifecycleEvent) GetIssuedAt() *timestamppb.Timestamp {
+func (x *LifecycleEvent) GetIssueTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.IssuedAt
+		return x.IssueTime
 	}
 	return nil
 }
 
-func (x *LifecycleEvent) GetExpiresAt() *timestamppb.Timestamp {
+func (x *LifecycleEvent) GetExpireTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.ExpiresAt
+		return x.ExpireTime
 	}
 	return nil
 }
@@ -301,7 +302,7 @@ var File_jitid_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_jitid_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cjitid/events/v1/events.proto\x12\x0fjitid.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xb4\x06\n" +
+	"\x1cjitid/events/v1/events.proto\x12\x0fjitid.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xb8\x06\n" +
 	"\x0eLifecycleEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1a.jitid.events.v1.EventTypeR\x04type\x12.\n" +
@@ -311,11 +312,12 @@ const file_jitid_events_v1_events_proto_rawDesc = "" +
 	"\tdelegator\x18\x06 \x01(\v2\x1c.jitid.identity.v1.DelegatorR\tdelegator\x12+\n" +
 	"\x04task\x18\a \x01(\v2\x17.jitid.identity.v1.TaskR\x04task\x12\x16\n" +
 	"\x06scopes\x18\b \x03(\tR\x06scopes\x12\x1a\n" +
-	"\baudience\x18\t \x01(\tR\baudience\x127\n" +
-	"\tissued_at\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x129\n" +
+	"\baudience\x18\t \x01(\tR\baudience\x129\n" +
 	"\n" +
-	"expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x127\n" +
+	"issue_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tissueTime\x12;\n" +
+	"\vexpire_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x127\n" +
 	"\bdecision\x18\f \x01(\v2\x1b.jitid.identity.v1.DecisionR\bdecision\x12\x16\n" +
 	"\x06reason\x18\r \x01(\tR\x06reason\x12\x16\n" +
 	"\x06issuer\x18\x0e \x01(\tR\x06issuer\x120\n" +
@@ -333,7 +335,8 @@ const file_jitid_events_v1_events_proto_rawDesc = "" +
 	"\x1dEVENT_TYPE_CREDENTIAL_REVOKED\x10\x04\x12!\n" +
 	"\x1dEVENT_TYPE_CREDENTIAL_EXPIRED\x10\x05\x12\x1d\n" +
 	"\x19EVENT_TYPE_TASK_COMPLETED\x10\x06\x12%\n" +
-	"!EVENT_TYPE_CREDENTIAL_USE_REFUSED\x10\aB7Z5github.com/jitid/jitid/proto/jitid/events/v1;eventsv1b\x06proto3"
+	"!EVENT_TYPE_CREDENTIAL_USE_REFUSED\x10\aB\xb7\x01\n" +
+	"\x13com.jitid.events.v1B\vEventsProtoP\x01Z5github.com/jitid/jitid/proto/jitid/events/v1;eventsv1\xa2\x02\x03JEX\xaa\x02\x0fJitid.Events.V1\xca\x02\x0fJitid\\Events\\V1\xe2\x02\x1bJitid\\Events\\V1\\GPBMetadata\xea\x02\x11Jitid::Events::V1b\x06proto3"
 
 var (
 	file_jitid_events_v1_events_proto_rawDescOnce sync.Once
@@ -365,8 +368,8 @@ var file_jitid_events_v1_events_proto_depIdxs = []int32{
 	3, // 2: jitid.events.v1.LifecycleEvent.agent:type_name -> jitid.identity.v1.Agent
 	4, // 3: jitid.events.v1.LifecycleEvent.delegator:type_name -> jitid.identity.v1.Delegator
 	5, // 4: jitid.events.v1.LifecycleEvent.task:type_name -> jitid.identity.v1.Task
-	2, // 5: jitid.events.v1.LifecycleEvent.issued_at:type_name -> google.protobuf.Timestamp
-	2, // 6: jitid.events.v1.LifecycleEvent.expires_at:type_name -> google.protobuf.Timestamp
+	2, // 5: jitid.events.v1.LifecycleEvent.issue_time:type_name -> google.protobuf.Timestamp
+	2, // 6: jitid.events.v1.LifecycleEvent.expire_time:type_name -> google.protobuf.Timestamp
 	6, // 7: jitid.events.v1.LifecycleEvent.decision:type_name -> jitid.identity.v1.Decision
 	7, // 8: jitid.events.v1.LifecycleEvent.requested_ttl:type_name -> google.protobuf.Duration
 	9, // [9:9] is the sub-list for method output_type

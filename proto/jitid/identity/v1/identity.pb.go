@@ -7,10 +7,17 @@
 // Package jitid.identity.v1 holds the messages every jitid service shares:
 // who acts (the agent), on whose authority (the delegator), for which job
 // (the task), and what policy decided about it.
+//
+// The request rules (sizes, counts, syntax) are protovalidate rules on the
+// fields; the issuer and policy check them with the same code
+// (pkg/reqrules), which adds only what a rule cannot say (an IANA time
+// zone lookup, rules across fields).
 
 package identityv1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -190,11 +197,16 @@ func (Profile) EnumDescriptor() ([]byte, []int) {
 // Agent is the acting software.
 type Agent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// id names the agent, e.g. "agent:research-7f3a".
-	Id    string     `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// id names the agent, e.g. "agent:research-7f3a"; 1 to 256 bytes, not
+	// only spaces.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// class is required when a credential is issued for the agent; policy
+	// accepts it unspecified (the agent then matches no class rule).
 	Class AgentClass `protobuf:"varint,2,opt,name=class,proto3,enum=jitid.identity.v1.AgentClass" json:"class,omitempty"`
 	// platform is the system that runs the agent, e.g. "langgraph".
-	Platform      string            `protobuf:"bytes,3,opt,name=platform,proto3" json:"platform,omitempty"`
+	Platform string `protobuf:"bytes,3,opt,name=platform,proto3" json:"platform,omitempty"`
+	// attributes are free key/value pairs policies may read: at most 32, keys
+	// 1 to 128 bytes, values at most 1024 bytes.
 	Attributes    map[string]string `protobuf:"bytes,4,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -261,18 +273,23 @@ func (x *Agent) GetAttributes() map[string]string {
 // Delegator is the human or parent agent whose authority the agent uses.
 type Delegator struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// id names the delegator, e.g. "user:alice@example.com".
-	Id         string            `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// id names the delegator, e.g. "user:alice@example.com"; 1 to 256 bytes,
+	// not only spaces.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// attributes follow the same limits as Agent.attributes.
 	Attributes map[string]string `protobuf:"bytes,2,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// entitlements are the scopes the delegator itself holds. When set, no
-	// agent acting for this delegator is granted a scope outside them.
+	// agent acting for this delegator is granted a scope outside them. At
+	// most 256, each a scope (1 to 128 bytes, no spaces or control
+	// characters).
 	Entitlements []string `protobuf:"bytes,3,rep,name=entitlements,proto3" json:"entitlements,omitempty"`
-	// time_zone is an IANA zone name such as "Europe/Paris", used by time rules.
+	// time_zone is an IANA zone name such as "Europe/Paris", used by time
+	// rules; a name the time zone database does not know is refused.
 	TimeZone string `protobuf:"bytes,4,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
-	// authenticated_at is when the delegator last authenticated.
-	AuthenticatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=authenticated_at,json=authenticatedAt,proto3" json:"authenticated_at,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// authenticate_time is when the delegator last authenticated.
+	AuthenticateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=authenticate_time,json=authenticateTime,proto3" json:"authenticate_time,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Delegator) Reset() {
@@ -333,9 +350,9 @@ func (x *Delegator) GetTimeZone() string {
 	return ""
 }
 
-func (x *Delegator) GetAuthenticatedAt() *timestamppb.Timestamp {
+func (x *Delegator) GetAuthenticateTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.AuthenticatedAt
+		return x.AuthenticateTime
 	}
 	return nil
 }
@@ -343,12 +360,16 @@ func (x *Delegator) GetAuthenticatedAt() *timestamppb.Timestamp {
 // Task is one job an agent is created for.
 type Task struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// purpose is free text, recorded on the credential and in the audit log.
-	Purpose     string      `protobuf:"bytes,2,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	// id names the task; 1 to 256 bytes, not only spaces.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// purpose is free text, recorded on the credential and in the audit log;
+	// at most 1024 bytes.
+	Purpose string `protobuf:"bytes,2,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	// sensitivity grades the task; required.
 	Sensitivity Sensitivity `protobuf:"varint,3,opt,name=sensitivity,proto3,enum=jitid.identity.v1.Sensitivity" json:"sensitivity,omitempty"`
-	// deadline, when set, bounds every credential issued for the task.
-	Deadline      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// deadline_time, when set, bounds every credential issued for the task;
+	// the issuer refuses one already past.
+	DeadlineTime  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=deadline_time,json=deadlineTime,proto3" json:"deadline_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -404,9 +425,9 @@ func (x *Task) GetSensitivity() Sensitivity {
 	return Sensitivity_SENSITIVITY_UNSPECIFIED
 }
 
-func (x *Task) GetDeadline() *timestamppb.Timestamp {
+func (x *Task) GetDeadlineTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.Deadline
+		return x.DeadlineTime
 	}
 	return nil
 }
@@ -542,46 +563,46 @@ var File_jitid_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_jitid_identity_v1_identity_proto_rawDesc = "" +
 	"\n" +
-	" jitid/identity/v1/identity.proto\x12\x11jitid.identity.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x01\n" +
-	"\x05Agent\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x123\n" +
-	"\x05class\x18\x02 \x01(\x0e2\x1d.jitid.identity.v1.AgentClassR\x05class\x12\x1a\n" +
-	"\bplatform\x18\x03 \x01(\tR\bplatform\x12H\n" +
+	" jitid/identity/v1/identity.proto\x12\x11jitid.identity.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x02\n" +
+	"\x05Agent\x12 \n" +
+	"\x02id\x18\x01 \x01(\tB\x10\xe2A\x01\x02\xbaH\tr\a\x18\x80\x022\x02\\SR\x02id\x12A\n" +
+	"\x05class\x18\x02 \x01(\x0e2\x1d.jitid.identity.v1.AgentClassB\f\xe2A\x01\x01\xbaH\x05\x82\x01\x02\x10\x01R\x05class\x12(\n" +
+	"\bplatform\x18\x03 \x01(\tB\f\xe2A\x01\x01\xbaH\x05r\x03\x18\x80\x02R\bplatform\x12f\n" +
 	"\n" +
-	"attributes\x18\x04 \x03(\v2(.jitid.identity.v1.Agent.AttributesEntryR\n" +
+	"attributes\x18\x04 \x03(\v2(.jitid.identity.v1.Agent.AttributesEntryB\x1c\xe2A\x01\x01\xbaH\x15\x9a\x01\x12\x10 \"\ar\x05\x10\x01\x18\x80\x01*\x05r\x03\x18\x80\bR\n" +
 	"attributes\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb0\x02\n" +
-	"\tDelegator\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12L\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa3\x03\n" +
+	"\tDelegator\x12 \n" +
+	"\x02id\x18\x01 \x01(\tB\x10\xe2A\x01\x02\xbaH\tr\a\x18\x80\x022\x02\\SR\x02id\x12j\n" +
 	"\n" +
-	"attributes\x18\x02 \x03(\v2,.jitid.identity.v1.Delegator.AttributesEntryR\n" +
-	"attributes\x12\"\n" +
-	"\fentitlements\x18\x03 \x03(\tR\fentitlements\x12\x1b\n" +
-	"\ttime_zone\x18\x04 \x01(\tR\btimeZone\x12E\n" +
-	"\x10authenticated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0fauthenticatedAt\x1a=\n" +
+	"attributes\x18\x02 \x03(\v2,.jitid.identity.v1.Delegator.AttributesEntryB\x1c\xe2A\x01\x01\xbaH\x15\x9a\x01\x12\x10 \"\ar\x05\x10\x01\x18\x80\x01*\x05r\x03\x18\x80\bR\n" +
+	"attributes\x12O\n" +
+	"\fentitlements\x18\x03 \x03(\tB+\xe2A\x01\x01\xbaH$\x92\x01!\x10\x80\x02\"\x1cr\x1a\x10\x01\x18\x80\x012\x13^[^\\s\\p{Z}\\p{Cc}]+$R\fentitlements\x12)\n" +
+	"\ttime_zone\x18\x04 \x01(\tB\f\xe2A\x01\x01\xbaH\x05r\x03\x18\x80\x02R\btimeZone\x12M\n" +
+	"\x11authenticate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x01R\x10authenticateTime\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\x01\n" +
-	"\x04Task\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
-	"\apurpose\x18\x02 \x01(\tR\apurpose\x12@\n" +
-	"\vsensitivity\x18\x03 \x01(\x0e2\x1e.jitid.identity.v1.SensitivityR\vsensitivity\x126\n" +
-	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\xec\x02\n" +
-	"\bDecision\x12\x14\n" +
-	"\x05allow\x18\x01 \x01(\bR\x05allow\x12%\n" +
-	"\x0egranted_scopes\x18\x02 \x03(\tR\rgrantedScopes\x122\n" +
-	"\amax_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06maxTtl\x124\n" +
-	"\aprofile\x18\x04 \x01(\x0e2\x1a.jitid.identity.v1.ProfileR\aprofile\x12 \n" +
-	"\vobligations\x18\x05 \x03(\tR\vobligations\x12\x18\n" +
-	"\areasons\x18\x06 \x03(\tR\areasons\x12\x1a\n" +
-	"\bpolicies\x18\a \x03(\tR\bpolicies\x12%\n" +
-	"\x0epolicy_version\x18\b \x01(\tR\rpolicyVersion\x12\x1f\n" +
-	"\vdecision_id\x18\t \x01(\tR\n" +
-	"decisionId\x12\x19\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe9\x01\n" +
+	"\x04Task\x12 \n" +
+	"\x02id\x18\x01 \x01(\tB\x10\xe2A\x01\x02\xbaH\tr\a\x18\x80\x022\x02\\SR\x02id\x12&\n" +
+	"\apurpose\x18\x02 \x01(\tB\f\xe2A\x01\x01\xbaH\x05r\x03\x18\x80\bR\apurpose\x12P\n" +
+	"\vsensitivity\x18\x03 \x01(\x0e2\x1e.jitid.identity.v1.SensitivityB\x0e\xe2A\x01\x02\xbaH\a\x82\x01\x04\x10\x01 \x00R\vsensitivity\x12E\n" +
+	"\rdeadline_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x01R\fdeadlineTime\"\xa8\x03\n" +
+	"\bDecision\x12\x1a\n" +
+	"\x05allow\x18\x01 \x01(\bB\x04\xe2A\x01\x03R\x05allow\x12+\n" +
+	"\x0egranted_scopes\x18\x02 \x03(\tB\x04\xe2A\x01\x03R\rgrantedScopes\x128\n" +
+	"\amax_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x06maxTtl\x12:\n" +
+	"\aprofile\x18\x04 \x01(\x0e2\x1a.jitid.identity.v1.ProfileB\x04\xe2A\x01\x03R\aprofile\x12&\n" +
+	"\vobligations\x18\x05 \x03(\tB\x04\xe2A\x01\x03R\vobligations\x12\x1e\n" +
+	"\areasons\x18\x06 \x03(\tB\x04\xe2A\x01\x03R\areasons\x12 \n" +
+	"\bpolicies\x18\a \x03(\tB\x04\xe2A\x01\x03R\bpolicies\x12+\n" +
+	"\x0epolicy_version\x18\b \x01(\tB\x04\xe2A\x01\x03R\rpolicyVersion\x12%\n" +
+	"\vdecision_id\x18\t \x01(\tB\x04\xe2A\x01\x03R\n" +
+	"decisionId\x12\x1f\n" +
 	"\bmax_uses\x18\n" +
-	" \x01(\x05R\amaxUses*_\n" +
+	" \x01(\x05B\x04\xe2A\x01\x03R\amaxUses*_\n" +
 	"\n" +
 	"AgentClass\x12\x1b\n" +
 	"\x17AGENT_CLASS_UNSPECIFIED\x10\x00\x12\x19\n" +
@@ -596,7 +617,8 @@ const file_jitid_identity_v1_identity_proto_rawDesc = "" +
 	"\aProfile\x12\x17\n" +
 	"\x13PROFILE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fPROFILE_MINIMAL\x10\x01\x12\x10\n" +
-	"\fPROFILE_FULL\x10\x02B;Z9github.com/jitid/jitid/proto/jitid/identity/v1;identityv1b\x06proto3"
+	"\fPROFILE_FULL\x10\x02B\xc7\x01\n" +
+	"\x15com.jitid.identity.v1B\rIdentityProtoP\x01Z9github.com/jitid/jitid/proto/jitid/identity/v1;identityv1\xa2\x02\x03JIX\xaa\x02\x11Jitid.Identity.V1\xca\x02\x11Jitid\\Identity\\V1\xe2\x02\x1dJitid\\Identity\\V1\\GPBMetadata\xea\x02\x13Jitid::Identity::V1b\x06proto3"
 
 var (
 	file_jitid_identity_v1_identity_proto_rawDescOnce sync.Once
@@ -629,9 +651,9 @@ var file_jitid_identity_v1_identity_proto_depIdxs = []int32{
 	0,  // 0: jitid.identity.v1.Agent.class:type_name -> jitid.identity.v1.AgentClass
 	7,  // 1: jitid.identity.v1.Agent.attributes:type_name -> jitid.identity.v1.Agent.AttributesEntry
 	8,  // 2: jitid.identity.v1.Delegator.attributes:type_name -> jitid.identity.v1.Delegator.AttributesEntry
-	9,  // 3: jitid.identity.v1.Delegator.authenticated_at:type_name -> google.protobuf.Timestamp
+	9,  // 3: jitid.identity.v1.Delegator.authenticate_time:type_name -> google.protobuf.Timestamp
 	1,  // 4: jitid.identity.v1.Task.sensitivity:type_name -> jitid.identity.v1.Sensitivity
-	9,  // 5: jitid.identity.v1.Task.deadline:type_name -> google.protobuf.Timestamp
+	9,  // 5: jitid.identity.v1.Task.deadline_time:type_name -> google.protobuf.Timestamp
 	10, // 6: jitid.identity.v1.Decision.max_ttl:type_name -> google.protobuf.Duration
 	2,  // 7: jitid.identity.v1.Decision.profile:type_name -> jitid.identity.v1.Profile
 	8,  // [8:8] is the sub-list for method output_type

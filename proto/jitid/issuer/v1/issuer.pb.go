@@ -5,11 +5,17 @@
 // source: jitid/issuer/v1/issuer.proto
 
 // Package jitid.issuer.v1 issues, checks and retires task-scoped credentials.
+//
+// Every error status carries a google.rpc.ErrorInfo (domain "jitid.dev")
+// whose reason is stable (docs/errors.md); INVALID_ARGUMENT also carries a
+// google.rpc.BadRequest listing every field that broke a rule.
 
 package issuerv1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	v1 "github.com/jitid/jitid/proto/jitid/identity/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -26,15 +32,14 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Credential is a signed, short-lived token and what it says.
+// Credential is what a signed, short-lived token says. It never carries the
+// token: only IssueCredentialResponse and ExchangeCredentialResponse do.
 type Credential struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is the JWT "jti".
-	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// token is the signed JWT. It is set only in IssueCredentialResponse.
-	Token           string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
-	IssuedAt        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
-	ExpiresAt       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	IssueTime       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=issue_time,json=issueTime,proto3" json:"issue_time,omitempty"`
+	ExpireTime      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	Scopes          []string               `protobuf:"bytes,5,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	AgentId         string                 `protobuf:"bytes,6,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	DelegatorId     string                 `protobuf:"bytes,7,opt,name=delegator_id,json=delegatorId,proto3" json:"delegator_id,omitempty"`
@@ -96,23 +101,16 @@ func (x *Credential) GetId() string {
 	return ""
 }
 
-func (x *Credential) GetToken() string {
+func (x *Credential) GetIssueTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.Token
-	}
-	return ""
-}
-
-func (x *Credential) GetIssuedAt() *timestamppb.Timestamp {
-	if x != nil {
-		return x.IssuedAt
+		return x.IssueTime
 	}
 	return nil
 }
 
-func (x *Credential) GetExpiresAt() *timestamppb.Timestamp {
+func (x *Credential) GetExpireTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.ExpiresAt
+		return x.ExpireTime
 	}
 	return nil
 }
@@ -231,19 +229,23 @@ func (x *Credential) GetCnfJkt() string {
 
 // IssueCredentialRequest asks for a credential for one agent, one delegator and one task.
 type IssueCredentialRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Agent     *v1.Agent              `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
-	Delegator *v1.Delegator          `protobuf:"bytes,2,opt,name=delegator,proto3" json:"delegator,omitempty"`
-	Task      *v1.Task               `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
-	// scopes requested; at least one.
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// agent is the acting software; its class is required here.
+	Agent     *v1.Agent     `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	Delegator *v1.Delegator `protobuf:"bytes,2,opt,name=delegator,proto3" json:"delegator,omitempty"`
+	Task      *v1.Task      `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
+	// scopes requested: 1 to 64, distinct, each 1 to 128 bytes without spaces
+	// or control characters (they travel space separated in the token).
 	Scopes []string `protobuf:"bytes,4,rep,name=scopes,proto3" json:"scopes,omitempty"`
-	// ttl requested; the credential lives min(ttl, policy max, task deadline).
+	// ttl requested, at least one second; the credential lives min(ttl,
+	// policy max, task deadline).
 	Ttl *durationpb.Duration `protobuf:"bytes,5,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// audience is the API the credential is for (JWT "aud"); the issuer's
-	// default audience when empty.
+	// default audience when empty. At most 256 bytes, no spaces.
 	Audience string `protobuf:"bytes,6,opt,name=audience,proto3" json:"audience,omitempty"`
 	// cnf_jkt, when set, binds the credential to the agent's key (RFC 7800
-	// "cnf" with the RFC 7638 thumbprint, as DPoP RFC 9449 uses).
+	// "cnf" with the RFC 7638 thumbprint, as DPoP RFC 9449 uses): the
+	// unpadded base64url of a SHA-256 digest, 43 characters.
 	CnfJkt        string `protobuf:"bytes,7,opt,name=cnf_jkt,json=cnfJkt,proto3" json:"cnf_jkt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -328,11 +330,13 @@ func (x *IssueCredentialRequest) GetCnfJkt() string {
 	return ""
 }
 
-// IssueCredentialResponse returns the credential, with its token, once.
+// IssueCredentialResponse returns the credential and its token, once.
 type IssueCredentialResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Credential    *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
-	Decision      *v1.Decision           `protobuf:"bytes,2,opt,name=decision,proto3" json:"decision,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Credential *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	Decision   *v1.Decision           `protobuf:"bytes,2,opt,name=decision,proto3" json:"decision,omitempty"`
+	// token is the signed JWT; no other response carries it.
+	Token         string `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -381,10 +385,18 @@ func (x *IssueCredentialResponse) GetDecision() *v1.Decision {
 	return nil
 }
 
+func (x *IssueCredentialResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
 // IntrospectCredentialRequest carries the token to check.
 type IntrospectCredentialRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// token is the credential presented; at most 16 KiB.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	// dpop_proof is the DPoP proof (RFC 9449) the agent presented with the
 	// token, for a credential bound to a key (cnf.jkt). A bound credential
 	// without a valid proof is inactive.
@@ -459,7 +471,7 @@ func (x *IntrospectCredentialRequest) GetHttpUri() string {
 type IntrospectCredentialResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Active bool                   `protobuf:"varint,1,opt,name=active,proto3" json:"active,omitempty"`
-	// credential is set when active; its token field is empty.
+	// credential is set when active.
 	Credential    *Credential `protobuf:"bytes,2,opt,name=credential,proto3" json:"credential,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -509,7 +521,7 @@ func (x *IntrospectCredentialResponse) GetCredential() *Credential {
 	return nil
 }
 
-// RevokeCredentialsRequest names what to revoke.
+// RevokeCredentialsRequest names what to revoke: exactly one selector.
 type RevokeCredentialsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Selector:
@@ -519,7 +531,7 @@ type RevokeCredentialsRequest struct {
 	//	*RevokeCredentialsRequest_AgentId
 	//	*RevokeCredentialsRequest_DelegatorId
 	Selector isRevokeCredentialsRequest_Selector `protobuf_oneof:"selector"`
-	// reason is recorded on every revoked event.
+	// reason is recorded on every revoked event; at most 1024 bytes.
 	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -688,9 +700,10 @@ func (x *RevokeCredentialsResponse) GetCredentialIds() []string {
 
 // CompleteTaskRequest names the task that ended.
 type CompleteTaskRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// reason is recorded on the task's events; at most 1024 bytes.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -792,7 +805,7 @@ func (x *CompleteTaskResponse) GetCredentialIds() []string {
 	return nil
 }
 
-// ListCredentialsRequest selects live credentials.
+// ListCredentialsRequest selects live credentials: exactly one selector.
 type ListCredentialsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Selector:
@@ -801,8 +814,11 @@ type ListCredentialsRequest struct {
 	//	*ListCredentialsRequest_AgentId
 	//	*ListCredentialsRequest_DelegatorId
 	Selector isListCredentialsRequest_Selector `protobuf_oneof:"selector"`
-	// page_size is at most 1000; 100 when unset.
-	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_size is 100 when unset; above 1000 it is taken as 1000 (AIP-158);
+	// negative is INVALID_ARGUMENT.
+	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is a previous response's next_page_token, with the same
+	// selector.
 	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -966,17 +982,22 @@ type ExchangeCredentialRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// subject_token is the parent agent's credential.
 	SubjectToken string `protobuf:"bytes,1,opt,name=subject_token,json=subjectToken,proto3" json:"subject_token,omitempty"`
-	// agent is the sub-agent.
+	// agent is the sub-agent; its class is required.
 	Agent *v1.Agent `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
-	// scopes requested; a subset of the parent's.
+	// scopes requested; a subset of the parent's, with the rules of
+	// IssueCredentialRequest.scopes.
 	Scopes []string `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
-	// ttl requested; no longer than the parent's remaining life.
+	// ttl requested, at least one second; no longer than the parent's
+	// remaining life.
 	Ttl *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// sensitivity of the sub-task; no lower than the parent task's (the
 	// parent's when unspecified).
-	Sensitivity   v1.Sensitivity `protobuf:"varint,5,opt,name=sensitivity,proto3,enum=jitid.identity.v1.Sensitivity" json:"sensitivity,omitempty"`
-	Audience      string         `protobuf:"bytes,6,opt,name=audience,proto3" json:"audience,omitempty"`
-	CnfJkt        string         `protobuf:"bytes,7,opt,name=cnf_jkt,json=cnfJkt,proto3" json:"cnf_jkt,omitempty"`
+	Sensitivity v1.Sensitivity `protobuf:"varint,5,opt,name=sensitivity,proto3,enum=jitid.identity.v1.Sensitivity" json:"sensitivity,omitempty"`
+	// audience is the parent's when empty, and may not differ from it.
+	Audience string `protobuf:"bytes,6,opt,name=audience,proto3" json:"audience,omitempty"`
+	// cnf_jkt binds the sub-agent's credential to its key, as in
+	// IssueCredentialRequest.
+	CnfJkt        string `protobuf:"bytes,7,opt,name=cnf_jkt,json=cnfJkt,proto3" json:"cnf_jkt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1060,11 +1081,13 @@ func (x *ExchangeCredentialRequest) GetCnfJkt() string {
 	return ""
 }
 
-// ExchangeCredentialResponse returns the sub-agent's credential, with its token, once.
+// ExchangeCredentialResponse returns the sub-agent's credential and its token, once.
 type ExchangeCredentialResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Credential    *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
-	Decision      *v1.Decision           `protobuf:"bytes,2,opt,name=decision,proto3" json:"decision,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Credential *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	Decision   *v1.Decision           `protobuf:"bytes,2,opt,name=decision,proto3" json:"decision,omitempty"`
+	// token is the signed JWT; no other response carries it.
+	Token         string `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1113,6 +1136,13 @@ func (x *ExchangeCredentialResponse) GetDecision() *v1.Decision {
 	return nil
 }
 
+func (x *ExchangeCredentialResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
 // GetSigningKeysRequest is empty.
 type GetSigningKeysRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1157,8 +1187,9 @@ type GetSigningKeysResponse struct {
 	Jwks string `protobuf:"bytes,1,opt,name=jwks,proto3" json:"jwks,omitempty"`
 	// issuer is the "iss" the credentials carry.
 	Issuer string `protobuf:"bytes,2,opt,name=issuer,proto3" json:"issuer,omitempty"`
-	// default_ttl is the life given when policy allows more.
-	DefaultTtl    *durationpb.Duration `protobuf:"bytes,3,opt,name=default_ttl,json=defaultTtl,proto3" json:"default_ttl,omitempty"`
+	// max_ttl is the longest life the issuer gives a credential, whatever
+	// policy allows.
+	MaxTtl        *durationpb.Duration `protobuf:"bytes,3,opt,name=max_ttl,json=maxTtl,proto3" json:"max_ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1207,9 +1238,9 @@ func (x *GetSigningKeysResponse) GetIssuer() string {
 	return ""
 }
 
-func (x *GetSigningKeysResponse) GetDefaultTtl() *durationpb.Duration {
+func (x *GetSigningKeysResponse) GetMaxTtl() *durationpb.Duration {
 	if x != nil {
-		return x.DefaultTtl
+		return x.MaxTtl
 	}
 	return nil
 }
@@ -1218,106 +1249,113 @@ var File_jitid_issuer_v1_issuer_proto protoreflect.FileDescriptor
 
 const file_jitid_issuer_v1_issuer_proto_rawDesc = "" +
 	"\n" +
-	"\x1cjitid/issuer/v1/issuer.proto\x12\x0fjitid.issuer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xda\x05\n" +
+	"\x1cjitid/issuer/v1/issuer.proto\x12\x0fjitid.issuer.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xc7\x06\n" +
 	"\n" +
-	"Credential\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token\x127\n" +
-	"\tissued_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x129\n" +
+	"Credential\x12\x14\n" +
+	"\x02id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\x02id\x12?\n" +
 	"\n" +
-	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
-	"\x06scopes\x18\x05 \x03(\tR\x06scopes\x12\x19\n" +
-	"\bagent_id\x18\x06 \x01(\tR\aagentId\x12!\n" +
-	"\fdelegator_id\x18\a \x01(\tR\vdelegatorId\x12\x17\n" +
-	"\atask_id\x18\b \x01(\tR\x06taskId\x12\x1a\n" +
-	"\baudience\x18\t \x01(\tR\baudience\x12!\n" +
+	"issue_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\tissueTime\x12A\n" +
+	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
+	"expireTime\x12\x1c\n" +
+	"\x06scopes\x18\x05 \x03(\tB\x04\xe2A\x01\x03R\x06scopes\x12\x1f\n" +
+	"\bagent_id\x18\x06 \x01(\tB\x04\xe2A\x01\x03R\aagentId\x12'\n" +
+	"\fdelegator_id\x18\a \x01(\tB\x04\xe2A\x01\x03R\vdelegatorId\x12\x1d\n" +
+	"\atask_id\x18\b \x01(\tB\x04\xe2A\x01\x03R\x06taskId\x12 \n" +
+	"\baudience\x18\t \x01(\tB\x04\xe2A\x01\x03R\baudience\x12'\n" +
 	"\ftask_purpose\x18\n" +
-	" \x01(\tR\vtaskPurpose\x12I\n" +
-	"\x10task_sensitivity\x18\v \x01(\x0e2\x1e.jitid.identity.v1.SensitivityR\x0ftaskSensitivity\x124\n" +
-	"\aprofile\x18\f \x01(\x0e2\x1a.jitid.identity.v1.ProfileR\aprofile\x12%\n" +
-	"\x0epolicy_version\x18\r \x01(\tR\rpolicyVersion\x12\x16\n" +
-	"\x06issuer\x18\x0e \x01(\tR\x06issuer\x12>\n" +
-	"\vagent_class\x18\x0f \x01(\x0e2\x1d.jitid.identity.v1.AgentClassR\n" +
-	"agentClass\x12\x1b\n" +
-	"\tparent_id\x18\x10 \x01(\tR\bparentId\x12\x1f\n" +
-	"\vagent_chain\x18\x11 \x03(\tR\n" +
-	"agentChain\x12\x19\n" +
-	"\bmax_uses\x18\x12 \x01(\x05R\amaxUses\x12\x12\n" +
-	"\x04uses\x18\x13 \x01(\x05R\x04uses\x12\x17\n" +
-	"\acnf_jkt\x18\x14 \x01(\tR\x06cnfJkt\"\xab\x02\n" +
-	"\x16IssueCredentialRequest\x12.\n" +
-	"\x05agent\x18\x01 \x01(\v2\x18.jitid.identity.v1.AgentR\x05agent\x12:\n" +
-	"\tdelegator\x18\x02 \x01(\v2\x1c.jitid.identity.v1.DelegatorR\tdelegator\x12+\n" +
-	"\x04task\x18\x03 \x01(\v2\x17.jitid.identity.v1.TaskR\x04task\x12\x16\n" +
-	"\x06scopes\x18\x04 \x03(\tR\x06scopes\x12+\n" +
-	"\x03ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1a\n" +
-	"\baudience\x18\x06 \x01(\tR\baudience\x12\x17\n" +
-	"\acnf_jkt\x18\a \x01(\tR\x06cnfJkt\"\x8f\x01\n" +
-	"\x17IssueCredentialResponse\x12;\n" +
+	" \x01(\tB\x04\xe2A\x01\x03R\vtaskPurpose\x12O\n" +
+	"\x10task_sensitivity\x18\v \x01(\x0e2\x1e.jitid.identity.v1.SensitivityB\x04\xe2A\x01\x03R\x0ftaskSensitivity\x12:\n" +
+	"\aprofile\x18\f \x01(\x0e2\x1a.jitid.identity.v1.ProfileB\x04\xe2A\x01\x03R\aprofile\x12+\n" +
+	"\x0epolicy_version\x18\r \x01(\tB\x04\xe2A\x01\x03R\rpolicyVersion\x12\x1c\n" +
+	"\x06issuer\x18\x0e \x01(\tB\x04\xe2A\x01\x03R\x06issuer\x12D\n" +
+	"\vagent_class\x18\x0f \x01(\x0e2\x1d.jitid.identity.v1.AgentClassB\x04\xe2A\x01\x03R\n" +
+	"agentClass\x12!\n" +
+	"\tparent_id\x18\x10 \x01(\tB\x04\xe2A\x01\x03R\bparentId\x12%\n" +
+	"\vagent_chain\x18\x11 \x03(\tB\x04\xe2A\x01\x03R\n" +
+	"agentChain\x12\x1f\n" +
+	"\bmax_uses\x18\x12 \x01(\x05B\x04\xe2A\x01\x03R\amaxUses\x12\x18\n" +
+	"\x04uses\x18\x13 \x01(\x05B\x04\xe2A\x01\x03R\x04uses\x12\x1d\n" +
+	"\acnf_jkt\x18\x14 \x01(\tB\x04\xe2A\x01\x03R\x06cnfJktJ\x04\b\x02\x10\x03R\x05token\"\xdc\x03\n" +
+	"\x16IssueCredentialRequest\x12:\n" +
+	"\x05agent\x18\x01 \x01(\v2\x18.jitid.identity.v1.AgentB\n" +
+	"\xe2A\x01\x02\xbaH\x03\xc8\x01\x01R\x05agent\x12F\n" +
+	"\tdelegator\x18\x02 \x01(\v2\x1c.jitid.identity.v1.DelegatorB\n" +
+	"\xe2A\x01\x02\xbaH\x03\xc8\x01\x01R\tdelegator\x127\n" +
+	"\x04task\x18\x03 \x01(\v2\x17.jitid.identity.v1.TaskB\n" +
+	"\xe2A\x01\x02\xbaH\x03\xc8\x01\x01R\x04task\x12F\n" +
+	"\x06scopes\x18\x04 \x03(\tB.\xe2A\x01\x02\xbaH'\x92\x01$\b\x01\x10@\x18\x01\"\x1cr\x1a\x10\x01\x18\x80\x012\x13^[^\\s\\p{Z}\\p{Cc}]+$R\x06scopes\x12>\n" +
+	"\x03ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationB\x11\xe2A\x01\x02\xbaH\n" +
+	"\xc8\x01\x01\xaa\x01\x042\x02\b\x01R\x03ttl\x12/\n" +
+	"\baudience\x18\x06 \x01(\tB\x13\xe2A\x01\x01\xbaH\fr\n" +
+	"\x18\x80\x022\x05^\\S*$R\baudience\x12L\n" +
+	"\acnf_jkt\x18\a \x01(\tB3\xe2A\x01\x01\xbaH,\xd8\x01\x01r'2%^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$R\x06cnfJkt\"\xb7\x01\n" +
+	"\x17IssueCredentialResponse\x12A\n" +
 	"\n" +
-	"credential\x18\x01 \x01(\v2\x1b.jitid.issuer.v1.CredentialR\n" +
-	"credential\x127\n" +
-	"\bdecision\x18\x02 \x01(\v2\x1b.jitid.identity.v1.DecisionR\bdecision\"\x8e\x01\n" +
-	"\x1bIntrospectCredentialRequest\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1d\n" +
+	"credential\x18\x01 \x01(\v2\x1b.jitid.issuer.v1.CredentialB\x04\xe2A\x01\x03R\n" +
+	"credential\x12=\n" +
+	"\bdecision\x18\x02 \x01(\v2\x1b.jitid.identity.v1.DecisionB\x04\xe2A\x01\x03R\bdecision\x12\x1a\n" +
+	"\x05token\x18\x03 \x01(\tB\x04\xe2A\x01\x03R\x05token\"\xc7\x01\n" +
+	"\x1bIntrospectCredentialRequest\x12#\n" +
+	"\x05token\x18\x01 \x01(\tB\r\xe2A\x01\x02\xbaH\x06r\x04\x18\x80\x80\x01R\x05token\x12,\n" +
 	"\n" +
-	"dpop_proof\x18\x02 \x01(\tR\tdpopProof\x12\x1f\n" +
-	"\vhttp_method\x18\x03 \x01(\tR\n" +
-	"httpMethod\x12\x19\n" +
-	"\bhttp_uri\x18\x04 \x01(\tR\ahttpUri\"s\n" +
-	"\x1cIntrospectCredentialResponse\x12\x16\n" +
-	"\x06active\x18\x01 \x01(\bR\x06active\x12;\n" +
+	"dpop_proof\x18\x02 \x01(\tB\r\xe2A\x01\x01\xbaH\x06r\x04\x18\x80\x80\x01R\tdpopProof\x12,\n" +
+	"\vhttp_method\x18\x03 \x01(\tB\v\xe2A\x01\x01\xbaH\x04r\x02\x18 R\n" +
+	"httpMethod\x12'\n" +
+	"\bhttp_uri\x18\x04 \x01(\tB\f\xe2A\x01\x01\xbaH\x05r\x03\x18\x80@R\ahttpUri\"\x7f\n" +
+	"\x1cIntrospectCredentialResponse\x12\x1c\n" +
+	"\x06active\x18\x01 \x01(\bB\x04\xe2A\x01\x03R\x06active\x12A\n" +
 	"\n" +
-	"credential\x18\x02 \x01(\v2\x1b.jitid.issuer.v1.CredentialR\n" +
-	"credential\"\xc2\x01\n" +
-	"\x18RevokeCredentialsRequest\x12%\n" +
-	"\rcredential_id\x18\x01 \x01(\tH\x00R\fcredentialId\x12\x19\n" +
-	"\atask_id\x18\x02 \x01(\tH\x00R\x06taskId\x12\x1b\n" +
-	"\bagent_id\x18\x03 \x01(\tH\x00R\aagentId\x12#\n" +
-	"\fdelegator_id\x18\x04 \x01(\tH\x00R\vdelegatorId\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reasonB\n" +
+	"credential\x18\x02 \x01(\v2\x1b.jitid.issuer.v1.CredentialB\x04\xe2A\x01\x03R\n" +
+	"credential\"\x8f\x02\n" +
+	"\x18RevokeCredentialsRequest\x123\n" +
+	"\rcredential_id\x18\x01 \x01(\tB\f\xbaH\tr\a\x18\x80\x022\x02\\SH\x00R\fcredentialId\x12'\n" +
+	"\atask_id\x18\x02 \x01(\tB\f\xbaH\tr\a\x18\x80\x022\x02\\SH\x00R\x06taskId\x12)\n" +
+	"\bagent_id\x18\x03 \x01(\tB\f\xbaH\tr\a\x18\x80\x022\x02\\SH\x00R\aagentId\x121\n" +
+	"\fdelegator_id\x18\x04 \x01(\tB\f\xbaH\tr\a\x18\x80\x022\x02\\SH\x00R\vdelegatorId\x12$\n" +
+	"\x06reason\x18\x05 \x01(\tB\f\xe2A\x01\x01\xbaH\x05r\x03\x18\x80\bR\x06reasonB\x11\n" +
+	"\bselector\x12\x05\xbaH\x02\b\x01\"h\n" +
+	"\x19RevokeCredentialsResponse\x12\x1e\n" +
+	"\arevoked\x18\x01 \x01(\x03B\x04\xe2A\x01\x03R\arevoked\x12+\n" +
+	"\x0ecredential_ids\x18\x02 \x03(\tB\x04\xe2A\x01\x03R\rcredentialIds\"f\n" +
+	"\x13CompleteTaskRequest\x12)\n" +
+	"\atask_id\x18\x01 \x01(\tB\x10\xe2A\x01\x02\xbaH\tr\a\x18\x80\x022\x02\\SR\x06taskId\x12$\n" +
+	"\x06reason\x18\x02 \x01(\tB\f\xe2A\x01\x01\xbaH\x05r\x03\x18\x80\bR\x06reason\"c\n" +
+	"\x14CompleteTaskResponse\x12\x1e\n" +
+	"\arevoked\x18\x01 \x01(\x03B\x04\xe2A\x01\x03R\arevoked\x12+\n" +
+	"\x0ecredential_ids\x18\x02 \x03(\tB\x04\xe2A\x01\x03R\rcredentialIds\"\x89\x02\n" +
+	"\x16ListCredentialsRequest\x12'\n" +
+	"\atask_id\x18\x01 \x01(\tB\f\xbaH\tr\a\x18\x80\x022\x02\\SH\x00R\x06taskId\x12)\n" +
+	"\bagent_id\x18\x02 \x01(\tB\f\xbaH\tr\a\x18\x80\x022\x02\\SH\x00R\aagentId\x121\n" +
+	"\fdelegator_id\x18\x03 \x01(\tB\f\xbaH\tr\a\x18\x80\x022\x02\\SH\x00R\vdelegatorId\x12(\n" +
+	"\tpage_size\x18\x04 \x01(\x05B\v\xe2A\x01\x01\xbaH\x04\x1a\x02(\x00R\bpageSize\x12+\n" +
 	"\n" +
-	"\bselector\"\\\n" +
-	"\x19RevokeCredentialsResponse\x12\x18\n" +
-	"\arevoked\x18\x01 \x01(\x03R\arevoked\x12%\n" +
-	"\x0ecredential_ids\x18\x02 \x03(\tR\rcredentialIds\"F\n" +
-	"\x13CompleteTaskRequest\x12\x17\n" +
-	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"W\n" +
-	"\x14CompleteTaskResponse\x12\x18\n" +
-	"\arevoked\x18\x01 \x01(\x03R\arevoked\x12%\n" +
-	"\x0ecredential_ids\x18\x02 \x03(\tR\rcredentialIds\"\xbd\x01\n" +
-	"\x16ListCredentialsRequest\x12\x19\n" +
-	"\atask_id\x18\x01 \x01(\tH\x00R\x06taskId\x12\x1b\n" +
-	"\bagent_id\x18\x02 \x01(\tH\x00R\aagentId\x12#\n" +
-	"\fdelegator_id\x18\x03 \x01(\tH\x00R\vdelegatorId\x12\x1b\n" +
-	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"page_token\x18\x05 \x01(\tB\f\xe2A\x01\x01\xbaH\x05r\x03\x18\x80\bR\tpageTokenB\x11\n" +
+	"\bselector\x12\x05\xbaH\x02\b\x01\"\x8c\x01\n" +
+	"\x17ListCredentialsResponse\x12C\n" +
+	"\vcredentials\x18\x01 \x03(\v2\x1b.jitid.issuer.v1.CredentialB\x04\xe2A\x01\x03R\vcredentials\x12,\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2A\x01\x03R\rnextPageToken\"\xe4\x03\n" +
+	"\x19ExchangeCredentialRequest\x124\n" +
+	"\rsubject_token\x18\x01 \x01(\tB\x0f\xe2A\x01\x02\xbaH\br\x06\x10\x01\x18\x80\x80\x01R\fsubjectToken\x12:\n" +
+	"\x05agent\x18\x02 \x01(\v2\x18.jitid.identity.v1.AgentB\n" +
+	"\xe2A\x01\x02\xbaH\x03\xc8\x01\x01R\x05agent\x12F\n" +
+	"\x06scopes\x18\x03 \x03(\tB.\xe2A\x01\x02\xbaH'\x92\x01$\b\x01\x10@\x18\x01\"\x1cr\x1a\x10\x01\x18\x80\x012\x13^[^\\s\\p{Z}\\p{Cc}]+$R\x06scopes\x12>\n" +
+	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x11\xe2A\x01\x02\xbaH\n" +
+	"\xc8\x01\x01\xaa\x01\x042\x02\b\x01R\x03ttl\x12N\n" +
+	"\vsensitivity\x18\x05 \x01(\x0e2\x1e.jitid.identity.v1.SensitivityB\f\xe2A\x01\x01\xbaH\x05\x82\x01\x02\x10\x01R\vsensitivity\x12/\n" +
+	"\baudience\x18\x06 \x01(\tB\x13\xe2A\x01\x01\xbaH\fr\n" +
+	"\x18\x80\x022\x05^\\S*$R\baudience\x12L\n" +
+	"\acnf_jkt\x18\a \x01(\tB3\xe2A\x01\x01\xbaH,\xd8\x01\x01r'2%^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$R\x06cnfJkt\"\xba\x01\n" +
+	"\x1aExchangeCredentialResponse\x12A\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageTokenB\n" +
-	"\n" +
-	"\bselector\"\x80\x01\n" +
-	"\x17ListCredentialsResponse\x12=\n" +
-	"\vcredentials\x18\x01 \x03(\v2\x1b.jitid.issuer.v1.CredentialR\vcredentials\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xac\x02\n" +
-	"\x19ExchangeCredentialRequest\x12#\n" +
-	"\rsubject_token\x18\x01 \x01(\tR\fsubjectToken\x12.\n" +
-	"\x05agent\x18\x02 \x01(\v2\x18.jitid.identity.v1.AgentR\x05agent\x12\x16\n" +
-	"\x06scopes\x18\x03 \x03(\tR\x06scopes\x12+\n" +
-	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12@\n" +
-	"\vsensitivity\x18\x05 \x01(\x0e2\x1e.jitid.identity.v1.SensitivityR\vsensitivity\x12\x1a\n" +
-	"\baudience\x18\x06 \x01(\tR\baudience\x12\x17\n" +
-	"\acnf_jkt\x18\a \x01(\tR\x06cnfJkt\"\x92\x01\n" +
-	"\x1aExchangeCredentialResponse\x12;\n" +
-	"\n" +
-	"credential\x18\x01 \x01(\v2\x1b.jitid.issuer.v1.CredentialR\n" +
-	"credential\x127\n" +
-	"\bdecision\x18\x02 \x01(\v2\x1b.jitid.identity.v1.DecisionR\bdecision\"\x17\n" +
-	"\x15GetSigningKeysRequest\"\x80\x01\n" +
-	"\x16GetSigningKeysResponse\x12\x12\n" +
-	"\x04jwks\x18\x01 \x01(\tR\x04jwks\x12\x16\n" +
-	"\x06issuer\x18\x02 \x01(\tR\x06issuer\x12:\n" +
-	"\vdefault_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"defaultTtl2\xeb\x05\n" +
+	"credential\x18\x01 \x01(\v2\x1b.jitid.issuer.v1.CredentialB\x04\xe2A\x01\x03R\n" +
+	"credential\x12=\n" +
+	"\bdecision\x18\x02 \x01(\v2\x1b.jitid.identity.v1.DecisionB\x04\xe2A\x01\x03R\bdecision\x12\x1a\n" +
+	"\x05token\x18\x03 \x01(\tB\x04\xe2A\x01\x03R\x05token\"\x17\n" +
+	"\x15GetSigningKeysRequest\"\x8a\x01\n" +
+	"\x16GetSigningKeysResponse\x12\x18\n" +
+	"\x04jwks\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\x04jwks\x12\x1c\n" +
+	"\x06issuer\x18\x02 \x01(\tB\x04\xe2A\x01\x03R\x06issuer\x128\n" +
+	"\amax_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x06maxTtl2\xeb\x05\n" +
 	"\rIssuerService\x12d\n" +
 	"\x0fIssueCredential\x12'.jitid.issuer.v1.IssueCredentialRequest\x1a(.jitid.issuer.v1.IssueCredentialResponse\x12s\n" +
 	"\x14IntrospectCredential\x12,.jitid.issuer.v1.IntrospectCredentialRequest\x1a-.jitid.issuer.v1.IntrospectCredentialResponse\x12j\n" +
@@ -1325,7 +1363,8 @@ const file_jitid_issuer_v1_issuer_proto_rawDesc = "" +
 	"\fCompleteTask\x12$.jitid.issuer.v1.CompleteTaskRequest\x1a%.jitid.issuer.v1.CompleteTaskResponse\x12d\n" +
 	"\x0fListCredentials\x12'.jitid.issuer.v1.ListCredentialsRequest\x1a(.jitid.issuer.v1.ListCredentialsResponse\x12m\n" +
 	"\x12ExchangeCredential\x12*.jitid.issuer.v1.ExchangeCredentialRequest\x1a+.jitid.issuer.v1.ExchangeCredentialResponse\x12a\n" +
-	"\x0eGetSigningKeys\x12&.jitid.issuer.v1.GetSigningKeysRequest\x1a'.jitid.issuer.v1.GetSigningKeysResponseB7Z5github.com/jitid/jitid/proto/jitid/issuer/v1;issuerv1b\x06proto3"
+	"\x0eGetSigningKeys\x12&.jitid.issuer.v1.GetSigningKeysRequest\x1a'.jitid.issuer.v1.GetSigningKeysResponseB\xb7\x01\n" +
+	"\x13com.jitid.issuer.v1B\vIssuerProtoP\x01Z5github.com/jitid/jitid/proto/jitid/issuer/v1;issuerv1\xa2\x02\x03JIX\xaa\x02\x0fJitid.Issuer.V1\xca\x02\x0fJitid\\Issuer\\V1\xe2\x02\x1bJitid\\Issuer\\V1\\GPBMetadata\xea\x02\x11Jitid::Issuer::V1b\x06proto3"
 
 var (
 	file_jitid_issuer_v1_issuer_proto_rawDescOnce sync.Once
@@ -1367,8 +1406,8 @@ var file_jitid_issuer_v1_issuer_proto_goTypes = []any{
 	(*v1.Decision)(nil),                  // 23: jitid.identity.v1.Decision
 }
 var file_jitid_issuer_v1_issuer_proto_depIdxs = []int32{
-	15, // 0: jitid.issuer.v1.Credential.issued_at:type_name -> google.protobuf.Timestamp
-	15, // 1: jitid.issuer.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 0: jitid.issuer.v1.Credential.issue_time:type_name -> google.protobuf.Timestamp
+	15, // 1: jitid.issuer.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
 	16, // 2: jitid.issuer.v1.Credential.task_sensitivity:type_name -> jitid.identity.v1.Sensitivity
 	17, // 3: jitid.issuer.v1.Credential.profile:type_name -> jitid.identity.v1.Profile
 	18, // 4: jitid.issuer.v1.Credential.agent_class:type_name -> jitid.identity.v1.AgentClass
@@ -1385,7 +1424,7 @@ var file_jitid_issuer_v1_issuer_proto_depIdxs = []int32{
 	16, // 15: jitid.issuer.v1.ExchangeCredentialRequest.sensitivity:type_name -> jitid.identity.v1.Sensitivity
 	0,  // 16: jitid.issuer.v1.ExchangeCredentialResponse.credential:type_name -> jitid.issuer.v1.Credential
 	23, // 17: jitid.issuer.v1.ExchangeCredentialResponse.decision:type_name -> jitid.identity.v1.Decision
-	22, // 18: jitid.issuer.v1.GetSigningKeysResponse.default_ttl:type_name -> google.protobuf.Duration
+	22, // 18: jitid.issuer.v1.GetSigningKeysResponse.max_ttl:type_name -> google.protobuf.Duration
 	1,  // 19: jitid.issuer.v1.IssuerService.IssueCredential:input_type -> jitid.issuer.v1.IssueCredentialRequest
 	3,  // 20: jitid.issuer.v1.IssuerService.IntrospectCredential:input_type -> jitid.issuer.v1.IntrospectCredentialRequest
 	5,  // 21: jitid.issuer.v1.IssuerService.RevokeCredentials:input_type -> jitid.issuer.v1.RevokeCredentialsRequest

@@ -5,6 +5,10 @@
 // source: jitid/issuer/v1/issuer.proto
 
 // Package jitid.issuer.v1 issues, checks and retires task-scoped credentials.
+//
+// Every error status carries a google.rpc.ErrorInfo (domain "jitid.dev")
+// whose reason is stable (docs/errors.md); INVALID_ARGUMENT also carries a
+// google.rpc.BadRequest listing every field that broke a rule.
 
 package issuerv1
 
@@ -38,20 +42,59 @@ const (
 // and one delegator, and keeps their lifecycle.
 type IssuerServiceClient interface {
 	// IssueCredential asks policy for a decision and, when allowed, mints a
-	// credential. A denial is PERMISSION_DENIED carrying the reasons.
+	// credential.
+	//
+	// Errors (ErrorInfo reason in brackets):
+	//
+	//	INVALID_ARGUMENT     a field breaks a rule, here or at policy (an
+	//	                     unknown time zone) [INVALID_REQUEST]
+	//	PERMISSION_DENIED    policy denied; the reasons are in the metadata
+	//	                     [POLICY_DENIED]
+	//	FAILED_PRECONDITION  the task is completed [TASK_COMPLETED]
+	//	UNAVAILABLE          no decision could be had, nothing issued
+	//	                     [POLICY_UNAVAILABLE]; the store failed
+	//	                     [STORE_UNAVAILABLE]
+	//	DEADLINE_EXCEEDED, CANCELED  the call ended first [DEADLINE_EXCEEDED,
+	//	                     CANCELED]
+	//	INTERNAL             a bug [INTERNAL]
 	IssueCredential(ctx context.Context, in *IssueCredentialRequest, opts ...grpc.CallOption) (*IssueCredentialResponse, error)
-	// IntrospectCredential says whether a token is active (RFC 7662 semantics).
+	// IntrospectCredential says whether a token is active (RFC 7662
+	// semantics): an unknown, forged, expired or revoked token is active:
+	// false, not an error.
+	//
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAVAILABLE
+	// [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED, CANCELED; INTERNAL.
 	IntrospectCredential(ctx context.Context, in *IntrospectCredentialRequest, opts ...grpc.CallOption) (*IntrospectCredentialResponse, error)
 	// RevokeCredentials revokes by credential, task, agent or delegator.
+	//
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; NOT_FOUND no live
+	// credential matched a credential_id [CREDENTIAL_NOT_FOUND]; UNAVAILABLE
+	// [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED, CANCELED; INTERNAL.
 	RevokeCredentials(ctx context.Context, in *RevokeCredentialsRequest, opts ...grpc.CallOption) (*RevokeCredentialsResponse, error)
 	// CompleteTask revokes every credential of a task and records its end.
+	//
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAVAILABLE
+	// [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED, CANCELED; INTERNAL.
 	CompleteTask(ctx context.Context, in *CompleteTaskRequest, opts ...grpc.CallOption) (*CompleteTaskResponse, error)
 	// ListCredentials lists live credentials; metadata only, never tokens.
+	//
+	// Errors: INVALID_ARGUMENT (also a page_token from another query)
+	// [INVALID_REQUEST]; UNAVAILABLE [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED,
+	// CANCELED; INTERNAL.
 	ListCredentials(ctx context.Context, in *ListCredentialsRequest, opts ...grpc.CallOption) (*ListCredentialsResponse, error)
 	// ExchangeCredential trades an agent's credential (the subject token) for a
 	// narrower one for a sub-agent (RFC 8693 token exchange semantics).
+	//
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAUTHENTICATED the subject
+	// token is not an active credential [SUBJECT_TOKEN_INACTIVE];
+	// FAILED_PRECONDITION the subject credential is bound to a key or
+	// use-limited [NOT_DELEGABLE], or its task is completed
+	// [TASK_COMPLETED]; PERMISSION_DENIED [POLICY_DENIED]; UNAVAILABLE
+	// [POLICY_UNAVAILABLE, STORE_UNAVAILABLE]; DEADLINE_EXCEEDED, CANCELED;
+	// INTERNAL.
 	ExchangeCredential(ctx context.Context, in *ExchangeCredentialRequest, opts ...grpc.CallOption) (*ExchangeCredentialResponse, error)
-	// GetSigningKeys returns the public keys that verify credentials (a JWK Set).
+	// GetSigningKeys returns the public keys that verify credentials (a JWK
+	// Set). It does not fail but for DEADLINE_EXCEEDED and CANCELED.
 	GetSigningKeys(ctx context.Context, in *GetSigningKeysRequest, opts ...grpc.CallOption) (*GetSigningKeysResponse, error)
 }
 
@@ -141,20 +184,59 @@ func (c *issuerServiceClient) GetSigningKeys(ctx context.Context, in *GetSigning
 // and one delegator, and keeps their lifecycle.
 type IssuerServiceServer interface {
 	// IssueCredential asks policy for a decision and, when allowed, mints a
-	// credential. A denial is PERMISSION_DENIED carrying the reasons.
+	// credential.
+	//
+	// Errors (ErrorInfo reason in brackets):
+	//
+	//	INVALID_ARGUMENT     a field breaks a rule, here or at policy (an
+	//	                     unknown time zone) [INVALID_REQUEST]
+	//	PERMISSION_DENIED    policy denied; the reasons are in the metadata
+	//	                     [POLICY_DENIED]
+	//	FAILED_PRECONDITION  the task is completed [TASK_COMPLETED]
+	//	UNAVAILABLE          no decision could be had, nothing issued
+	//	                     [POLICY_UNAVAILABLE]; the store failed
+	//	                     [STORE_UNAVAILABLE]
+	//	DEADLINE_EXCEEDED, CANCELED  the call ended first [DEADLINE_EXCEEDED,
+	//	                     CANCELED]
+	//	INTERNAL             a bug [INTERNAL]
 	IssueCredential(context.Context, *IssueCredentialRequest) (*IssueCredentialResponse, error)
-	// IntrospectCredential says whether a token is active (RFC 7662 semantics).
+	// IntrospectCredential says whether a token is active (RFC 7662
+	// semantics): an unknown, forged, expired or revoked token is active:
+	// false, not an error.
+	//
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAVAILABLE
+	// [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED, CANCELED; INTERNAL.
 	IntrospectCredential(context.Context, *IntrospectCredentialRequest) (*IntrospectCredentialResponse, error)
 	// RevokeCredentials revokes by credential, task, agent or delegator.
+	//
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; NOT_FOUND no live
+	// credential matched a credential_id [CREDENTIAL_NOT_FOUND]; UNAVAILABLE
+	// [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED, CANCELED; INTERNAL.
 	RevokeCredentials(context.Context, *RevokeCredentialsRequest) (*RevokeCredentialsResponse, error)
 	// CompleteTask revokes every credential of a task and records its end.
+	//
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAVAILABLE
+	// [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED, CANCELED; INTERNAL.
 	CompleteTask(context.Context, *CompleteTaskRequest) (*CompleteTaskResponse, error)
 	// ListCredentials lists live credentials; metadata only, never tokens.
+	//
+	// Errors: INVALID_ARGUMENT (also a page_token from another query)
+	// [INVALID_REQUEST]; UNAVAILABLE [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED,
+	// CANCELED; INTERNAL.
 	ListCredentials(context.Context, *ListCredentialsRequest) (*ListCredentialsResponse, error)
 	// ExchangeCredential trades an agent's credential (the subject token) for a
 	// narrower one for a sub-agent (RFC 8693 token exchange semantics).
+	//
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAUTHENTICATED the subject
+	// token is not an active credential [SUBJECT_TOKEN_INACTIVE];
+	// FAILED_PRECONDITION the subject credential is bound to a key or
+	// use-limited [NOT_DELEGABLE], or its task is completed
+	// [TASK_COMPLETED]; PERMISSION_DENIED [POLICY_DENIED]; UNAVAILABLE
+	// [POLICY_UNAVAILABLE, STORE_UNAVAILABLE]; DEADLINE_EXCEEDED, CANCELED;
+	// INTERNAL.
 	ExchangeCredential(context.Context, *ExchangeCredentialRequest) (*ExchangeCredentialResponse, error)
-	// GetSigningKeys returns the public keys that verify credentials (a JWK Set).
+	// GetSigningKeys returns the public keys that verify credentials (a JWK
+	// Set). It does not fail but for DEADLINE_EXCEEDED and CANCELED.
 	GetSigningKeys(context.Context, *GetSigningKeysRequest) (*GetSigningKeysResponse, error)
 	mustEmbedUnimplementedIssuerServiceServer()
 }

@@ -5,11 +5,17 @@
 // source: jitid/policy/v1/policy.proto
 
 // Package jitid.policy.v1 is the policy decision point.
+//
+// Every error status carries a google.rpc.ErrorInfo (domain "jitid.dev")
+// whose reason is stable (docs/errors.md); INVALID_ARGUMENT also carries a
+// google.rpc.BadRequest listing every field that broke a rule.
 
 package policyv1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	v1 "github.com/jitid/jitid/proto/jitid/identity/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -83,14 +89,17 @@ type EvaluateRequest struct {
 	Delegator *v1.Delegator          `protobuf:"bytes,2,opt,name=delegator,proto3" json:"delegator,omitempty"`
 	Task      *v1.Task               `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
 	// scopes are the scopes requested; each one is judged as a Cedar action.
+	// 1 to 64, distinct, each 1 to 128 bytes without spaces or control
+	// characters.
 	Scopes []string `protobuf:"bytes,4,rep,name=scopes,proto3" json:"scopes,omitempty"`
-	// ttl is the requested credential life.
+	// ttl is the requested credential life, at least one second.
 	Ttl *durationpb.Duration `protobuf:"bytes,5,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	// time is the time of execution; the server's clock when unset.
-	Time *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
-	// audience the credential is for.
+	// decision_time is the time of execution; the server's clock when unset.
+	DecisionTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=decision_time,json=decisionTime,proto3" json:"decision_time,omitempty"`
+	// audience the credential is for; at most 256 bytes, no spaces.
 	Audience string `protobuf:"bytes,7,opt,name=audience,proto3" json:"audience,omitempty"`
-	// agent_chain lists the agents above a sub-agent, nearest parent first.
+	// agent_chain lists the agents above a sub-agent, nearest parent first;
+	// at most 16.
 	AgentChain []*v1.Agent `protobuf:"bytes,8,rep,name=agent_chain,json=agentChain,proto3" json:"agent_chain,omitempty"`
 	// agent_chain_scopes, when set, has one entry per agent_chain entry, in the
 	// same order: the scopes that agent holds (its credential's scopes). A
@@ -166,9 +175,9 @@ func (x *EvaluateRequest) GetTtl() *durationpb.Duration {
 	return nil
 }
 
-func (x *EvaluateRequest) GetTime() *timestamppb.Timestamp {
+func (x *EvaluateRequest) GetDecisionTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.Time
+		return x.DecisionTime
 	}
 	return nil
 }
@@ -196,8 +205,9 @@ func (x *EvaluateRequest) GetAgentChainScopes() []*HeldScopes {
 
 // HeldScopes lists the scopes one agent holds.
 type HeldScopes struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Scopes        []string               `protobuf:"bytes,1,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// scopes: at most 256, each a scope as in EvaluateRequest.scopes.
+	Scopes        []string `protobuf:"bytes,1,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -603,13 +613,13 @@ type GetPolicySetResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// version is the content hash of the set in use.
 	Version  string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
-	LoadedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=loaded_at,json=loadedAt,proto3" json:"loaded_at,omitempty"`
+	LoadTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=load_time,json=loadTime,proto3" json:"load_time,omitempty"`
 	// source is the file or directory the set was loaded from.
 	Source    string   `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
 	PolicyIds []string `protobuf:"bytes,4,rep,name=policy_ids,json=policyIds,proto3" json:"policy_ids,omitempty"`
 	// last_error is the last failed reload; the set in use stays the last good one.
 	LastError     string                 `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
-	LastErrorAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_error_at,json=lastErrorAt,proto3" json:"last_error_at,omitempty"`
+	LastErrorTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_error_time,json=lastErrorTime,proto3" json:"last_error_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -651,9 +661,9 @@ func (x *GetPolicySetResponse) GetVersion() string {
 	return ""
 }
 
-func (x *GetPolicySetResponse) GetLoadedAt() *timestamppb.Timestamp {
+func (x *GetPolicySetResponse) GetLoadTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.LoadedAt
+		return x.LoadTime
 	}
 	return nil
 }
@@ -679,9 +689,9 @@ func (x *GetPolicySetResponse) GetLastError() string {
 	return ""
 }
 
-func (x *GetPolicySetResponse) GetLastErrorAt() *timestamppb.Timestamp {
+func (x *GetPolicySetResponse) GetLastErrorTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.LastErrorAt
+		return x.LastErrorTime
 	}
 	return nil
 }
@@ -690,53 +700,59 @@ var File_jitid_policy_v1_policy_proto protoreflect.FileDescriptor
 
 const file_jitid_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1cjitid/policy/v1/policy.proto\x12\x0fjitid.policy.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xc1\x03\n" +
-	"\x0fEvaluateRequest\x12.\n" +
-	"\x05agent\x18\x01 \x01(\v2\x18.jitid.identity.v1.AgentR\x05agent\x12:\n" +
-	"\tdelegator\x18\x02 \x01(\v2\x1c.jitid.identity.v1.DelegatorR\tdelegator\x12+\n" +
-	"\x04task\x18\x03 \x01(\v2\x17.jitid.identity.v1.TaskR\x04task\x12\x16\n" +
-	"\x06scopes\x18\x04 \x03(\tR\x06scopes\x12+\n" +
-	"\x03ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12.\n" +
-	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
-	"\baudience\x18\a \x01(\tR\baudience\x129\n" +
-	"\vagent_chain\x18\b \x03(\v2\x18.jitid.identity.v1.AgentR\n" +
-	"agentChain\x12I\n" +
-	"\x12agent_chain_scopes\x18\t \x03(\v2\x1b.jitid.policy.v1.HeldScopesR\x10agentChainScopes\"$\n" +
+	"\x1cjitid/policy/v1/policy.proto\x12\x0fjitid.policy.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xf0\x04\n" +
+	"\x0fEvaluateRequest\x12:\n" +
+	"\x05agent\x18\x01 \x01(\v2\x18.jitid.identity.v1.AgentB\n" +
+	"\xe2A\x01\x02\xbaH\x03\xc8\x01\x01R\x05agent\x12F\n" +
+	"\tdelegator\x18\x02 \x01(\v2\x1c.jitid.identity.v1.DelegatorB\n" +
+	"\xe2A\x01\x02\xbaH\x03\xc8\x01\x01R\tdelegator\x127\n" +
+	"\x04task\x18\x03 \x01(\v2\x17.jitid.identity.v1.TaskB\n" +
+	"\xe2A\x01\x02\xbaH\x03\xc8\x01\x01R\x04task\x12F\n" +
+	"\x06scopes\x18\x04 \x03(\tB.\xe2A\x01\x02\xbaH'\x92\x01$\b\x01\x10@\x18\x01\"\x1cr\x1a\x10\x01\x18\x80\x012\x13^[^\\s\\p{Z}\\p{Cc}]+$R\x06scopes\x12>\n" +
+	"\x03ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationB\x11\xe2A\x01\x02\xbaH\n" +
+	"\xc8\x01\x01\xaa\x01\x042\x02\b\x01R\x03ttl\x12E\n" +
+	"\rdecision_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x01R\fdecisionTime\x12/\n" +
+	"\baudience\x18\a \x01(\tB\x13\xe2A\x01\x01\xbaH\fr\n" +
+	"\x18\x80\x022\x05^\\S*$R\baudience\x12G\n" +
+	"\vagent_chain\x18\b \x03(\v2\x18.jitid.identity.v1.AgentB\f\xe2A\x01\x01\xbaH\x05\x92\x01\x02\x10\x10R\n" +
+	"agentChain\x12W\n" +
+	"\x12agent_chain_scopes\x18\t \x03(\v2\x1b.jitid.policy.v1.HeldScopesB\f\xe2A\x01\x01\xbaH\x05\x92\x01\x02\x10\x10R\x10agentChainScopes\"Q\n" +
 	"\n" +
-	"HeldScopes\x12\x16\n" +
-	"\x06scopes\x18\x01 \x03(\tR\x06scopes\"K\n" +
-	"\x10EvaluateResponse\x127\n" +
-	"\bdecision\x18\x01 \x01(\v2\x1b.jitid.identity.v1.DecisionR\bdecision\"L\n" +
-	"\x0eExplainRequest\x12:\n" +
-	"\arequest\x18\x01 \x01(\v2 .jitid.policy.v1.EvaluateRequestR\arequest\"\x84\x02\n" +
-	"\fPolicyResult\x12\x1b\n" +
-	"\tpolicy_id\x18\x01 \x01(\tR\bpolicyId\x12/\n" +
-	"\x06effect\x18\x02 \x01(\x0e2\x17.jitid.policy.v1.EffectR\x06effect\x12\x18\n" +
-	"\aapplied\x18\x03 \x01(\bR\aapplied\x12 \n" +
-	"\vdetermining\x18\x04 \x01(\bR\vdetermining\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1a\n" +
-	"\bposition\x18\x06 \x01(\tR\bposition\x12\x16\n" +
-	"\x06reason\x18\a \x01(\tR\x06reason\x12 \n" +
-	"\vexplanation\x18\b \x01(\tR\vexplanation\"\x9e\x01\n" +
-	"\x10ScopeExplanation\x12\x14\n" +
-	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x18\n" +
-	"\agranted\x18\x02 \x01(\bR\agranted\x129\n" +
-	"\bpolicies\x18\x03 \x03(\v2\x1d.jitid.policy.v1.PolicyResultR\bpolicies\x12\x1f\n" +
-	"\vnarrowed_by\x18\x04 \x01(\tR\n" +
-	"narrowedBy\"\x85\x01\n" +
-	"\x0fExplainResponse\x127\n" +
-	"\bdecision\x18\x01 \x01(\v2\x1b.jitid.identity.v1.DecisionR\bdecision\x129\n" +
-	"\x06scopes\x18\x02 \x03(\v2!.jitid.policy.v1.ScopeExplanationR\x06scopes\"\x15\n" +
-	"\x13GetPolicySetRequest\"\xff\x01\n" +
-	"\x14GetPolicySetResponse\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\tR\aversion\x127\n" +
-	"\tloaded_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bloadedAt\x12\x16\n" +
-	"\x06source\x18\x03 \x01(\tR\x06source\x12\x1d\n" +
+	"HeldScopes\x12C\n" +
+	"\x06scopes\x18\x01 \x03(\tB+\xe2A\x01\x01\xbaH$\x92\x01!\x10\x80\x02\"\x1cr\x1a\x10\x01\x18\x80\x012\x13^[^\\s\\p{Z}\\p{Cc}]+$R\x06scopes\"Q\n" +
+	"\x10EvaluateResponse\x12=\n" +
+	"\bdecision\x18\x01 \x01(\v2\x1b.jitid.identity.v1.DecisionB\x04\xe2A\x01\x03R\bdecision\"X\n" +
+	"\x0eExplainRequest\x12F\n" +
+	"\arequest\x18\x01 \x01(\v2 .jitid.policy.v1.EvaluateRequestB\n" +
+	"\xe2A\x01\x02\xbaH\x03\xc8\x01\x01R\arequest\"\xb4\x02\n" +
+	"\fPolicyResult\x12!\n" +
+	"\tpolicy_id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\bpolicyId\x125\n" +
+	"\x06effect\x18\x02 \x01(\x0e2\x17.jitid.policy.v1.EffectB\x04\xe2A\x01\x03R\x06effect\x12\x1e\n" +
+	"\aapplied\x18\x03 \x01(\bB\x04\xe2A\x01\x03R\aapplied\x12&\n" +
+	"\vdetermining\x18\x04 \x01(\bB\x04\xe2A\x01\x03R\vdetermining\x12\x1a\n" +
+	"\x05error\x18\x05 \x01(\tB\x04\xe2A\x01\x03R\x05error\x12 \n" +
+	"\bposition\x18\x06 \x01(\tB\x04\xe2A\x01\x03R\bposition\x12\x1c\n" +
+	"\x06reason\x18\a \x01(\tB\x04\xe2A\x01\x03R\x06reason\x12&\n" +
+	"\vexplanation\x18\b \x01(\tB\x04\xe2A\x01\x03R\vexplanation\"\xb6\x01\n" +
+	"\x10ScopeExplanation\x12\x1a\n" +
+	"\x05scope\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\x05scope\x12\x1e\n" +
+	"\agranted\x18\x02 \x01(\bB\x04\xe2A\x01\x03R\agranted\x12?\n" +
+	"\bpolicies\x18\x03 \x03(\v2\x1d.jitid.policy.v1.PolicyResultB\x04\xe2A\x01\x03R\bpolicies\x12%\n" +
+	"\vnarrowed_by\x18\x04 \x01(\tB\x04\xe2A\x01\x03R\n" +
+	"narrowedBy\"\x91\x01\n" +
+	"\x0fExplainResponse\x12=\n" +
+	"\bdecision\x18\x01 \x01(\v2\x1b.jitid.identity.v1.DecisionB\x04\xe2A\x01\x03R\bdecision\x12?\n" +
+	"\x06scopes\x18\x02 \x03(\v2!.jitid.policy.v1.ScopeExplanationB\x04\xe2A\x01\x03R\x06scopes\"\x15\n" +
+	"\x13GetPolicySetRequest\"\xa7\x02\n" +
+	"\x14GetPolicySetResponse\x12\x1e\n" +
+	"\aversion\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\aversion\x12=\n" +
+	"\tload_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\bloadTime\x12\x1c\n" +
+	"\x06source\x18\x03 \x01(\tB\x04\xe2A\x01\x03R\x06source\x12#\n" +
 	"\n" +
-	"policy_ids\x18\x04 \x03(\tR\tpolicyIds\x12\x1d\n" +
+	"policy_ids\x18\x04 \x03(\tB\x04\xe2A\x01\x03R\tpolicyIds\x12#\n" +
 	"\n" +
-	"last_error\x18\x05 \x01(\tR\tlastError\x12>\n" +
-	"\rlast_error_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt*F\n" +
+	"last_error\x18\x05 \x01(\tB\x04\xe2A\x01\x03R\tlastError\x12H\n" +
+	"\x0flast_error_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\rlastErrorTime*F\n" +
 	"\x06Effect\x12\x16\n" +
 	"\x12EFFECT_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rEFFECT_PERMIT\x10\x01\x12\x11\n" +
@@ -744,7 +760,8 @@ const file_jitid_policy_v1_policy_proto_rawDesc = "" +
 	"\rPolicyService\x12O\n" +
 	"\bEvaluate\x12 .jitid.policy.v1.EvaluateRequest\x1a!.jitid.policy.v1.EvaluateResponse\x12L\n" +
 	"\aExplain\x12\x1f.jitid.policy.v1.ExplainRequest\x1a .jitid.policy.v1.ExplainResponse\x12[\n" +
-	"\fGetPolicySet\x12$.jitid.policy.v1.GetPolicySetRequest\x1a%.jitid.policy.v1.GetPolicySetResponseB7Z5github.com/jitid/jitid/proto/jitid/policy/v1;policyv1b\x06proto3"
+	"\fGetPolicySet\x12$.jitid.policy.v1.GetPolicySetRequest\x1a%.jitid.policy.v1.GetPolicySetResponseB\xb7\x01\n" +
+	"\x13com.jitid.policy.v1B\vPolicyProtoP\x01Z5github.com/jitid/jitid/proto/jitid/policy/v1;policyv1\xa2\x02\x03JPX\xaa\x02\x0fJitid.Policy.V1\xca\x02\x0fJitid\\Policy\\V1\xe2\x02\x1bJitid\\Policy\\V1\\GPBMetadata\xea\x02\x11Jitid::Policy::V1b\x06proto3"
 
 var (
 	file_jitid_policy_v1_policy_proto_rawDescOnce sync.Once
@@ -783,7 +800,7 @@ var file_jitid_policy_v1_policy_proto_depIdxs = []int32{
 	11, // 1: jitid.policy.v1.EvaluateRequest.delegator:type_name -> jitid.identity.v1.Delegator
 	12, // 2: jitid.policy.v1.EvaluateRequest.task:type_name -> jitid.identity.v1.Task
 	13, // 3: jitid.policy.v1.EvaluateRequest.ttl:type_name -> google.protobuf.Duration
-	14, // 4: jitid.policy.v1.EvaluateRequest.time:type_name -> google.protobuf.Timestamp
+	14, // 4: jitid.policy.v1.EvaluateRequest.decision_time:type_name -> google.protobuf.Timestamp
 	10, // 5: jitid.policy.v1.EvaluateRequest.agent_chain:type_name -> jitid.identity.v1.Agent
 	2,  // 6: jitid.policy.v1.EvaluateRequest.agent_chain_scopes:type_name -> jitid.policy.v1.HeldScopes
 	15, // 7: jitid.policy.v1.EvaluateResponse.decision:type_name -> jitid.identity.v1.Decision
@@ -792,8 +809,8 @@ var file_jitid_policy_v1_policy_proto_depIdxs = []int32{
 	5,  // 10: jitid.policy.v1.ScopeExplanation.policies:type_name -> jitid.policy.v1.PolicyResult
 	15, // 11: jitid.policy.v1.ExplainResponse.decision:type_name -> jitid.identity.v1.Decision
 	6,  // 12: jitid.policy.v1.ExplainResponse.scopes:type_name -> jitid.policy.v1.ScopeExplanation
-	14, // 13: jitid.policy.v1.GetPolicySetResponse.loaded_at:type_name -> google.protobuf.Timestamp
-	14, // 14: jitid.policy.v1.GetPolicySetResponse.last_error_at:type_name -> google.protobuf.Timestamp
+	14, // 13: jitid.policy.v1.GetPolicySetResponse.load_time:type_name -> google.protobuf.Timestamp
+	14, // 14: jitid.policy.v1.GetPolicySetResponse.last_error_time:type_name -> google.protobuf.Timestamp
 	1,  // 15: jitid.policy.v1.PolicyService.Evaluate:input_type -> jitid.policy.v1.EvaluateRequest
 	4,  // 16: jitid.policy.v1.PolicyService.Explain:input_type -> jitid.policy.v1.ExplainRequest
 	8,  // 17: jitid.policy.v1.PolicyService.GetPolicySet:input_type -> jitid.policy.v1.GetPolicySetRequest

@@ -5,6 +5,10 @@
 // source: jitid/policy/v1/policy.proto
 
 // Package jitid.policy.v1 is the policy decision point.
+//
+// Every error status carries a google.rpc.ErrorInfo (domain "jitid.dev")
+// whose reason is stable (docs/errors.md); INVALID_ARGUMENT also carries a
+// google.rpc.BadRequest listing every field that broke a rule.
 
 package policyv1
 
@@ -33,12 +37,21 @@ const (
 // PolicyService decides whether an agent may act for a delegator on a task.
 type PolicyServiceClient interface {
 	// Evaluate judges the agent, the delegator, the task's sensitivity and the
-	// time of execution together, for every requested scope.
+	// time of execution together, for every requested scope. A denial is a
+	// decision, not an error.
+	//
+	// Errors (ErrorInfo reason in brackets): INVALID_ARGUMENT a field breaks
+	// a rule, e.g. an unknown time zone [INVALID_REQUEST]; DEADLINE_EXCEEDED,
+	// CANCELED the call ended first [DEADLINE_EXCEEDED, CANCELED]; INTERNAL
+	// [INTERNAL].
 	Evaluate(ctx context.Context, in *EvaluateRequest, opts ...grpc.CallOption) (*EvaluateResponse, error)
 	// Explain evaluates like Evaluate and says, scope by scope, which policies
 	// applied and which did not, and why.
+	//
+	// Errors: as Evaluate.
 	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
-	// GetPolicySet describes the policy set in use.
+	// GetPolicySet describes the policy set in use. It does not fail but
+	// for DEADLINE_EXCEEDED and CANCELED.
 	GetPolicySet(ctx context.Context, in *GetPolicySetRequest, opts ...grpc.CallOption) (*GetPolicySetResponse, error)
 }
 
@@ -87,12 +100,21 @@ func (c *policyServiceClient) GetPolicySet(ctx context.Context, in *GetPolicySet
 // PolicyService decides whether an agent may act for a delegator on a task.
 type PolicyServiceServer interface {
 	// Evaluate judges the agent, the delegator, the task's sensitivity and the
-	// time of execution together, for every requested scope.
+	// time of execution together, for every requested scope. A denial is a
+	// decision, not an error.
+	//
+	// Errors (ErrorInfo reason in brackets): INVALID_ARGUMENT a field breaks
+	// a rule, e.g. an unknown time zone [INVALID_REQUEST]; DEADLINE_EXCEEDED,
+	// CANCELED the call ended first [DEADLINE_EXCEEDED, CANCELED]; INTERNAL
+	// [INTERNAL].
 	Evaluate(context.Context, *EvaluateRequest) (*EvaluateResponse, error)
 	// Explain evaluates like Evaluate and says, scope by scope, which policies
 	// applied and which did not, and why.
+	//
+	// Errors: as Evaluate.
 	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
-	// GetPolicySet describes the policy set in use.
+	// GetPolicySet describes the policy set in use. It does not fail but
+	// for DEADLINE_EXCEEDED and CANCELED.
 	GetPolicySet(context.Context, *GetPolicySetRequest) (*GetPolicySetResponse, error)
 	mustEmbedUnimplementedPolicyServiceServer()
 }

@@ -11,12 +11,15 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/jitid/jitid/pkg/reqrules"
+	"github.com/jitid/jitid/pkg/statusreason"
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	"github.com/jitid/jitid/services/audit/internal/audit"
 )
@@ -33,6 +36,11 @@ func New(svc *audit.Service, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
+	// Compiled now, not in the first request's deadline; a failure (a
+	// bug in the rules) is returned by every Check as well.
+	if err := reqrules.Prepare(); err != nil {
+		log.Error("request rules do not compile", "error", err)
+	}
 	return &Server{svc: svc, log: log}
 }
 
@@ -41,11 +49,14 @@ func (s *Server) Register(r grpc.ServiceRegistrar) { auditv1.RegisterAuditServic
 
 // QueryEvents returns one page of recorded events, oldest first.
 func (s *Server) QueryEvents(ctx context.Context, req *auditv1.QueryEventsRequest) (*auditv1.QueryEventsResponse, error) {
+	if err := reqrules.Check(req); err != nil {
+		return nil, s.toStatus(err)
+	}
 	f, err := toFilter(req.GetFilter())
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	page, err := s.svc.QueryEvents(ctx, audit.PageRequest{Filter: f, PageSize: int(req.GetPageSize()), PageToken: req.GetPageToken()})
+	page, err := s.svc.QueryEvents(ctx, audit.PageRequest{Filter: f, PageSize: pageSize(req.GetPageSize()), PageToken: req.GetPageToken()})
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
@@ -70,6 +81,9 @@ const TailStartHeader = "jitid-tail-after"
 // TailEvents streams matching records after after_sequence, then new
 // ones as they are recorded, until the client goes away.
 func (s *Server) TailEvents(req *auditv1.TailEventsRequest, stream grpc.ServerStreamingServer[auditv1.TailEventsResponse]) error {
+	if err := reqrules.Check(req); err != nil {
+		return s.toStatus(err)
+	}
 	f, err := toFilter(req.GetFilter())
 	if err != nil {
 		return s.toStatus(err)
@@ -145,39 +159,63 @@ func toProto(r *audit.Record) (*auditv1.AuditRecord, error) {
 	return &auditv1.AuditRecord{
 		Sequence:   r.Sequence,
 		Event:      ev,
-		RecordedAt: timestamppb.New(r.RecordedAt),
+		RecordTime: timestamppb.New(r.RecordedAt),
 		PrevHash:   r.PrevHash,
 		Hash:       r.Hash,
 	}, nil
 }
 
-// toStatus maps every error of this service to a gRPC status. Domain
-// messages are written for the caller and sent as they are; anything
-// unknown is logged and becomes a generic INTERNAL, so that no storage
-// detail leaks to clients.
+// pageSize coerces a requested page size as AIP-158 asks: above the
+// largest page it is the largest page, not an error. Negative sizes were
+// refused by reqrules; zero is the domain's default.
+func pageSize(n int32) int {
+	return min(int(n), audit.MaxPageSize)
+}
+
+// toStatus maps every error of this service to a gRPC status carrying an
+// ErrorInfo whose reason (package statusreason) tells the cases apart.
+// Domain messages are written for the caller and sent as they are;
+// anything unknown is logged and becomes a generic INTERNAL, so that no
+// storage detail leaks to clients.
+//
+//	*reqrules.Error           INVALID_ARGUMENT   INVALID_REQUEST; BadRequest lists every field
+//	invalid filter, page size,
+//	page token, sequence      INVALID_ARGUMENT   INVALID_REQUEST
+//	undecodable record        DATA_LOSS          RECORD_UNDECODABLE
+//	context ended             CANCELED / DEADLINE_EXCEEDED
+//	ErrStoreUnavailable       UNAVAILABLE        STORE_UNAVAILABLE
+//	a status already          itself             (a send on a stream whose client is gone)
+//	anything else             INTERNAL           generic message
 func (s *Server) toStatus(err error) error {
+	var rules *reqrules.Error
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &rules):
+		br := &errdetails.BadRequest{}
+		for _, v := range rules.Violations {
+			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Description})
+		}
+		return statusreason.Error(codes.InvalidArgument, rules.Error(), statusreason.InvalidRequest, nil, br)
 	case errors.Is(err, audit.ErrInvalidFilter), errors.Is(err, audit.ErrInvalidPageSize),
 		errors.Is(err, audit.ErrInvalidPageToken), errors.Is(err, audit.ErrInvalidSequence),
 		errors.Is(err, errBadRequest):
-		return status.Error(codes.InvalidArgument, err.Error())
+		return statusreason.Error(codes.InvalidArgument, err.Error(), statusreason.InvalidRequest, nil)
 	case errors.Is(err, errUndecodable):
 		s.log.Error("audit record cannot be decoded", "error", err)
-		return status.Error(codes.DataLoss, err.Error()+"; run VerifyLog")
+		return statusreason.Error(codes.DataLoss, err.Error()+"; run VerifyLog", statusreason.RecordUndecodable, nil)
 	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, "canceled")
+		return statusreason.Error(codes.Canceled, "canceled", statusreason.Canceled, nil)
 	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+		return statusreason.Error(codes.DeadlineExceeded, "deadline exceeded", statusreason.DeadlineExceeded, nil)
 	case errors.Is(err, audit.ErrStoreUnavailable):
 		s.log.Error("audit store unavailable", "error", err)
-		return status.Error(codes.Unavailable, "audit log store unavailable; retry later")
+		return statusreason.Error(codes.Unavailable, "audit log store unavailable; retry later", statusreason.StoreUnavailable, nil)
 	}
 	// A send on a stream whose client is gone already carries a status.
 	if st, ok := status.FromError(err); ok {
 		return st.Err()
 	}
 	s.log.Error("audit request failed", "error", err)
-	return status.Error(codes.Internal, "internal error")
+	return statusreason.Error(codes.Internal, "internal error", statusreason.Internal, nil)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/jitid/jitid/pkg/grpcserver"
+	"github.com/jitid/jitid/pkg/statusreason"
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
@@ -180,7 +182,7 @@ func TestQueryEventsRecordContents(t *testing.T) {
 		{Sequence: 1, Event: event(0), PrevHash: ""},
 		{Sequence: 2, Event: event(1), PrevHash: got[0].GetHash()},
 	}
-	ignore := protocmp.IgnoreFields(&auditv1.AuditRecord{}, "hash", "recorded_at")
+	ignore := protocmp.IgnoreFields(&auditv1.AuditRecord{}, "hash", "record_time")
 	if diff := cmp.Diff(want, got, protocmp.Transform(), ignore); diff != "" {
 		t.Errorf("records (-want +got):\n%s", diff)
 	}
@@ -232,7 +234,6 @@ func TestQueryEventsInvalidArgument(t *testing.T) {
 		req  *auditv1.QueryEventsRequest
 	}{
 		{"negative page size", &auditv1.QueryEventsRequest{PageSize: -1}},
-		{"page size over max", &auditv1.QueryEventsRequest{PageSize: 1001}},
 		{"page token not base64", &auditv1.QueryEventsRequest{PageToken: "!!"}},
 		{"page token of another form", &auditv1.QueryEventsRequest{PageToken: base64.RawURLEncoding.EncodeToString([]byte("offset:10"))}},
 		{"page token with zero sequence", &auditv1.QueryEventsRequest{PageToken: base64.RawURLEncoding.EncodeToString([]byte("seq1:0"))}},
@@ -247,13 +248,25 @@ func TestQueryEventsInvalidArgument(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := f.client.QueryEvents(context.Background(), tt.req)
-			if status.Code(err) != codes.InvalidArgument {
-				t.Errorf("QueryEvents() code = %v, want InvalidArgument (%v)", status.Code(err), err)
+			if status.Code(err) != codes.InvalidArgument || statusreason.Of(err) != statusreason.InvalidRequest {
+				t.Errorf("QueryEvents() code = %v, reason %q, want InvalidArgument, %s (%v)", status.Code(err), statusreason.Of(err), statusreason.InvalidRequest, err)
 			}
 		})
 	}
 	if _, err := f.client.QueryEvents(context.Background(), &auditv1.QueryEventsRequest{PageSize: 1000}); err != nil {
 		t.Errorf("QueryEvents(page_size 1000) = %v", err)
+	}
+}
+
+// AIP-158: a page size above the largest page is served at the largest
+// page, not refused.
+func TestQueryEventsPageSizeAboveMaxIsCoerced(t *testing.T) {
+	t.Parallel()
+	f := start(t)
+	for _, n := range []int32{1001, math.MaxInt32} {
+		if _, err := f.client.QueryEvents(context.Background(), &auditv1.QueryEventsRequest{PageSize: n}); err != nil {
+			t.Errorf("QueryEvents(page_size %d) = %v; want the largest page", n, err)
+		}
 	}
 }
 
@@ -402,10 +415,10 @@ func TestStoreDownIsUnavailable(t *testing.T) {
 	client := auditv1.NewAuditServiceClient(grpctest.Run(t, srv))
 	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer ccancel()
-	if _, err := client.QueryEvents(cctx, &auditv1.QueryEventsRequest{}); status.Code(err) != codes.Unavailable {
-		t.Errorf("QueryEvents with the store down: %v, want UNAVAILABLE", err)
+	if _, err := client.QueryEvents(cctx, &auditv1.QueryEventsRequest{}); status.Code(err) != codes.Unavailable || statusreason.Of(err) != statusreason.StoreUnavailable {
+		t.Errorf("QueryEvents with the store down: %v (reason %q), want UNAVAILABLE, %s", err, statusreason.Of(err), statusreason.StoreUnavailable)
 	}
-	if _, err := client.VerifyLog(cctx, &auditv1.VerifyLogRequest{}); status.Code(err) != codes.Unavailable {
-		t.Errorf("VerifyLog with the store down: %v, want UNAVAILABLE", err)
+	if _, err := client.VerifyLog(cctx, &auditv1.VerifyLogRequest{}); status.Code(err) != codes.Unavailable || statusreason.Of(err) != statusreason.StoreUnavailable {
+		t.Errorf("VerifyLog with the store down: %v (reason %q), want UNAVAILABLE, %s", err, statusreason.Of(err), statusreason.StoreUnavailable)
 	}
 }

@@ -103,8 +103,8 @@ func event(i int) *eventsv1.LifecycleEvent {
 		Delegator:    &identityv1.Delegator{Id: "user:alice"},
 		Task:         &identityv1.Task{Id: fmt.Sprintf("task-%d", i%2), Purpose: "summarise tickets", Sensitivity: identityv1.Sensitivity_SENSITIVITY_LOW},
 		Scopes:       []string{"tickets:read"},
-		IssuedAt:     timestamppb.New(at),
-		ExpiresAt:    timestamppb.New(at.Add(time.Minute)),
+		IssueTime:    timestamppb.New(at),
+		ExpireTime:   timestamppb.New(at.Add(time.Minute)),
 	}
 }
 

@@ -117,16 +117,29 @@ func (e *fullEnv) introspect(t testing.TB, token string) *issuerv1.IntrospectCre
 	return in
 }
 
-func (e *fullEnv) issue(t testing.TB, req *issuerv1.IssueCredentialRequest) *issuerv1.Credential {
+func (e *fullEnv) issue(t testing.TB, req *issuerv1.IssueCredentialRequest) *issuedCred {
 	t.Helper()
 	resp, err := e.client.IssueCredential(context.Background(), req)
 	if err != nil {
 		t.Fatalf("issue: %v", err)
 	}
-	return resp.GetCredential()
+	return &issuedCred{Credential: resp.GetCredential(), token: resp.GetToken()}
 }
 
-func exchangeReq(parent *issuerv1.Credential, agent string, scopes ...string) *issuerv1.ExchangeCredentialRequest {
+// issuedCred is a credential with the token its issue response carried
+// (the Credential message never carries one).
+type issuedCred struct {
+	*issuerv1.Credential
+	token string
+}
+
+// GetToken returns the signed token.
+func (c *issuedCred) GetToken() string { return c.token }
+
+// tokenHolder is a response or credential that carries a token.
+type tokenHolder interface{ GetToken() string }
+
+func exchangeReq(parent tokenHolder, agent string, scopes ...string) *issuerv1.ExchangeCredentialRequest {
 	return &issuerv1.ExchangeCredentialRequest{
 		SubjectToken: parent.GetToken(),
 		Agent:        &identityv1.Agent{Id: agent, Class: identityv1.AgentClass_AGENT_CLASS_EPHEMERAL},
@@ -162,7 +175,7 @@ func TestIntrospectionRefuses(t *testing.T) {
 			ID: good.GetId(), Issuer: testIssuer, Audience: good.GetAudience(),
 			Agent: &identityv1.Agent{Id: good.GetAgentId()}, Delegator: &identityv1.Delegator{Id: good.GetDelegatorId()},
 			Task:   &identityv1.Task{Id: good.GetTaskId(), Sensitivity: good.GetTaskSensitivity()},
-			Scopes: good.GetScopes(), IssuedAt: good.GetIssuedAt().AsTime(), ExpiresAt: good.GetExpiresAt().AsTime(),
+			Scopes: good.GetScopes(), IssuedAt: good.GetIssueTime().AsTime(), ExpiresAt: good.GetExpireTime().AsTime(),
 		}
 		mod(c)
 		tok, err := e.keys.Sign(c)
@@ -195,7 +208,7 @@ func TestIntrospectionRefuses(t *testing.T) {
 		ID: good.GetId(), Issuer: "https://evil.example", Audience: good.GetAudience(),
 		Agent: &identityv1.Agent{Id: good.GetAgentId()}, Delegator: &identityv1.Delegator{Id: good.GetDelegatorId()},
 		Task: &identityv1.Task{Id: good.GetTaskId()}, Scopes: good.GetScopes(),
-		IssuedAt: good.GetIssuedAt().AsTime(), ExpiresAt: good.GetExpiresAt().AsTime(),
+		IssuedAt: good.GetIssueTime().AsTime(), ExpiresAt: good.GetExpireTime().AsTime(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +218,7 @@ func TestIntrospectionRefuses(t *testing.T) {
 		ID: good.GetId(), Issuer: testIssuer, Audience: good.GetAudience(),
 		Agent: &identityv1.Agent{Id: good.GetAgentId()}, Delegator: &identityv1.Delegator{Id: good.GetDelegatorId()},
 		Task: &identityv1.Task{Id: good.GetTaskId()}, Scopes: good.GetScopes(),
-		IssuedAt: good.GetIssuedAt().AsTime(), ExpiresAt: good.GetExpiresAt().AsTime(),
+		IssuedAt: good.GetIssueTime().AsTime(), ExpiresAt: good.GetExpireTime().AsTime(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -301,7 +314,7 @@ func TestExchange(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Asks for an hour: clamped to the parent's remaining life.
-		req := exchangeReq(child.GetCredential(), "agent:payer-2", "tickets:hold")
+		req := exchangeReq(child, "agent:payer-2", "tickets:hold")
 		req.Ttl = durationpb.New(time.Hour)
 		req.Sensitivity = identityv1.Sensitivity_SENSITIVITY_HIGH
 		grand, err := e.client.ExchangeCredential(ctx, req)
@@ -309,15 +322,15 @@ func TestExchange(t *testing.T) {
 			t.Fatal(err)
 		}
 		g := grand.GetCredential()
-		if !g.GetExpiresAt().AsTime().Equal(child.GetCredential().GetExpiresAt().AsTime()) {
-			t.Errorf("grandchild expires %v, want the parent's %v (TTL clamped)", g.GetExpiresAt().AsTime(), child.GetCredential().GetExpiresAt().AsTime())
+		if !g.GetExpireTime().AsTime().Equal(child.GetCredential().GetExpireTime().AsTime()) {
+			t.Errorf("grandchild expires %v, want the parent's %v (TTL clamped)", g.GetExpireTime().AsTime(), child.GetCredential().GetExpireTime().AsTime())
 		}
 		if g.GetParentId() != child.GetCredential().GetId() || !cmp.Equal(g.GetAgentChain(), []string{"agent:booker-1", "agent:research-7f3a"}) ||
 			g.GetDelegatorId() != root.GetDelegatorId() || g.GetTaskId() != root.GetTaskId() ||
 			g.GetTaskSensitivity() != identityv1.Sensitivity_SENSITIVITY_HIGH {
 			t.Errorf("grandchild = %v", g)
 		}
-		golden(t, "exchange-grandchild-claims.golden", claimsJSON(t, g.GetToken()))
+		golden(t, "exchange-grandchild-claims.golden", claimsJSON(t, grand.GetToken()))
 
 		last := pol.last()
 		var chain []string
@@ -330,7 +343,7 @@ func TestExchange(t *testing.T) {
 			t.Errorf("policy saw %v", last)
 		}
 
-		in := e.introspect(t, g.GetToken())
+		in := e.introspect(t, grand.GetToken())
 		if !in.GetActive() || in.GetCredential().GetParentId() != child.GetCredential().GetId() || len(in.GetCredential().GetAgentChain()) != 2 {
 			t.Errorf("introspect grandchild = %v", in)
 		}
@@ -361,7 +374,7 @@ func TestExchange(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c2, err := e.client.ExchangeCredential(ctx, exchangeReq(c1.GetCredential(), "agent:c2", "tickets:hold"))
+		c2, err := e.client.ExchangeCredential(ctx, exchangeReq(c1, "agent:c2", "tickets:hold"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -371,7 +384,7 @@ func TestExchange(t *testing.T) {
 			req  *issuerv1.ExchangeCredentialRequest
 		}{
 			{"scope widening", exchangeReq(root, "agent:x", "tickets:read", "tickets:purchase")},
-			{"scope the parent lost in an earlier exchange", exchangeReq(c1.GetCredential(), "agent:x", "tickets:read")},
+			{"scope the parent lost in an earlier exchange", exchangeReq(c1, "agent:x", "tickets:read")},
 			{"sensitivity lowered", func() *issuerv1.ExchangeCredentialRequest {
 				r := exchangeReq(root, "agent:x", "tickets:read")
 				r.Sensitivity = identityv1.Sensitivity_SENSITIVITY_LOW
@@ -382,7 +395,7 @@ func TestExchange(t *testing.T) {
 				r.Audience = "payments-api"
 				return r
 			}()},
-			{"chain deeper than -max-chain-depth 2", exchangeReq(c2.GetCredential(), "agent:c3", "tickets:hold")},
+			{"chain deeper than -max-chain-depth 2", exchangeReq(c2, "agent:c3", "tickets:hold")},
 		}
 		for _, tt := range tests {
 			_, err := e.client.ExchangeCredential(ctx, tt.req)
@@ -422,7 +435,7 @@ func TestExchange(t *testing.T) {
 			t.Errorf("exchange of a revoked token: %v, want UNAUTHENTICATED", err)
 		}
 		forged := root.GetToken()[:len(root.GetToken())-4] + "AAAA"
-		if _, err := e.client.ExchangeCredential(ctx, exchangeReq(&issuerv1.Credential{Token: forged}, "agent:x", "tickets:read")); status.Code(err) != codes.Unauthenticated {
+		if _, err := e.client.ExchangeCredential(ctx, exchangeReq(&issuedCred{token: forged}, "agent:x", "tickets:read")); status.Code(err) != codes.Unauthenticated {
 			t.Errorf("exchange of a forged token: %v, want UNAUTHENTICATED", err)
 		}
 		bound := request("task-subject-bound")
@@ -452,7 +465,7 @@ func TestExchange(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		g1, err := e.client.ExchangeCredential(ctx, exchangeReq(c1.GetCredential(), "agent:g1", "tickets:hold"))
+		g1, err := e.client.ExchangeCredential(ctx, exchangeReq(c1, "agent:g1", "tickets:hold"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -466,7 +479,7 @@ func TestExchange(t *testing.T) {
 		if got := rev.GetCredentialIds(); !cmp.Equal(sorted(got), sorted(want)) {
 			t.Errorf("revoked %v, want %v", got, want)
 		}
-		for _, tok := range []string{root.GetToken(), c1.GetCredential().GetToken(), c2.GetCredential().GetToken(), g1.GetCredential().GetToken()} {
+		for _, tok := range []string{root.GetToken(), c1.GetToken(), c2.GetToken(), g1.GetToken()} {
 			if e.introspect(t, tok).GetActive() {
 				t.Error("a descendant of a revoked credential is still active")
 			}
@@ -485,7 +498,7 @@ func TestExchange(t *testing.T) {
 			t.Errorf("revoked events for %v, want one each for %v", ids, want)
 		}
 		// The parent is gone: nothing more can be derived from it.
-		if _, err := e.client.ExchangeCredential(ctx, exchangeReq(c1.GetCredential(), "agent:late", "tickets:hold")); status.Code(err) != codes.Unauthenticated {
+		if _, err := e.client.ExchangeCredential(ctx, exchangeReq(c1, "agent:late", "tickets:hold")); status.Code(err) != codes.Unauthenticated {
 			t.Errorf("exchange from a revoked parent: %v, want UNAUTHENTICATED", err)
 		}
 	})
@@ -499,7 +512,7 @@ func TestExchange(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		g1, err := e.client.ExchangeCredential(ctx, exchangeReq(c1.GetCredential(), "agent:g1", "tickets:hold"))
+		g1, err := e.client.ExchangeCredential(ctx, exchangeReq(c1, "agent:g1", "tickets:hold"))
 		if err != nil {
 			t.Fatal(err)
 		}

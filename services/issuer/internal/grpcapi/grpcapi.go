@@ -14,17 +14,17 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/jitid/jitid/pkg/reqrules"
+	"github.com/jitid/jitid/pkg/statusreason"
 	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
 )
 
 // ErrorDomain is the domain of the google.rpc.ErrorInfo details the service sends.
-const ErrorDomain = "jitid.dev"
+const ErrorDomain = statusreason.Domain
 
 // Messages of the statuses whose text callers may match on.
 const (
@@ -46,6 +46,11 @@ func New(iss *issuer.Issuer, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
+	// Compiled now, not in the first request's deadline; a failure (a
+	// bug in the rules) is returned by every Check as well.
+	if err := reqrules.Prepare(); err != nil {
+		log.Error("request rules do not compile", "error", err)
+	}
 	return &Server{iss: iss, log: log}
 }
 
@@ -56,6 +61,7 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 
 // IssueCredential asks policy and, when it allows, mints a credential.
 func (s *Server) IssueCredential(ctx context.Context, req *issuerv1.IssueCredentialRequest) (*issuerv1.IssueCredentialResponse, error) {
+	// The domain checks the request with pkg/reqrules, on every path.
 	r := &issuer.IssueRequest{
 		Agent:     req.GetAgent(),
 		Delegator: req.GetDelegator(),
@@ -73,12 +79,15 @@ func (s *Server) IssueCredential(ctx context.Context, req *issuerv1.IssueCredent
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &issuerv1.IssueCredentialResponse{Credential: issuedProto(got), Decision: got.Decision}, nil
+	return &issuerv1.IssueCredentialResponse{Credential: toProto(got.Credential), Decision: got.Decision, Token: got.Token}, nil
 }
 
 // IntrospectCredential says whether a token is active; an unknown, forged,
 // expired or revoked token is active: false, not an error.
 func (s *Server) IntrospectCredential(ctx context.Context, req *issuerv1.IntrospectCredentialRequest) (*issuerv1.IntrospectCredentialResponse, error) {
+	if err := reqrules.Check(req); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	c, err := s.iss.Introspect(ctx, req.GetToken(), issuer.Proof{
 		JWT: req.GetDpopProof(), Method: req.GetHttpMethod(), URI: req.GetHttpUri(),
 	})
@@ -95,6 +104,7 @@ func (s *Server) IntrospectCredential(ctx context.Context, req *issuerv1.Introsp
 // (RFC 8693 semantics): narrower scopes, no longer life, no lower
 // sensitivity, policy asked again with the whole chain.
 func (s *Server) ExchangeCredential(ctx context.Context, req *issuerv1.ExchangeCredentialRequest) (*issuerv1.ExchangeCredentialResponse, error) {
+	// The domain checks the request with pkg/reqrules, on every path.
 	r := &issuer.ExchangeRequest{
 		SubjectToken: req.GetSubjectToken(),
 		Agent:        req.GetAgent(),
@@ -112,12 +122,15 @@ func (s *Server) ExchangeCredential(ctx context.Context, req *issuerv1.ExchangeC
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &issuerv1.ExchangeCredentialResponse{Credential: issuedProto(got), Decision: got.Decision}, nil
+	return &issuerv1.ExchangeCredentialResponse{Credential: toProto(got.Credential), Decision: got.Decision, Token: got.Token}, nil
 }
 
 // RevokeCredentials revokes by exactly one of credential, task, agent or
 // delegator id.
 func (s *Server) RevokeCredentials(ctx context.Context, req *issuerv1.RevokeCredentialsRequest) (*issuerv1.RevokeCredentialsResponse, error) {
+	if err := reqrules.Check(req); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	var sel issuer.Selector
 	switch v := req.GetSelector().(type) {
 	case *issuerv1.RevokeCredentialsRequest_CredentialId:
@@ -138,6 +151,9 @@ func (s *Server) RevokeCredentials(ctx context.Context, req *issuerv1.RevokeCred
 
 // CompleteTask revokes every credential of a task and records its end.
 func (s *Server) CompleteTask(ctx context.Context, req *issuerv1.CompleteTaskRequest) (*issuerv1.CompleteTaskResponse, error) {
+	if err := reqrules.Check(req); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	ids, err := s.iss.CompleteTask(ctx, req.GetTaskId(), req.GetReason())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
@@ -148,6 +164,9 @@ func (s *Server) CompleteTask(ctx context.Context, req *issuerv1.CompleteTaskReq
 // ListCredentials lists live credentials of a task, an agent or a
 // delegator; metadata only.
 func (s *Server) ListCredentials(ctx context.Context, req *issuerv1.ListCredentialsRequest) (*issuerv1.ListCredentialsResponse, error) {
+	if err := reqrules.Check(req); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	var sel issuer.Selector
 	switch v := req.GetSelector().(type) {
 	case *issuerv1.ListCredentialsRequest_TaskId:
@@ -157,7 +176,7 @@ func (s *Server) ListCredentials(ctx context.Context, req *issuerv1.ListCredenti
 	case *issuerv1.ListCredentialsRequest_DelegatorId:
 		sel = issuer.Selector{Kind: issuer.ByDelegator, ID: v.DelegatorId}
 	}
-	page, err := s.iss.List(ctx, sel, int(req.GetPageSize()), req.GetPageToken())
+	page, err := s.iss.List(ctx, sel, pageSize(req.GetPageSize()), req.GetPageToken())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -171,18 +190,19 @@ func (s *Server) ListCredentials(ctx context.Context, req *issuerv1.ListCredenti
 // GetSigningKeys returns the JWK Set that verifies credentials.
 func (s *Server) GetSigningKeys(context.Context, *issuerv1.GetSigningKeysRequest) (*issuerv1.GetSigningKeysResponse, error) {
 	return &issuerv1.GetSigningKeysResponse{
-		Jwks:       string(s.iss.SigningKeys()),
-		Issuer:     s.iss.IssuerName(),
-		DefaultTtl: durationpb.New(s.iss.MaxTTL()),
+		Jwks:   string(s.iss.SigningKeys()),
+		Issuer: s.iss.IssuerName(),
+		MaxTtl: durationpb.New(s.iss.MaxTTL()),
 	}, nil
 }
 
-// toProto is a credential's metadata; the token is set by IssueCredential only.
+// toProto is a credential's metadata. The token has no field in it: only
+// the issue and exchange responses carry one.
 func toProto(c *issuer.Credential) *issuerv1.Credential {
 	return &issuerv1.Credential{
 		Id:              c.ID,
-		IssuedAt:        timestamppb.New(c.IssuedAt),
-		ExpiresAt:       timestamppb.New(c.ExpiresAt),
+		IssueTime:       timestamppb.New(c.IssuedAt),
+		ExpireTime:      timestamppb.New(c.ExpiresAt),
 		Scopes:          c.Scopes,
 		AgentId:         c.Agent.GetId(),
 		DelegatorId:     c.Delegator.GetId(),
@@ -202,73 +222,82 @@ func toProto(c *issuer.Credential) *issuerv1.Credential {
 	}
 }
 
-// toStatus maps a domain error to the status sent to the caller. Causes the
-// caller cannot act on (store and policy failures, bugs) are logged, not sent.
+// toStatus maps a domain error to the status sent to the caller, each with
+// an ErrorInfo whose reason (package statusreason) tells the cases apart.
+// Causes the caller cannot act on (store and policy failures, bugs) are
+// logged, not sent.
 //
-//	*InvalidArgumentError  INVALID_ARGUMENT     field named; BadRequest detail
-//	*DeniedError           PERMISSION_DENIED    reasons; ErrorInfo detail
-//	ErrPolicyUnavailable   UNAVAILABLE          fail closed, said so
-//	ErrStoreUnavailable    UNAVAILABLE
-//	ErrTaskCompleted       FAILED_PRECONDITION
-//	ErrNotDelegable        FAILED_PRECONDITION  the subject credential is bound or use-limited
-//	ErrSubjectToken        UNAUTHENTICATED      the subject token of an exchange is not active
-//	ErrNotFound            NOT_FOUND
+//	*reqrules.Error        INVALID_ARGUMENT     INVALID_REQUEST; BadRequest lists every field
+//	*InvalidArgumentError  INVALID_ARGUMENT     INVALID_REQUEST; BadRequest (policy's too)
+//	*DeniedError           PERMISSION_DENIED    POLICY_DENIED; reasons in the metadata
+//	ErrPolicyUnavailable   UNAVAILABLE          POLICY_UNAVAILABLE; fail closed, said so
+//	ErrStoreUnavailable    UNAVAILABLE          STORE_UNAVAILABLE
+//	ErrTaskCompleted       FAILED_PRECONDITION  TASK_COMPLETED
+//	ErrNotDelegable        FAILED_PRECONDITION  NOT_DELEGABLE; the subject credential is bound or use-limited
+//	ErrSubjectToken        UNAUTHENTICATED      SUBJECT_TOKEN_INACTIVE
+//	ErrNotFound            NOT_FOUND            CREDENTIAL_NOT_FOUND
 //	context ended          CANCELED / DEADLINE_EXCEEDED
 //	anything else          INTERNAL             generic message
 func (s *Server) toStatus(ctx context.Context, err error) error {
 	var (
+		rules   *reqrules.Error
 		invalid *issuer.InvalidArgumentError
 		denied  *issuer.DeniedError
 	)
 	switch {
+	case errors.As(err, &rules):
+		br := &errdetails.BadRequest{}
+		for _, v := range rules.Violations {
+			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Description})
+		}
+		return statusreason.Error(codes.InvalidArgument, rules.Error(), statusreason.InvalidRequest, nil, br)
 	case errors.As(err, &invalid):
-		return withDetails(status.New(codes.InvalidArgument, invalid.Error()), &errdetails.BadRequest{
-			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: invalid.Field, Description: invalid.Reason}},
-		})
+		br := &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: invalid.Field, Description: invalid.Reason}}}
+		msg := invalid.Error()
+		for _, v := range invalid.More {
+			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Reason})
+			msg += "; " + v.Field + ": " + v.Reason
+		}
+		return statusreason.Error(codes.InvalidArgument, msg, statusreason.InvalidRequest, nil, br)
 	case errors.As(err, &denied):
 		d := denied.Decision
-		return withDetails(status.New(codes.PermissionDenied, denied.Error()), &errdetails.ErrorInfo{
-			Reason: "POLICY_DENIED",
-			Domain: ErrorDomain,
-			Metadata: map[string]string{
-				"reasons":        strings.Join(d.GetReasons(), "; "),
-				"policies":       strings.Join(d.GetPolicies(), ","),
-				"policy_version": d.GetPolicyVersion(),
-				"decision_id":    d.GetDecisionId(),
-			},
+		return statusreason.Error(codes.PermissionDenied, denied.Error(), statusreason.PolicyDenied, map[string]string{
+			"reasons":        strings.Join(d.GetReasons(), "; "),
+			"policies":       strings.Join(d.GetPolicies(), ","),
+			"policy_version": d.GetPolicyVersion(),
+			"decision_id":    d.GetDecisionId(),
 		})
 	case errors.Is(err, issuer.ErrPolicyUnavailable):
 		s.log.WarnContext(ctx, "no credential issued: policy unavailable", "error", err)
-		return status.Error(codes.Unavailable, MsgPolicyUnavailable)
+		return statusreason.Error(codes.Unavailable, MsgPolicyUnavailable, statusreason.PolicyUnavailable, nil)
 	case errors.Is(err, issuer.ErrStoreUnavailable):
 		s.log.WarnContext(ctx, "credential store unavailable", "error", err)
-		return status.Error(codes.Unavailable, MsgStoreUnavailable)
+		return statusreason.Error(codes.Unavailable, MsgStoreUnavailable, statusreason.StoreUnavailable, nil)
 	case errors.Is(err, issuer.ErrTaskCompleted):
-		return status.Error(codes.FailedPrecondition, "task already completed: no credential issued")
+		return statusreason.Error(codes.FailedPrecondition, "task already completed: no credential issued", statusreason.TaskCompleted, nil)
 	case errors.Is(err, issuer.ErrNotDelegable):
-		return status.Error(codes.FailedPrecondition, err.Error())
+		return statusreason.Error(codes.FailedPrecondition, err.Error(), statusreason.NotDelegable, nil)
 	case errors.Is(err, issuer.ErrSubjectToken):
 		// Checked before ErrNotFound: a parent gone during the exchange is
 		// an inactive subject token, not a missing resource.
-		return status.Error(codes.Unauthenticated, "subject_token is not an active credential")
+		return statusreason.Error(codes.Unauthenticated, "subject_token is not an active credential", statusreason.SubjectTokenInactive, nil)
 	case errors.Is(err, issuer.ErrNotFound):
-		return status.Error(codes.NotFound, "credential not found or no longer live")
+		return statusreason.Error(codes.NotFound, "credential not found or no longer live", statusreason.CredentialNotFound, nil)
 	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, "request canceled")
+		return statusreason.Error(codes.Canceled, "request canceled", statusreason.Canceled, nil)
 	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+		return statusreason.Error(codes.DeadlineExceeded, "deadline exceeded", statusreason.DeadlineExceeded, nil)
 	default:
 		s.log.ErrorContext(ctx, "internal error", "error", err)
-		return status.Error(codes.Internal, MsgInternal)
+		return statusreason.Error(codes.Internal, MsgInternal, statusreason.Internal, nil)
 	}
 }
 
-// withDetails adds a google.rpc detail to st; st alone when it cannot.
-func withDetails(st *status.Status, detail protoadapt.MessageV1) error {
-	if ds, err := st.WithDetails(detail); err == nil {
-		return ds.Err()
-	}
-	return st.Err()
+// pageSize coerces a requested page size as AIP-158 asks: above the
+// largest page it is the largest page, not an error. Negative sizes were
+// refused by reqrules; zero is the domain's default.
+func pageSize(n int32) int {
+	return min(int(n), issuer.MaxPageSize)
 }
 
 // requestTTL is the requested life of a credential; zero when unset (the
@@ -281,12 +310,4 @@ func requestTTL(d *durationpb.Duration) (time.Duration, error) {
 		return 0, &issuer.InvalidArgumentError{Field: "ttl", Reason: err.Error()}
 	}
 	return d.AsDuration(), nil
-}
-
-// issuedProto is a credential just minted, with its token: the one place
-// a token leaves the issuer.
-func issuedProto(got *issuer.Issued) *issuerv1.Credential {
-	cred := toProto(got.Credential)
-	cred.Token = got.Token
-	return cred
 }

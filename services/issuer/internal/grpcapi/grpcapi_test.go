@@ -1,6 +1,7 @@
 package grpcapi_test
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	protov2 "google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -195,11 +197,11 @@ func TestIssuerService(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cred := resp.GetCredential()
-		if cred.GetToken() == "" || cred.GetId() == "" {
+		cred, token := resp.GetCredential(), resp.GetToken()
+		if token == "" || cred.GetId() == "" {
 			t.Fatalf("credential = %v", cred)
 		}
-		if life := cred.GetExpiresAt().AsTime().Sub(cred.GetIssuedAt().AsTime()); life != 15*time.Minute {
+		if life := cred.GetExpireTime().AsTime().Sub(cred.GetIssueTime().AsTime()); life != 15*time.Minute {
 			t.Errorf("credential lives %v, want policy's 15m", life)
 		}
 
@@ -215,7 +217,7 @@ func TestIssuerService(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		claims, err := v.Verify(ctx, cred.GetToken(), "tickets:read", "tickets:hold")
+		claims, err := v.Verify(ctx, token, "tickets:read", "tickets:hold")
 		if err != nil {
 			t.Fatalf("verify with the JWKS: %v", err)
 		}
@@ -236,12 +238,11 @@ func TestIssuerService(t *testing.T) {
 			t.Errorf("issued events = %v", evs)
 		}
 
-		in, err := e.client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: cred.GetToken()})
+		in, err := e.client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: token})
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := proto(cred)
-		want.Token = ""
 		if diff := cmp.Diff(&issuerv1.IntrospectCredentialResponse{Active: true, Credential: want}, in, protocmp.Transform()); diff != "" {
 			t.Errorf("introspection (-want +got):\n%s", diff)
 		}
@@ -250,7 +251,7 @@ func TestIssuerService(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(list.GetCredentials()) != 1 || list.GetCredentials()[0].GetToken() != "" || list.GetCredentials()[0].GetId() != cred.GetId() {
+		if len(list.GetCredentials()) != 1 || carriesToken(t, list, token) || list.GetCredentials()[0].GetId() != cred.GetId() {
 			t.Errorf("list = %v", list)
 		}
 
@@ -260,7 +261,7 @@ func TestIssuerService(t *testing.T) {
 		if err != nil || rev.GetRevoked() != 1 {
 			t.Fatalf("revoke = %v, %v", rev, err)
 		}
-		in, err = e.client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: cred.GetToken()})
+		in, err = e.client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: token})
 		if err != nil || in.GetActive() {
 			t.Errorf("introspect after revoke = %v, %v; want inactive", in, err)
 		}
@@ -303,7 +304,7 @@ func TestIssuerService(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					tokens = append(tokens, resp.GetCredential().GetToken())
+					tokens = append(tokens, resp.GetToken())
 				}
 				rev, err := e.client.RevokeCredentials(ctx, tt.sel(req))
 				if err != nil || rev.GetRevoked() != 2 {
@@ -336,7 +337,7 @@ func TestIssuerService(t *testing.T) {
 		if err != nil || done.GetRevoked() != 1 {
 			t.Fatalf("complete = %v, %v", done, err)
 		}
-		if in, err := e.client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: resp.GetCredential().GetToken()}); err != nil || in.GetActive() {
+		if in, err := e.client.IntrospectCredential(ctx, &issuerv1.IntrospectCredentialRequest{Token: resp.GetToken()}); err != nil || in.GetActive() {
 			t.Errorf("introspect = %v, %v; want inactive", in, err)
 		}
 		completed := e.events(t)[eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED]
@@ -420,8 +421,8 @@ func TestIssuerService(t *testing.T) {
 			{"no delegator", func(r *issuerv1.IssueCredentialRequest) { r.Delegator = nil }, "delegator"},
 			{"no sensitivity", func(r *issuerv1.IssueCredentialRequest) { r.Task.Sensitivity = 0 }, "task.sensitivity"},
 			{"past deadline", func(r *issuerv1.IssueCredentialRequest) {
-				r.Task.Deadline = timestamppb.New(time.Now().Add(-time.Minute))
-			}, "task.deadline"},
+				r.Task.DeadlineTime = timestamppb.New(time.Now().Add(-time.Minute))
+			}, "task.deadline_time"},
 			{"empty scopes", func(r *issuerv1.IssueCredentialRequest) { r.Scopes = nil }, "scopes"},
 			{"no ttl", func(r *issuerv1.IssueCredentialRequest) { r.Ttl = nil }, "ttl"},
 			{"zero ttl", func(r *issuerv1.IssueCredentialRequest) { r.Ttl = durationpb.New(0) }, "ttl"},
@@ -471,7 +472,7 @@ func TestIssuerService(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, tok := range []string{"", "x", "a.b.c", forged.GetCredential().GetToken(), strings.Repeat("a", 9000)} {
+		for _, tok := range []string{"", "x", "a.b.c", forged.GetToken(), strings.Repeat("a", 9000)} {
 			in, err := e.client.IntrospectCredential(t.Context(), &issuerv1.IntrospectCredentialRequest{Token: tok})
 			if err != nil || in.GetActive() || in.GetCredential() != nil {
 				t.Errorf("introspect(%.10q) = %v, %v; want inactive", tok, in, err)
@@ -480,9 +481,19 @@ func TestIssuerService(t *testing.T) {
 	})
 }
 
+// carriesToken reports whether m holds token anywhere in its wire form.
+func carriesToken(t testing.TB, m protov2.Message, token string) bool {
+	t.Helper()
+	b, err := protov2.Marshal(m)
+	if err != nil {
+		t.Fatalf("marshal %T: %v", m, err)
+	}
+	return bytes.Contains(b, []byte(token))
+}
+
 func proto(c *issuerv1.Credential) *issuerv1.Credential {
 	return &issuerv1.Credential{
-		Id: c.Id, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt, Scopes: c.Scopes,
+		Id: c.Id, IssueTime: c.IssueTime, ExpireTime: c.ExpireTime, Scopes: c.Scopes,
 		AgentId: c.AgentId, DelegatorId: c.DelegatorId, TaskId: c.TaskId, Audience: c.Audience,
 		TaskPurpose: c.TaskPurpose, TaskSensitivity: c.TaskSensitivity, Profile: c.Profile,
 		PolicyVersion: c.PolicyVersion, Issuer: c.Issuer, AgentClass: c.AgentClass,

@@ -38,6 +38,15 @@ type InvalidArgumentError struct {
 	// Field is the request field path, e.g. "agent.id" or "scopes[2]".
 	Field  string
 	Reason string
+	// More lists further refused fields when a check reported several (the
+	// policy service reports every violation at once).
+	More []FieldViolation
+}
+
+// FieldViolation is one refused request field and why.
+type FieldViolation struct {
+	Field  string
+	Reason string
 }
 
 func (e *InvalidArgumentError) Error() string {

@@ -91,13 +91,13 @@ func (s *Issuer) Exchange(ctx context.Context, r *ExchangeRequest) (*Issued, err
 	}
 
 	req := &policyv1.EvaluateRequest{
-		Agent:     child.Agent,
-		Delegator: child.Delegator,
-		Task:      child.Task,
-		Scopes:    r.Scopes,
-		Ttl:       durationpb.New(r.TTL),
-		Time:      timestamppb.New(now),
-		Audience:  audience,
+		Agent:        child.Agent,
+		Delegator:    child.Delegator,
+		Task:         child.Task,
+		Scopes:       r.Scopes,
+		Ttl:          durationpb.New(r.TTL),
+		DecisionTime: timestamppb.New(now),
+		Audience:     audience,
 	}
 	for _, l := range chain {
 		req.AgentChain = append(req.AgentChain, l.Agent)
@@ -118,8 +118,8 @@ func (s *Issuer) Exchange(ctx context.Context, r *ExchangeRequest) (*Issued, err
 	if decision.MaxTtl != nil {
 		ttl = min(ttl, decision.GetMaxTtl().AsDuration())
 	}
-	if task.Deadline != nil {
-		ttl = min(ttl, task.GetDeadline().AsTime().Sub(now))
+	if task.DeadlineTime != nil {
+		ttl = min(ttl, task.GetDeadlineTime().AsTime().Sub(now))
 	}
 	if ttl < MinTTL {
 		return nil, invalid("ttl", "the parent credential or the task leaves less than %v", MinTTL)

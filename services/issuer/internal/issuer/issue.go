@@ -117,7 +117,7 @@ func (s *Issuer) mint(ctx context.Context, c *Credential, t eventsv1.EventType, 
 	issuedAt := now.Truncate(time.Second)
 	expiresAt := now.Add(ttl).Truncate(time.Second)
 	if !expiresAt.After(issuedAt) {
-		return nil, invalid("task.deadline", "leaves less than %v", MinTTL)
+		return nil, invalid("task.deadline_time", "leaves less than %v", MinTTL)
 	}
 	c.ID = s.newID()
 	c.Issuer = s.cfg.Issuer
@@ -158,13 +158,13 @@ func eventVerb(t eventsv1.EventType) string {
 // decision, is ErrPolicyUnavailable: without a decision there is no credential.
 func (s *Issuer) decide(ctx context.Context, r *IssueRequest, audience string, now time.Time) (*identityv1.Decision, error) {
 	return s.evaluate(ctx, &policyv1.EvaluateRequest{
-		Agent:     r.Agent,
-		Delegator: r.Delegator,
-		Task:      r.Task,
-		Scopes:    r.Scopes,
-		Ttl:       durationpb.New(r.TTL),
-		Time:      timestamppb.New(now),
-		Audience:  audience,
+		Agent:        r.Agent,
+		Delegator:    r.Delegator,
+		Task:         r.Task,
+		Scopes:       r.Scopes,
+		Ttl:          durationpb.New(r.TTL),
+		DecisionTime: timestamppb.New(now),
+		Audience:     audience,
 	})
 }
 
@@ -172,7 +172,9 @@ func (s *Issuer) evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*
 	d, err := s.policy.Evaluate(ctx, req)
 	switch {
 	case err != nil:
-		if errors.Is(err, ErrPolicyUnavailable) {
+		// A request policy refused as invalid is the caller's to fix; it
+		// passes through with its fields. Anything else fails closed.
+		if errors.Is(err, ErrPolicyUnavailable) || errors.Is(err, ErrInvalidArgument) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("%w: %v", ErrPolicyUnavailable, err)
@@ -194,11 +196,11 @@ func (s *Issuer) ttl(r *IssueRequest, d *identityv1.Decision, now time.Time) (ti
 	if d.MaxTtl != nil {
 		ttl = min(ttl, d.GetMaxTtl().AsDuration())
 	}
-	if r.Task.Deadline != nil {
-		ttl = min(ttl, r.Task.GetDeadline().AsTime().Sub(now))
+	if r.Task.DeadlineTime != nil {
+		ttl = min(ttl, r.Task.GetDeadlineTime().AsTime().Sub(now))
 	}
 	if ttl < MinTTL {
-		return 0, invalid("task.deadline", "leaves less than %v", MinTTL)
+		return 0, invalid("task.deadline_time", "leaves less than %v", MinTTL)
 	}
 	return ttl, nil
 }
@@ -248,8 +250,8 @@ func (s *Issuer) credentialEvent(t eventsv1.EventType, c *Credential, at time.Ti
 		Task:         c.Task,
 		Scopes:       c.Scopes,
 		Audience:     c.Audience,
-		IssuedAt:     timestamppb.New(c.IssuedAt),
-		ExpiresAt:    timestamppb.New(c.ExpiresAt),
+		IssueTime:    timestamppb.New(c.IssuedAt),
+		ExpireTime:   timestamppb.New(c.ExpiresAt),
 		Reason:       reason,
 		Issuer:       c.Issuer,
 		// A sub-agent's events name where its authority came from.

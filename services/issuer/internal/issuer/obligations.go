@@ -41,7 +41,7 @@ func (s *Issuer) unmetObligations(d *identityv1.Decision, delegator *identityv1.
 				unmet = append(unmet, `obligation age_verified not met: the delegator's attribute age_verified is not "true"`)
 			}
 		case ObligationMFARecent:
-			at := delegator.GetAuthenticatedAt()
+			at := delegator.GetAuthenticateTime()
 			max := s.cfg.RecentAuthentication
 			if max == 0 {
 				max = DefaultRecentAuthentication

@@ -1,6 +1,8 @@
 // Package policyclient asks the policy service (jitid.policy.v1.PolicyService)
 // for decisions. Every call carries its own deadline, and every failure is
-// issuer.ErrPolicyUnavailable, so that the issuer fails closed.
+// issuer.ErrPolicyUnavailable, so that the issuer fails closed, except a
+// request policy refuses as invalid: that is the caller's mistake, and
+// comes back as an *issuer.InvalidArgumentError naming every field.
 package policyclient
 
 import (
@@ -10,8 +12,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
+	"github.com/jitid/jitid/pkg/statusreason"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	policyv1 "github.com/jitid/jitid/proto/jitid/policy/v1"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
@@ -56,21 +61,44 @@ func New(opts Options) (*Client, error) {
 	return &Client{conn: conn, client: policyv1.NewPolicyServiceClient(conn), timeout: opts.Timeout}, nil
 }
 
-// Evaluate asks for the decision on req within the client's timeout. Every
-// error wraps issuer.ErrPolicyUnavailable; the cause is kept as text only,
-// so that the policy service's status code never leaks through as the
+// Evaluate asks for the decision on req within the client's timeout. A
+// request policy refuses as INVALID_ARGUMENT is an
+// *issuer.InvalidArgumentError with policy's field violations; every other
+// error wraps issuer.ErrPolicyUnavailable, the cause kept as text only, so
+// that the policy service's status code never leaks through as the
 // issuer's own.
 func (c *Client) Evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*identityv1.Decision, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	resp, err := c.client.Evaluate(ctx, req)
 	if err != nil {
+		if invalid := invalidArgument(err); invalid != nil {
+			return nil, invalid
+		}
 		return nil, fmt.Errorf("%w: evaluate: %v", issuer.ErrPolicyUnavailable, err)
 	}
 	if resp.GetDecision() == nil {
 		return nil, fmt.Errorf("%w: evaluate: response without a decision", issuer.ErrPolicyUnavailable)
 	}
 	return resp.GetDecision(), nil
+}
+
+// invalidArgument is the domain error for policy's INVALID_ARGUMENT with
+// its field violations, nil for any other status. A status without
+// violations is not trusted as the caller's mistake: it is unavailability.
+func invalidArgument(err error) *issuer.InvalidArgumentError {
+	if status.Code(err) != codes.InvalidArgument || statusreason.Of(err) != statusreason.InvalidRequest {
+		return nil
+	}
+	fvs := statusreason.BadRequest(err)
+	if len(fvs) == 0 {
+		return nil
+	}
+	out := &issuer.InvalidArgumentError{Field: fvs[0].GetField(), Reason: fvs[0].GetDescription()}
+	for _, fv := range fvs[1:] {
+		out.More = append(out.More, issuer.FieldViolation{Field: fv.GetField(), Reason: fv.GetDescription()})
+	}
+	return out
 }
 
 // Close closes the connection.

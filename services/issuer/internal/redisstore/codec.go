@@ -198,7 +198,7 @@ func checkExpired(ev *eventsv1.LifecycleEvent) error {
 	if ev.GetType() != eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED {
 		return fmt.Errorf("expired event: %w: type %s", eventbus.ErrMalformed, ev.GetType())
 	}
-	for _, ts := range []*timestamppb.Timestamp{ev.GetTime(), ev.GetIssuedAt(), ev.GetExpiresAt(), ev.GetTask().GetDeadline()} {
+	for _, ts := range []*timestamppb.Timestamp{ev.GetTime(), ev.GetIssueTime(), ev.GetExpireTime(), ev.GetTask().GetDeadlineTime()} {
 		if ts == nil {
 			continue
 		}

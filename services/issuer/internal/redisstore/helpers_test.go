@@ -81,7 +81,7 @@ func event(typ eventsv1.EventType, c *issuer.Credential) *eventsv1.LifecycleEven
 		Delegator:    c.Delegator,
 		Task:         c.Task,
 		Scopes:       c.Scopes,
-		ExpiresAt:    timestamppb.New(c.ExpiresAt),
+		ExpireTime:   timestamppb.New(c.ExpiresAt),
 	}
 }
 

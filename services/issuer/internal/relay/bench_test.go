@@ -100,7 +100,7 @@ func (e *env) fill(b *testing.B, n int, expired bool) {
 					return &eventsv1.LifecycleEvent{
 						Id: randID("ev-"), Type: typ, Time: timestamppb.New(at), CredentialId: c.ID,
 						Agent: c.Agent, Delegator: c.Delegator, Task: c.Task, Scopes: c.Scopes, Audience: c.Audience,
-						IssuedAt: timestamppb.New(c.IssuedAt), ExpiresAt: timestamppb.New(c.ExpiresAt), Issuer: c.Issuer,
+						IssueTime: timestamppb.New(c.IssuedAt), ExpireTime: timestamppb.New(c.ExpiresAt), Issuer: c.Issuer,
 					}
 				}
 				if err := e.store.Issue(ctx, c, ev(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, now),

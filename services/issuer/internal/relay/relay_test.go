@@ -389,7 +389,7 @@ func TestRelayPublishesExpiredEventsAsIfEncodedAtIssue(t *testing.T) {
 			Audience:  "jitid",
 			Agent:     &identityv1.Agent{Id: "agent:" + strconv.Itoa(i), Platform: "p", Attributes: map[string]string{"model": "m1", "runtime": "r\u00e9"}},
 			Delegator: &identityv1.Delegator{Id: "user-1", Attributes: map[string]string{"region": "eu"}, TimeZone: "Europe/Paris"},
-			Task:      &identityv1.Task{Id: randID("task-"), Purpose: "a \"quoted\" <purpose> & more", Deadline: timestamppb.New(now.Add(time.Hour))},
+			Task:      &identityv1.Task{Id: randID("task-"), Purpose: "a \"quoted\" <purpose> & more", DeadlineTime: timestamppb.New(now.Add(time.Hour))},
 			Scopes:    []string{"tickets:read", "tickets:comment"},
 			IssuedAt:  now,
 			ExpiresAt: now.Add(time.Duration(i+1) * time.Millisecond),
@@ -398,7 +398,7 @@ func TestRelayPublishesExpiredEventsAsIfEncodedAtIssue(t *testing.T) {
 			return &eventsv1.LifecycleEvent{
 				Id: randID("ev-"), Type: typ, Time: timestamppb.New(at), CredentialId: c.ID,
 				Agent: c.Agent, Delegator: c.Delegator, Task: c.Task, Scopes: c.Scopes, Audience: c.Audience,
-				IssuedAt: timestamppb.New(c.IssuedAt), ExpiresAt: timestamppb.New(c.ExpiresAt), Issuer: c.Issuer,
+				IssueTime: timestamppb.New(c.IssuedAt), ExpireTime: timestamppb.New(c.ExpiresAt), Issuer: c.Issuer,
 				Reason: "expired", AgentChain: []string{"agent:parent"},
 			}
 		}

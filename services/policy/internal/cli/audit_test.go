@@ -134,12 +134,12 @@ func lifecycleEvent(id string, typ eventsv1.EventType, at time.Duration, request
 		Scopes:          requested,
 		RequestedScopes: requested,
 		RequestedTtl:    durationpb.New(ttl),
-		IssuedAt:        timestamppb.New(replayDay.Add(at)),
-		ExpiresAt:       timestamppb.New(replayDay.Add(at + ttl)),
+		IssueTime:       timestamppb.New(replayDay.Add(at)),
+		ExpireTime:      timestamppb.New(replayDay.Add(at + ttl)),
 		Decision:        &identityv1.Decision{Allow: true, GrantedScopes: requested, MaxTtl: durationpb.New(ttl)},
 	}
 	if typ == eventsv1.EventType_EVENT_TYPE_CREDENTIAL_DENIED {
-		ev.CredentialId, ev.Scopes, ev.IssuedAt, ev.ExpiresAt = "", nil, nil, nil
+		ev.CredentialId, ev.Scopes, ev.IssueTime, ev.ExpireTime = "", nil, nil, nil
 		ev.Decision = &identityv1.Decision{Reasons: []string{"no policy permits it"}}
 	}
 	return ev

@@ -94,12 +94,12 @@ func TestServe(t *testing.T) {
 	}
 
 	req := &policyv1.EvaluateRequest{
-		Agent:     &identityv1.Agent{Id: "agent-1", Class: identityv1.AgentClass_AGENT_CLASS_RECURRING},
-		Delegator: &identityv1.Delegator{Id: "alice", Attributes: map[string]string{"age_verified": "true"}},
-		Task:      &identityv1.Task{Id: "task-1", Purpose: "tickets", Sensitivity: identityv1.Sensitivity_SENSITIVITY_MEDIUM},
-		Scopes:    []string{"tickets:purchase", "tickets:read"},
-		Ttl:       durationpb.New(time.Hour),
-		Time:      timestamppb.New(time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)),
+		Agent:        &identityv1.Agent{Id: "agent-1", Class: identityv1.AgentClass_AGENT_CLASS_RECURRING},
+		Delegator:    &identityv1.Delegator{Id: "alice", Attributes: map[string]string{"age_verified": "true"}},
+		Task:         &identityv1.Task{Id: "task-1", Purpose: "tickets", Sensitivity: identityv1.Sensitivity_SENSITIVITY_MEDIUM},
+		Scopes:       []string{"tickets:purchase", "tickets:read"},
+		Ttl:          durationpb.New(time.Hour),
+		DecisionTime: timestamppb.New(time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)),
 	}
 	rpcCtx, rpcCancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer rpcCancel()

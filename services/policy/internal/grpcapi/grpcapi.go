@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"log/slog"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/jitid/jitid/pkg/reqrules"
+	"github.com/jitid/jitid/pkg/statusreason"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	policyv1 "github.com/jitid/jitid/proto/jitid/policy/v1"
 	"github.com/jitid/jitid/services/policy/internal/policy"
@@ -32,6 +34,11 @@ func New(engine *policy.Engine, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
+	// Compiled now, not in the first request's deadline; a failure (a
+	// bug in the rules) is returned by every Check as well.
+	if err := reqrules.Prepare(); err != nil {
+		log.Error("request rules do not compile", "error", err)
+	}
 	return &Server{engine: engine, log: log}
 }
 
@@ -42,6 +49,9 @@ func (s *Server) Register(r grpc.ServiceRegistrar) { policyv1.RegisterPolicyServ
 
 // Evaluate implements policyv1.PolicyServiceServer.
 func (s *Server) Evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*policyv1.EvaluateResponse, error) {
+	if err := reqrules.Check(req); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	d, err := s.engine.Evaluate(ctx, ToRequest(req))
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
@@ -53,8 +63,8 @@ func (s *Server) Evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*
 // Evaluate and lists, per scope, every policy of the set: whether it
 // applied, whether it decided, and why.
 func (s *Server) Explain(ctx context.Context, req *policyv1.ExplainRequest) (*policyv1.ExplainResponse, error) {
-	if req.GetRequest() == nil {
-		return nil, status.Error(codes.InvalidArgument, "request: required")
+	if err := reqrules.Check(req); err != nil {
+		return nil, s.toStatus(ctx, err)
 	}
 	ex, err := s.engine.Explain(ctx, ToRequest(req.GetRequest()))
 	if err != nil {
@@ -76,7 +86,7 @@ func (s *Server) GetPolicySet(context.Context, *policyv1.GetPolicySetRequest) (*
 	st := s.engine.Status()
 	resp := &policyv1.GetPolicySetResponse{
 		Version:   st.Set.Version(),
-		LoadedAt:  timestamppb.New(st.LoadedAt),
+		LoadTime:  timestamppb.New(st.LoadedAt),
 		Source:    st.Set.Source(),
 		PolicyIds: st.Set.PolicyIDs(),
 	}
@@ -84,26 +94,43 @@ func (s *Server) GetPolicySet(context.Context, *policyv1.GetPolicySetRequest) (*
 		// Load errors describe policy files (file, line, policy), never
 		// request data, so operators may see them.
 		resp.LastError = st.LastError.Error()
-		resp.LastErrorAt = timestamppb.New(st.LastErrAt)
+		resp.LastErrorTime = timestamppb.New(st.LastErrAt)
 	}
 	return resp, nil
 }
 
-// toStatus maps an engine error to a status. Only request mistakes carry
-// their message to the caller; anything else is logged and reported as
-// Internal without detail.
+// toStatus maps an engine error to a status carrying an ErrorInfo whose
+// reason (package statusreason) tells the cases apart. Only request
+// mistakes carry their message to the caller; anything else is logged and
+// reported as Internal without detail.
+//
+//	*reqrules.Error     INVALID_ARGUMENT   INVALID_REQUEST; BadRequest lists every field
+//	*policy.FieldError  INVALID_ARGUMENT   INVALID_REQUEST; BadRequest names the field
+//	context ended       DEADLINE_EXCEEDED / CANCELED
+//	anything else       INTERNAL           generic message
 func (s *Server) toStatus(ctx context.Context, err error) error {
-	var fe *policy.FieldError
+	var (
+		rules *reqrules.Error
+		fe    *policy.FieldError
+	)
 	switch {
+	case errors.As(err, &rules):
+		br := &errdetails.BadRequest{}
+		for _, v := range rules.Violations {
+			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Description})
+		}
+		return statusreason.Error(codes.InvalidArgument, rules.Error(), statusreason.InvalidRequest, nil, br)
 	case errors.As(err, &fe):
-		return status.Error(codes.InvalidArgument, fe.Error())
+		return statusreason.Error(codes.InvalidArgument, fe.Error(), statusreason.InvalidRequest, nil, &errdetails.BadRequest{
+			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: fe.Field, Description: fe.Problem}},
+		})
 	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+		return statusreason.Error(codes.DeadlineExceeded, "deadline exceeded", statusreason.DeadlineExceeded, nil)
 	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, "canceled")
+		return statusreason.Error(codes.Canceled, "canceled", statusreason.Canceled, nil)
 	}
 	s.log.ErrorContext(ctx, "evaluate failed", "error", err)
-	return status.Error(codes.Internal, "internal error")
+	return statusreason.Error(codes.Internal, "internal error", statusreason.Internal, nil)
 }
 
 func toPolicyResult(p *policy.PolicyExplanation) *policyv1.PolicyResult {
@@ -158,16 +185,16 @@ func toRequest(r *policyv1.EvaluateRequest) policy.Request {
 	for _, a := range r.GetAgentChain() {
 		req.AgentChain = append(req.AgentChain, toAgent(a))
 	}
-	if t := r.GetDelegator().GetAuthenticatedAt(); t != nil {
+	if t := r.GetDelegator().GetAuthenticateTime(); t != nil {
 		req.Delegator.AuthenticatedAt = t.AsTime()
 	}
-	if t := r.GetTask().GetDeadline(); t != nil {
+	if t := r.GetTask().GetDeadlineTime(); t != nil {
 		req.Task.Deadline = t.AsTime()
 	}
 	if d := r.GetTtl(); d != nil {
 		req.TTL = d.AsDuration()
 	}
-	if t := r.GetTime(); t != nil {
+	if t := r.GetDecisionTime(); t != nil {
 		req.Time = t.AsTime()
 	}
 	return req

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/jitid/jitid/pkg/grpcserver"
+	"github.com/jitid/jitid/pkg/statusreason"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	policyv1 "github.com/jitid/jitid/proto/jitid/policy/v1"
 	"github.com/jitid/jitid/services/policy/internal/grpcapi"
@@ -60,12 +61,12 @@ func start(t *testing.T) testServer {
 
 func evaluateRequest() *policyv1.EvaluateRequest {
 	return &policyv1.EvaluateRequest{
-		Agent:     &identityv1.Agent{Id: "agent:research-7f3a", Class: identityv1.AgentClass_AGENT_CLASS_RECURRING},
-		Delegator: &identityv1.Delegator{Id: "user:alice@example.com", Attributes: map[string]string{"age_verified": "true"}},
-		Task:      &identityv1.Task{Id: "task-1", Purpose: "tickets", Sensitivity: identityv1.Sensitivity_SENSITIVITY_MEDIUM},
-		Scopes:    []string{"tickets:purchase", "tickets:read"},
-		Ttl:       durationpb.New(time.Hour),
-		Time:      timestamppb.New(time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)),
+		Agent:        &identityv1.Agent{Id: "agent:research-7f3a", Class: identityv1.AgentClass_AGENT_CLASS_RECURRING},
+		Delegator:    &identityv1.Delegator{Id: "user:alice@example.com", Attributes: map[string]string{"age_verified": "true"}},
+		Task:         &identityv1.Task{Id: "task-1", Purpose: "tickets", Sensitivity: identityv1.Sensitivity_SENSITIVITY_MEDIUM},
+		Scopes:       []string{"tickets:purchase", "tickets:read"},
+		Ttl:          durationpb.New(time.Hour),
+		DecisionTime: timestamppb.New(time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)),
 	}
 }
 
@@ -142,6 +143,10 @@ func TestEvaluateInvalidArgument(t *testing.T) {
 		{"negative ttl", func(r *policyv1.EvaluateRequest) { r.Ttl = durationpb.New(-time.Minute) }},
 		{"oversized task id", func(r *policyv1.EvaluateRequest) { r.Task.Id = strings.Repeat("x", 257) }},
 		{"oversized purpose", func(r *policyv1.EvaluateRequest) { r.Task.Purpose = strings.Repeat("x", 1025) }},
+		{"unknown time zone", func(r *policyv1.EvaluateRequest) { r.Delegator.TimeZone = "Europe/Atlantis" }},
+		{"chain scopes without their agents", func(r *policyv1.EvaluateRequest) {
+			r.AgentChainScopes = []*policyv1.HeldScopes{{Scopes: []string{"a"}}}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -149,16 +154,36 @@ func TestEvaluateInvalidArgument(t *testing.T) {
 			req := evaluateRequest()
 			tt.mod(req)
 			_, err := ts.client.Evaluate(context.Background(), req)
-			if got := status.Code(err); got != codes.InvalidArgument {
-				t.Errorf("Evaluate code = %v (%v), want InvalidArgument", got, err)
+			if got := status.Code(err); got != codes.InvalidArgument || statusreason.Of(err) != statusreason.InvalidRequest {
+				t.Errorf("Evaluate code = %v, reason %q (%v), want InvalidArgument, %s", got, statusreason.Of(err), err, statusreason.InvalidRequest)
+			}
+			if len(statusreason.BadRequest(err)) == 0 {
+				t.Errorf("Evaluate error %v carries no field violation", err)
 			}
 		})
 	}
+	t.Run("every violation reported", func(t *testing.T) {
+		t.Parallel()
+		req := evaluateRequest()
+		req.Delegator.TimeZone = "Europe/Atlantis"
+		req.Task.Id = ""
+		req.Scopes = []string{"a b"}
+		_, err := ts.client.Evaluate(context.Background(), req)
+		got := map[string]bool{}
+		for _, fv := range statusreason.BadRequest(err) {
+			got[fv.GetField()] = true
+		}
+		for _, f := range []string{"delegator.time_zone", "task.id", "scopes[0]"} {
+			if !got[f] {
+				t.Errorf("Evaluate error %v lacks a violation of %s", err, f)
+			}
+		}
+	})
 	t.Run("explain without request", func(t *testing.T) {
 		t.Parallel()
 		_, err := ts.client.Explain(context.Background(), &policyv1.ExplainRequest{})
-		if got := status.Code(err); got != codes.InvalidArgument {
-			t.Errorf("Explain code = %v, want InvalidArgument", got)
+		if got := status.Code(err); got != codes.InvalidArgument || statusreason.Of(err) != statusreason.InvalidRequest {
+			t.Errorf("Explain code = %v, reason %q, want InvalidArgument, %s", got, statusreason.Of(err), statusreason.InvalidRequest)
 		}
 	})
 }

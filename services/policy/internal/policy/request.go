@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"time"
+
+	"github.com/jitid/jitid/pkg/reqrules"
 )
 
 // AgentClass says how long an agent lives.
@@ -138,6 +140,10 @@ type Request struct {
 
 // Limits on request fields. They keep one request's cost bounded (each scope
 // is one Cedar evaluation) and stop a caller from stuffing the audit trail.
+// They are the protovalidate rules of jitid.policy.v1.EvaluateRequest,
+// which gRPC requests meet first (pkg/reqrules); Validate applies them to
+// requests built without a proto (AuthZEN, policy cases), and
+// TestLimitsMatchTheProtoRules keeps the two equal.
 const (
 	MaxIDBytes         = 256
 	MaxPurposeBytes    = 1024
@@ -196,8 +202,10 @@ func (r *Request) Validate() error {
 		return &FieldError{"delegator.time_zone", fmt.Sprintf("longer than %d bytes", MaxShortFieldBytes)}
 	}
 	if d.TimeZone != "" {
-		if _, err := loadLocation(d.TimeZone); err != nil {
-			return &FieldError{"delegator.time_zone", "not an IANA time zone name"}
+		// The issuer runs the same check (pkg/reqrules), so the two never
+		// disagree on a zone.
+		if err := reqrules.TimeZone(d.TimeZone); err != nil {
+			return &FieldError{"delegator.time_zone", err.Error()}
 		}
 	}
 	t := &r.Task

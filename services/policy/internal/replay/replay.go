@@ -9,7 +9,7 @@
 // and requested_ttl. Events recorded before the issuer filled those two
 // fall back to the event's scopes (granted ones for issued events, so a
 // narrowing by the old policy cannot be seen) and to decision.max_ttl
-// (else expires_at - issued_at); Entry.Fallback marks them. The agent
+// (else expire_time - issue_time); Entry.Fallback marks them. The agent
 // chain is known by ids only, so chain narrowing is not replayed.
 package replay
 
@@ -143,7 +143,7 @@ func replayOne(ctx context.Context, engine *policy.Engine, ev *eventsv1.Lifecycl
 	}
 	ereq := &policyv1.EvaluateRequest{
 		Agent: ev.GetAgent(), Delegator: ev.GetDelegator(), Task: ev.GetTask(),
-		Scopes: ev.GetRequestedScopes(), Ttl: ev.GetRequestedTtl(), Time: ev.GetTime(), Audience: ev.GetAudience(),
+		Scopes: ev.GetRequestedScopes(), Ttl: ev.GetRequestedTtl(), DecisionTime: ev.GetTime(), Audience: ev.GetAudience(),
 	}
 	for _, id := range ev.GetAgentChain() {
 		ereq.AgentChain = append(ereq.AgentChain, &identityv1.Agent{Id: id})
@@ -172,8 +172,8 @@ func recordedTTL(ev *eventsv1.LifecycleEvent) time.Duration {
 	if d := ev.GetDecision().GetMaxTtl(); d != nil {
 		return d.AsDuration()
 	}
-	if ev.GetExpiresAt() != nil && ev.GetIssuedAt() != nil {
-		return ev.GetExpiresAt().AsTime().Sub(ev.GetIssuedAt().AsTime())
+	if ev.GetExpireTime() != nil && ev.GetIssueTime() != nil {
+		return ev.GetExpireTime().AsTime().Sub(ev.GetIssueTime().AsTime())
 	}
 	return 0
 }
