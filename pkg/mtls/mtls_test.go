@@ -116,6 +116,21 @@ func TestPlaintextClientRefused(t *testing.T) {
 	}
 }
 
+func TestTLSClientWithoutCertificateRefused(t *testing.T) {
+	t.Parallel()
+	ca := newCA(t, "jitid.test")
+	addr, rec := serve(t, mtls.ServerCredentials(fileSource(t, ca, policyID), mtls.AllowTrustDomain(spiffeid.RequireTrustDomainFromString("jitid.test"))))
+
+	// A TLS client that trusts anything but has no certificate to show.
+	_, err := call(t, addr, credentials.NewTLS(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}))
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("Check without a client certificate: got %v, want Unavailable", err)
+	}
+	if calls, _ := rec.seen(); calls != 0 {
+		t.Errorf("handler ran %d times for a client without a certificate", calls)
+	}
+}
+
 func TestClientCertificateFromAnotherCARefused(t *testing.T) {
 	t.Parallel()
 	ca, rogue := newCA(t, "jitid.test"), newCA(t, "jitid.test rogue")
