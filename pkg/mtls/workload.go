@@ -24,7 +24,7 @@ type WorkloadConfig struct {
 }
 
 // NewWorkloadSource connects to the Workload API and waits, up to ctx's
-// deadline, for the first SVID and bundles. The returned source follows the
+// deadline, for the SVID (cfg.ID's, if set) and bundles. The returned source follows the
 // agent's rotations until it is closed.
 func NewWorkloadSource(ctx context.Context, cfg WorkloadConfig) (*workloadapi.X509Source, error) {
 	var opts []workloadapi.X509SourceOption
@@ -46,9 +46,18 @@ func NewWorkloadSource(ctx context.Context, cfg WorkloadConfig) (*workloadapi.X5
 	if err != nil {
 		return nil, fmt.Errorf("mtls: workload API: %w", err)
 	}
-	if _, err := src.GetX509SVID(); err != nil {
-		src.Close()
-		return nil, fmt.Errorf("mtls: workload API gave no SVID %s: %w", cfg.ID, err)
+	// An entry registered a moment ago may reach the agent after the first
+	// update, so a missing ID is waited for as long as ctx allows.
+	for {
+		_, err := src.GetX509SVID()
+		if err == nil {
+			return src, nil
+		}
+		select {
+		case <-src.Updated():
+		case <-ctx.Done():
+			src.Close()
+			return nil, fmt.Errorf("mtls: workload API gave no SVID %s: %w", cfg.ID, err)
+		}
 	}
-	return src, nil
 }
