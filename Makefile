@@ -125,7 +125,7 @@ fuzz:
 clean:
 	rm -rf bin .jitid
 
-## spire: install spire-server and spire-agent (tools/spire, SPIRE v1.13.3) into .bin/ for the SPIRE integration test in pkg/mtls (about 20 minutes cold on 2 cores)
+## spire: install spire-server and spire-agent (tools/spire, SPIRE v1.13.3) into .bin/ for the SPIRE integration test in pkg/mtls (cold: 25 CPU-minutes, 69 minutes on a busy 2-core machine)
 SPIRE_BINS := $(GOBIN_DIR)/spire-server $(GOBIN_DIR)/spire-agent
 .PHONY: spire
 spire: $(SPIRE_BINS)
