@@ -20,6 +20,7 @@ import (
 	"github.com/jitid/jitid/pkg/grpcserver"
 	"github.com/jitid/jitid/services/issuer/internal/app"
 	"github.com/jitid/jitid/services/issuer/internal/config"
+	"github.com/jitid/jitid/testkit"
 	"github.com/jitid/jitid/testkit/testserver"
 )
 
@@ -61,16 +62,10 @@ func readyz(t *testing.T, adminAddr string) (int, grpcserver.ReadyReport) {
 	return res.StatusCode, rep
 }
 
-// eventually polls cond every 20ms until it holds or 15s pass.
+// eventually waits up to 15s for cond to hold.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 15s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, what, 15*time.Second, 20*time.Millisecond, func() (bool, bool) { ok := cond(); return ok, ok })
 }
 
 // TestReadinessFollowsRedis runs the issuer as main does, against a Redis

@@ -20,6 +20,7 @@ import (
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
 	"github.com/jitid/jitid/services/issuer/internal/redisstore"
 	"github.com/jitid/jitid/services/issuer/redisscripts"
+	"github.com/jitid/jitid/testkit"
 	"github.com/jitid/jitid/testkit/testserver"
 )
 
@@ -180,15 +181,5 @@ func (e *env) shardKey(taskID, rest string) string {
 // within d.
 func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		case <-tick.C:
-		}
-	}
+	testkit.Eventually(t, what, d, 20*time.Millisecond, func() (bool, bool) { ok := cond(); return ok, ok })
 }
