@@ -9,9 +9,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 
 	"github.com/jitid/jitid/testkit/embeddednats"
@@ -63,7 +66,18 @@ func Main(ctx context.Context, args []string, out io.Writer, getenv func(string)
 	}
 	natsNote := "from JITID_NATS_URL"
 	if o.nats == "" {
-		ns, err := embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: filepath.Join(o.dataDir, "nats")})
+		// NATS's default port when it is free, so that the nats CLI finds
+		// the suite without flags; any other port otherwise (the summary
+		// and .jitid/addrs.env say which).
+		// An embedded server whose port is taken only says so after its
+		// ready timeout, so the port is tried first; should another
+		// process take it in between, the start fails and says so.
+		port := -1
+		if l, err := net.Listen("tcp", "127.0.0.1:4222"); err == nil {
+			_ = l.Close()
+			port = 4222
+		}
+		ns, err := embeddednats.Start(embeddednats.Options{Port: port, StoreDir: filepath.Join(o.dataDir, "nats")})
 		if err != nil {
 			return fmt.Errorf("start embedded NATS: %w", err)
 		}
@@ -143,6 +157,17 @@ Watch events: nats --server %s sub 'jitid.events.>'
 `, procs["issuer"].Addr("grpc"), admin("issuer"), procs["policy"].Addr("grpc"), admin("policy"),
 		procs["audit"].Addr("grpc"), admin("audit"), o.nats, natsNote, o.redis, redisNote, IssuerAddr, IssuerAddr, AuditAddr, o.nats)
 
+	if err := writeAddrs(filepath.Join(o.dataDir, "addrs.env"), map[string]string{
+		"JITID_ISSUER_ADDR": procs["issuer"].Addr("grpc"),
+		"JITID_POLICY_ADDR": procs["policy"].Addr("grpc"),
+		"JITID_AUDIT_ADDR":  procs["audit"].Addr("grpc"),
+		"JITID_NATS_URL":    o.nats,
+		"JITID_REDIS_ADDR":  o.redis,
+	}); err != nil {
+		return err
+	}
+	say("addresses written to %s (. %s)", filepath.Join(o.dataDir, "addrs.env"), filepath.Join(o.dataDir, "addrs.env"))
+
 	select {
 	case <-ctx.Done():
 		say("stopping")
@@ -174,4 +199,20 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return p.w.Write(b)
+}
+
+// writeAddrs writes the suite's addresses as a shell file of KEY=value
+// lines, sorted, so that the README's commands and the examples use what
+// this run bound rather than assume the defaults.
+func writeAddrs(path string, addrs map[string]string) error {
+	keys := make([]string, 0, len(addrs))
+	for k := range addrs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%s\n", k, addrs[k])
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o600)
 }
