@@ -26,6 +26,7 @@ import (
 	"unsafe"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/jitid/jitid/pkg/credverify"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
@@ -482,17 +483,7 @@ func (k *KeySet) Sign(c *issuer.Credential) (string, error) {
 	if c.Issuer != k.issuer {
 		return "", fmt.Errorf("signing: credential issuer %q is not %q", c.Issuer, k.issuer)
 	}
-	// The claims are encoded here and signed by go-jose's Signer (the
-	// header, signature and serialization stay go-jose's): jwt.Signed's
-	// builder encodes them by reflection, decodes them into a map and
-	// encodes the map again, which cost almost as much CPU as the ES256
-	// signature.
-	payload := appendClaimsJSON(make([]byte, 0, 512), Claims(c))
-	jws, err := k.state.Load().signer.Sign(payload)
-	if err != nil {
-		return "", fmt.Errorf("signing: %w", err)
-	}
-	tok, err := jws.CompactSerialize()
+	tok, err := jwt.Signed(k.state.Load().signer).Claims(Claims(c)).Serialize()
 	if err != nil {
 		return "", fmt.Errorf("signing: %w", err)
 	}
