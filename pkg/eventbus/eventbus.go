@@ -197,14 +197,14 @@ func Decode(b []byte) (*eventsv1.LifecycleEvent, error) {
 func decodeGeneral(b []byte) (*eventsv1.LifecycleEvent, error) {
 	var env Envelope
 	if err := json.Unmarshal(b, &env); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err) //nolint:errorlint // only ErrMalformed is for callers to match; the cause is detail
 	}
 	if env.SpecVersion != SpecVersion {
 		return nil, fmt.Errorf("%w: specversion %q", ErrMalformed, env.SpecVersion)
 	}
 	ev := &eventsv1.LifecycleEvent{}
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(env.Data, ev); err != nil {
-		return nil, fmt.Errorf("%w: data: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: data: %v", ErrMalformed, err) //nolint:errorlint // only ErrMalformed is for callers to match; the cause is detail
 	}
 	if ev.GetId() == "" || ev.GetId() != env.ID {
 		return nil, fmt.Errorf("%w: envelope id %q and event id %q differ", ErrMalformed, env.ID, ev.GetId())

@@ -93,13 +93,13 @@ type parser struct {
 
 // begin reads the opening byte of an object or array and reports whether
 // a member follows.
-func (p *parser) begin(open, close byte) bool {
+func (p *parser) begin(open, end byte) bool {
 	if p.bad || p.i >= len(p.b) || p.b[p.i] != open {
 		p.bad = true
 		return false
 	}
 	p.i++
-	if p.i < len(p.b) && p.b[p.i] == close {
+	if p.i < len(p.b) && p.b[p.i] == end {
 		p.i++
 		return false
 	}
@@ -107,7 +107,7 @@ func (p *parser) begin(open, close byte) bool {
 }
 
 // more reads what follows a member and reports whether another follows.
-func (p *parser) more(close byte) bool {
+func (p *parser) more(end byte) bool {
 	if p.bad {
 		return false
 	}
@@ -116,7 +116,7 @@ func (p *parser) more(close byte) bool {
 		case ',':
 			p.i++
 			return true
-		case close:
+		case end:
 			p.i++
 			return false
 		}
