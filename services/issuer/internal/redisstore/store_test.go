@@ -430,10 +430,7 @@ func TestRunSweeperEmitsExpiredWithinTwoSeconds(t *testing.T) {
 	<-notified
 	go s.RunSweeper(ctx, 500*time.Millisecond)
 	deadline := c.ExpiresAt.Add(2 * time.Second)
-	for {
-		if e.countEvents(t, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)[c.ID] == 1 {
-			break
-		}
+	for e.countEvents(t, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED)[c.ID] != 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("no expired event within 2s of expiry")
 		}
