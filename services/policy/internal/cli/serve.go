@@ -87,7 +87,8 @@ func serveHTTP(ctx context.Context, lis net.Listener, h http.Handler, log *slog.
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// ctx is done: the shutdown needs a deadline of its own.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) //nolint:gosec // G118: see above
 		defer cancel()
 		_ = hs.Shutdown(sctx)
 	}()
