@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer func() { _ = st.Close() }() // at exit: nothing left to report it to
 	svc := audit.New(st, audit.Options{Logger: log})
 
 	srv := grpcserver.New(grpcserver.Options{Name: "audit", GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Pprof: cfg.Pprof, Logger: log})
