@@ -48,7 +48,7 @@ func Main(ctx context.Context, args []string, out io.Writer, getenv func(string)
 		return err
 	}
 	o.redis, o.nats = getenv("JITID_REDIS_ADDR"), getenv("JITID_NATS_URL")
-	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
+	if err := os.MkdirAll(o.dataDir, 0o750); err != nil {
 		return err
 	}
 	var cleanups []func()
@@ -192,7 +192,7 @@ func (c *child) start(bin string, env []string, out io.Writer, exited chan<- str
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("%s binary not found at %s (run make build): %w", c.name, bin, err)
 	}
-	cmd := exec.Command(bin, c.args...)
+	cmd := exec.Command(bin, c.args...) //nolint:gosec // G204: starting the suite's own binaries is the point
 	cmd.Env = env
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
