@@ -55,7 +55,7 @@ type Suite struct {
 // Start starts everything and waits until every service is SERVING. Stop
 // undoes it, also after a failed Start.
 func Start(ctx context.Context, o Options) (*Suite, error) {
-	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
+	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil { //nolint:gosec // G301: logs and data for the operator to read
 		return nil, err
 	}
 	s := &Suite{opts: o}
@@ -169,11 +169,11 @@ func (p *Proc) grpcAddr() string {
 func (p *Proc) Start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	f, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644) //nolint:gosec // G302: a process log for the operator to read
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(p.bin, p.args...)
+	cmd := exec.Command(p.bin, p.args...) //nolint:gosec // G204: starting the suite's own binaries is the point
 	cmd.Stdout, cmd.Stderr = f, f
 	// Flags alone configure the children.
 	for _, kv := range os.Environ() {
@@ -182,11 +182,11 @@ func (p *Proc) Start() error {
 		}
 	}
 	if err := cmd.Start(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("start %s: %w", p.Name, err)
 	}
 	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); f.Close(); close(done) }()
+	go func() { _ = cmd.Wait(); _ = f.Close(); close(done) }()
 	p.cmd, p.done = cmd, done
 	return nil
 }
