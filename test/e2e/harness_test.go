@@ -62,7 +62,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	binaries.dir = dir
 	binaries.path = map[string]string{}
 	binaries.err = map[string]error{}
@@ -92,7 +92,7 @@ func runMain(m *testing.M) int {
 		cmd := exec.Command("go", args...)
 		cmd.Dir = filepath.Join(root, "services", name)
 		if b, err := cmd.CombinedOutput(); err != nil {
-			binaries.err[name] = fmt.Errorf("go build ./cmd/%s in services/%s: %v\n%s", name, name, err, b)
+			binaries.err[name] = fmt.Errorf("go build ./cmd/%s in services/%s: %w\n%s", name, name, err, b)
 			continue
 		}
 		binaries.path[name] = out
@@ -179,7 +179,7 @@ func (p *proc) Start() {
 	cmd.Env = childEnv()
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
-		f.Close()
+		_ = f.Close()
 		p.mu.Unlock()
 		p.t.Fatalf("start %s: %v", p.name, err)
 	}
@@ -187,7 +187,7 @@ func (p *proc) Start() {
 	go func() {
 		err := cmd.Wait()
 		fmt.Fprintf(f, "=== e2e: %s exited: %v\n", p.name, exitDescription(err))
-		f.Close()
+		_ = f.Close()
 		// Read only after <-done, which orders this write before the read.
 		p.exitErr = err
 		close(done)
@@ -360,7 +360,7 @@ func waitServing(addr string, exited <-chan struct{}, timeout time.Duration) err
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("not SERVING within %v: %v", timeout, last)
+	return fmt.Errorf("not SERVING within %v: %v", timeout, last) //nolint:errorlint // last may be nil: reported as text
 }
 
 // dial opens a client over a real socket. Reconnection backoff is short

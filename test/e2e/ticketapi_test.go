@@ -43,7 +43,7 @@ func ticketAPIBinary(t testing.TB) string {
 		cmd := exec.Command("go", append(args, ".")...)
 		cmd.Dir = filepath.Join(root, "examples", "ticketapi")
 		if b, err := cmd.CombinedOutput(); err != nil {
-			ticketAPIBin.err = fmt.Errorf("go build in examples/ticketapi: %v\n%s", err, b)
+			ticketAPIBin.err = fmt.Errorf("go build in examples/ticketapi: %w\n%s", err, b)
 			return
 		}
 		ticketAPIBin.path = out
@@ -82,11 +82,11 @@ func startTicketAPI(t *testing.T, s *stack) *ticketAPI {
 	cmd.Env = childEnv()
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
-		f.Close()
+		_ = f.Close()
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait(); f.Close() }()
+	go func() { done <- cmd.Wait(); _ = f.Close() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -97,7 +97,7 @@ func startTicketAPI(t *testing.T, s *stack) *ticketAPI {
 		case <-time.After(10 * time.Second):
 			t.Errorf("ticketapi did not exit within 10s of SIGTERM")
 			_ = cmd.Process.Kill()
-			<-done
+			<-done //nolint:errcheck // killed: how it ended is already reported above
 		}
 		if t.Failed() || *keepLogs {
 			t.Logf("--- ticketapi log (tail) %s ---\n%s", a.logPath, tail(a.logPath, 60))
