@@ -95,7 +95,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	defer policy.Close()
+	defer func() { _ = policy.Close() }() // at exit: nothing left to report it to
 
 	keys, err := signing.Load(signing.Options{
 		Issuer:       cfg.Issuer,

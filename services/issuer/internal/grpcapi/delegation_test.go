@@ -113,7 +113,7 @@ func newFullEnv(t testing.TB, redisAddr, policyAddr string, depth int) *fullEnv 
 	t.Cleanup(func() {
 		_ = conn.Close()
 		cancel()
-		_ = <-done // the error of a server stopped by cancel
+		<-done //nolint:errcheck // the error of a server stopped by cancel
 		_ = pc.Close()
 		_ = rdb.Close()
 	})
