@@ -85,10 +85,10 @@ func serve(ctx context.Context, env Env, args []string) error {
 
 func serveHTTP(ctx context.Context, lis net.Listener, h http.Handler, log *slog.Logger) error {
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
-	go func() {
+	// ctx is done when the shutdown starts: it needs a deadline of its own.
+	go func() { //nolint:gosec // G118: see above
 		<-ctx.Done()
-		// ctx is done: the shutdown needs a deadline of its own.
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) //nolint:gosec // G118: see above
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = hs.Shutdown(sctx)
 	}()
