@@ -45,7 +45,7 @@ func Example() {
 	}
 	list := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := credverify.FromContext(r.Context())
-		fmt.Fprintf(w, "tickets for %s, by %s, task %s (%s)",
+		_, _ = fmt.Fprintf(w, "tickets for %s, by %s, task %s (%s)",
 			c.Delegator(), strings.Join(c.AgentChain(), " ← "), c.Task.ID, c.Task.Purpose)
 	})
 	api := httptest.NewServer(v.Middleware(credverify.HTTPOptions{Scopes: []string{"tickets:read"}}, list))

@@ -86,8 +86,8 @@ func (s *jsonScanner) value() error {
 	if s.i >= len(s.b) {
 		return ErrMalformed
 	}
-	switch c := s.b[s.i]; {
-	case c == '{':
+	switch s.b[s.i] {
+	case '{':
 		// Names are few per object in a credential; a linear search of
 		// the ones seen beats a map and allocates nothing for up to 16.
 		var seenBuf [16][]byte
@@ -101,9 +101,9 @@ func (s *jsonScanner) value() error {
 			seen = append(seen, name)
 			return nil
 		})
-	case c == '[':
+	case '[':
 		return s.array()
-	case c == '"':
+	case '"':
 		_, err := s.str()
 		return err
 	default:

@@ -130,7 +130,7 @@ func TestRemoteKeys(t *testing.T) {
 		},
 		{
 			name: "an empty JWKS is an error, not a set",
-			run: func(t *testing.T, j *jwksServer, keys *credverify.RemoteKeys, clock *time.Time) {
+			run: func(t *testing.T, j *jwksServer, keys *credverify.RemoteKeys, _ *time.Time) {
 				j.set.Store(&jose.JSONWebKeySet{})
 				if err := keys.Refresh(ctx); !errors.Is(err, credverify.ErrKeysUnavailable) {
 					t.Errorf("Refresh() = %v, want ErrKeysUnavailable", err)
@@ -139,7 +139,7 @@ func TestRemoteKeys(t *testing.T) {
 		},
 		{
 			name: "concurrent callers share one fetch",
-			run: func(t *testing.T, j *jwksServer, keys *credverify.RemoteKeys, clock *time.Time) {
+			run: func(t *testing.T, j *jwksServer, keys *credverify.RemoteKeys, _ *time.Time) {
 				var wg sync.WaitGroup
 				for range 20 {
 					wg.Go(func() {
@@ -156,7 +156,7 @@ func TestRemoteKeys(t *testing.T) {
 		},
 		{
 			name: "a caller that gives up does not fail the shared fetch",
-			run: func(t *testing.T, j *jwksServer, keys *credverify.RemoteKeys, clock *time.Time) {
+			run: func(t *testing.T, j *jwksServer, keys *credverify.RemoteKeys, _ *time.Time) {
 				j.delay = 100 * time.Millisecond
 				cctx, cancel := context.WithCancel(ctx)
 				cancel()

@@ -1,10 +1,11 @@
 package eventbus_test
 
 import (
+	"encoding/json"
+	"testing"
 	"time"
 
-	"testing"
-
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/jitid/jitid/pkg/eventbus"
@@ -47,6 +48,39 @@ func BenchmarkDecode(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := eventbus.Decode(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEncodeProtojson is BenchmarkEncode's envelope written by the
+// libraries (protojson data in an encoding/json envelope): what Encode
+// would cost without eventjson.
+func BenchmarkEncodeProtojson(b *testing.B) {
+	ev := issuedWithDecision()
+	b.ReportAllocs()
+	for b.Loop() {
+		protojsonEncode(b, eventbus.DefaultSource, ev, protojson.MarshalOptions{})
+	}
+}
+
+// BenchmarkDecodeProtojson is BenchmarkDecode through encoding/json and
+// protojson: what Decode would cost without eventjson (its path for
+// envelopes Encode did not write).
+func BenchmarkDecodeProtojson(b *testing.B) {
+	data, err := eventbus.Encode("", issuedWithDecision())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var env eventbus.Envelope
+		if err := json.Unmarshal(data, &env); err != nil {
+			b.Fatal(err)
+		}
+		ev := &eventsv1.LifecycleEvent{}
+		if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(env.Data, ev); err != nil {
 			b.Fatal(err)
 		}
 	}

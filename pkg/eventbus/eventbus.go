@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -182,8 +181,8 @@ func AppendEncode(dst []byte, source string, ev *eventsv1.LifecycleEvent) ([]byt
 // Decode parses a CloudEvents envelope and returns its lifecycle event. The
 // envelope id and type must agree with the event's own. Decode accepts
 // what encoding/json (for the envelope) and protojson (for the data, with
-// unknown fields ignored) accept; the envelopes Encode writes, and those
-// written by earlier versions, take a path that does without either.
+// unknown fields ignored) accept; the envelopes Encode writes take a path
+// that does without either.
 func Decode(b []byte) (*eventsv1.LifecycleEvent, error) {
 	if attrs, ev, ok := eventjson.ParseEnvelope(b); ok &&
 		string(attrs.SpecVersion) == SpecVersion && ev.GetId() != "" &&
@@ -198,14 +197,14 @@ func Decode(b []byte) (*eventsv1.LifecycleEvent, error) {
 func decodeGeneral(b []byte) (*eventsv1.LifecycleEvent, error) {
 	var env Envelope
 	if err := json.Unmarshal(b, &env); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err) //nolint:errorlint // only ErrMalformed is for callers to match; the cause is detail
 	}
 	if env.SpecVersion != SpecVersion {
 		return nil, fmt.Errorf("%w: specversion %q", ErrMalformed, env.SpecVersion)
 	}
 	ev := &eventsv1.LifecycleEvent{}
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(env.Data, ev); err != nil {
-		return nil, fmt.Errorf("%w: data: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: data: %v", ErrMalformed, err) //nolint:errorlint // only ErrMalformed is for callers to match; the cause is detail
 	}
 	if ev.GetId() == "" || ev.GetId() != env.ID {
 		return nil, fmt.Errorf("%w: envelope id %q and event id %q differ", ErrMalformed, env.ID, ev.GetId())
@@ -244,9 +243,4 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c Config) (jetstr
 		return nil, fmt.Errorf("eventbus: ensure stream %s: %w", cfg.Name, err)
 	}
 	return s, nil
-}
-
-// IsEventSubject reports whether subject is under the configured prefix.
-func (c Config) IsEventSubject(subject string) bool {
-	return strings.HasPrefix(subject, c.withDefaults().SubjectPrefix+".")
 }

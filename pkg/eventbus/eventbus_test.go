@@ -76,10 +76,9 @@ func TestEncodeGolden(t *testing.T) {
 	}
 }
 
-// legacyEncode is Encode as it was before eventjson: protojson data in an
-// encoding/json envelope. Events written so are still on streams and in
-// outboxes.
-func legacyEncode(t *testing.T, source string, ev *eventsv1.LifecycleEvent, opts protojson.MarshalOptions) []byte {
+// protojsonEncode is the envelope as the libraries write it: protojson
+// data in an encoding/json envelope, as a SIEM or another producer might.
+func protojsonEncode(t testing.TB, source string, ev *eventsv1.LifecycleEvent, opts protojson.MarshalOptions) []byte {
 	t.Helper()
 	data, err := opts.Marshal(ev)
 	if err != nil {
@@ -119,7 +118,7 @@ func roundTripEvents() map[string]*eventsv1.LifecycleEvent {
 	}
 }
 
-func TestDecodeReadsEncodeAndLegacy(t *testing.T) {
+func TestDecodeReadsEncodeAndProtojson(t *testing.T) {
 	t.Parallel()
 	for name, ev := range roundTripEvents() {
 		t.Run(name, func(t *testing.T) {
@@ -130,12 +129,13 @@ func TestDecodeReadsEncodeAndLegacy(t *testing.T) {
 			}
 			typeName := []byte(`"type":"` + ev.GetType().String() + `"`)
 			inputs := map[string][]byte{
-				"Encode":              b,
-				"legacy":              legacyEncode(t, "urn:test", ev, protojson.MarshalOptions{}),
-				"legacy, proto names": legacyEncode(t, "urn:test", ev, protojson.MarshalOptions{UseProtoNames: true}),
-				"with an extension":   []byte(`{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",` + string(b[1:])),
-				"with a newer field":  bytes.Replace(b, typeName, append(append([]byte(nil), typeName...), `,"newer":{"x":[1]}`...), 1),
-				"with a type number":  bytes.Replace(b, typeName, []byte(`"type":`+strconv.Itoa(int(ev.GetType()))), 1),
+				"Encode":                 b,
+				"protojson":              protojsonEncode(t, "urn:test", ev, protojson.MarshalOptions{}),
+				"protojson, proto names": protojsonEncode(t, "urn:test", ev, protojson.MarshalOptions{UseProtoNames: true}),
+				"protojson, multiline":   protojsonEncode(t, "urn:test", ev, protojson.MarshalOptions{Multiline: true}),
+				"with an extension":      []byte(`{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",` + string(b[1:])),
+				"with a newer field":     bytes.Replace(b, typeName, append(append([]byte(nil), typeName...), `,"newer":{"x":[1]}`...), 1),
+				"with a type number":     bytes.Replace(b, typeName, []byte(`"type":`+strconv.Itoa(int(ev.GetType()))), 1),
 			}
 			for in, data := range inputs {
 				got, err := eventbus.Decode(data)

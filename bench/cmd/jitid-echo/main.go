@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -36,7 +37,7 @@ func main() {
 		<-sig
 		s.Stop()
 	}()
-	if err := s.Serve(lis); err != nil && err != grpc.ErrServerStopped {
+	if err := s.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		fmt.Fprintln(os.Stderr, "jitid-echo:", err)
 		os.Exit(1)
 	}

@@ -423,5 +423,5 @@ func writeDoc(path, begin, end string, rep *report.Report) error {
 	}
 	var b strings.Builder
 	rep.Markdown(&b)
-	return os.WriteFile(path, []byte(report.Splice(string(old), begin, end, b.String())), 0o644)
+	return os.WriteFile(path, []byte(report.Splice(string(old), begin, end, b.String())), 0o644) //nolint:gosec // G306: a document of the repository
 }

@@ -23,7 +23,7 @@ func RSSOf(pid int) (int64, error) {
 }
 
 // ParseVmRSS reads the VmRSS line of a /proc/<pid>/status file, in bytes.
-func ParseVmRSS(status []byte) (int64, error) {
+func ParseVmRSS(status []byte) (int64, error) { //nolint:revive // var-naming: named after the /proc field VmRSS
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {
 		line := sc.Text()
@@ -130,7 +130,7 @@ func ParseStatCPU(stat []byte) (time.Duration, error) {
 	u, err1 := strconv.ParseInt(f[11], 10, 64)
 	s, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("stat times: %v %v", err1, err2)
+		return 0, fmt.Errorf("stat times: %v %v", err1, err2) //nolint:errorlint // err may be nil here: reported as text
 	}
 	return time.Duration(u+s) * time.Second / clockTicks, nil
 }

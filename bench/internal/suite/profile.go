@@ -22,7 +22,7 @@ func (s *Suite) Profile(ctx context.Context, dir, name string, d time.Duration) 
 	if !s.opts.Pprof {
 		return errors.New("suite: profiles need Options.Pprof")
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil { //nolint:gosec // G301: profiles for the operator to read
 		return err
 	}
 	secs := max(1, int(d/time.Second))
@@ -71,7 +71,7 @@ func fetch(ctx context.Context, url, path string) error {
 		return err
 	}
 	if _, err := io.Copy(f, res.Body); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("profile %s: %w", url, err)
 	}
 	return f.Close()

@@ -38,7 +38,7 @@ type Auditor struct {
 }
 
 // NewAuditor connects to NATS.
-func NewAuditor(ctx context.Context, s *suite.Suite) (*Auditor, error) {
+func NewAuditor(_ context.Context, s *suite.Suite) (*Auditor, error) {
 	nc, err := nats.Connect(s.NATSURL, nats.Name("jitid-load"))
 	if err != nil {
 		return nil, err
@@ -131,7 +131,7 @@ func (a *Auditor) WaitDrained(ctx context.Context, timeout time.Duration) (time.
 			return time.Since(start), nil
 		}
 		if time.Since(start) > timeout {
-			return time.Since(start), fmt.Errorf("audit still %d events behind after %v (last error %v)", b, timeout, err)
+			return time.Since(start), fmt.Errorf("audit still %d events behind after %v (last error %v)", b, timeout, err) //nolint:errorlint // err may be nil here: reported as text
 		}
 		select {
 		case <-ctx.Done():
@@ -211,7 +211,7 @@ func (a *Auditor) CatchUp(ctx context.Context, n int) (time.Duration, error) {
 		}
 	}
 	if b, err := a.Behind(ctx); err != nil || b < uint64(n) {
-		return 0, fmt.Errorf("backlog is %d events (%v), want %d", b, err, n)
+		return 0, fmt.Errorf("backlog is %d events (%v), want %d", b, err, n) //nolint:errorlint // err may be nil here: reported as text
 	}
 	start := time.Now()
 	if err := a.s.Audit.Start(ctx); err != nil {

@@ -132,7 +132,7 @@ func MassExpiry(ctx context.Context, p *Pool, a *Auditor, n int, expireIn time.D
 	if err != nil {
 		return res, err
 	}
-	defer sub.Unsubscribe()
+	defer func() { _ = sub.Unsubscribe() }()
 	_ = sub.SetPendingLimits(-1, -1)
 
 	// Issue at rate from 2 s before the expiry until the last report.
@@ -266,7 +266,7 @@ func RevokeByDelegator(ctx context.Context, p *Pool, a *Auditor, n int, cpu CPUR
 			break
 		}
 		if time.Now().After(deadline) {
-			return res, fmt.Errorf("audit stored %v of %d revoked events within 2 minutes (%v)", l.Stored-stored0.Stored, res.Revoked, err)
+			return res, fmt.Errorf("audit stored %v of %d revoked events within 2 minutes (%v)", l.Stored-stored0.Stored, res.Revoked, err) //nolint:errorlint // err may be nil here: reported as text
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -75,9 +75,9 @@ func RedisScriptRate(ctx context.Context, addr string, n int) (float64, error) {
 		{redisscripts.FieldDelegatorID, 10}, {redisscripts.FieldAgentID, 10}} {
 		args = append(args, f.name, strings.Repeat("v", f.size))
 	}
-	out, err := exec.CommandContext(ctx, "redis-benchmark", args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, "redis-benchmark", args...).CombinedOutput() //nolint:gosec // G204: redis-benchmark with the suite's own arguments
 	if err != nil {
-		return 0, fmt.Errorf("redis-benchmark: %v: %s", err, out)
+		return 0, fmt.Errorf("redis-benchmark: %w: %s", err, out)
 	}
 	return ParseRedisBenchmarkCSV(out)
 }

@@ -46,7 +46,7 @@ func Main(ctx context.Context, args []string, out io.Writer, getenv func(string)
 		return err
 	}
 	o.redis, o.nats = getenv("JITID_REDIS_ADDR"), getenv("JITID_NATS_URL")
-	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
+	if err := os.MkdirAll(o.dataDir, 0o750); err != nil {
 		return err
 	}
 	var cleanups []func()

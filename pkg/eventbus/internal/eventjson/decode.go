@@ -20,18 +20,18 @@ type Attributes struct {
 	SpecVersion, ID, Source, Type, Time, Subject, DataContentType []byte
 }
 
-// ParseEnvelope reads what AppendEnvelope writes, and what was written
-// before it (protojson's data, in any spacing, inside an encoding/json
-// envelope), and returns the attributes and the event. Every string of
-// the event is a copy: nothing in it holds on to b.
+// ParseEnvelope reads what AppendEnvelope writes, and returns the
+// attributes and the event. Every string of the event is a copy: nothing
+// in it holds on to b.
 //
 // It reads a strict subset of what encoding/json (the envelope) and
 // protojson (the data) accept, and reports ok false for anything outside
-// it, valid or not: members it does not know (CloudEvents extensions,
-// fields of a newer proto), null, a member given twice, invalid UTF-8,
-// unknown enum names, strings for numbers, timestamps with an offset. The
-// caller then hands b to those decoders, which decide. Where ok is true,
-// the result is the one they would give; FuzzParseEnvelope checks that.
+// it, valid or not: whitespace between tokens, proto field names, members
+// it does not know (CloudEvents extensions, fields of a newer proto), null,
+// a member given twice, invalid UTF-8, unknown enum names, strings for
+// numbers, timestamps with an offset. The caller then hands b to those
+// decoders, which decide. Where ok is true, the result is the one they
+// would give; FuzzParseEnvelope checks that.
 func ParseEnvelope(b []byte) (Attributes, *eventsv1.LifecycleEvent, bool) {
 	var attrs Attributes
 	// Past this check a byte >= 0x80 is part of a valid sequence, so the
@@ -72,7 +72,6 @@ func ParseEnvelope(b []byte) (Attributes, *eventsv1.LifecycleEvent, bool) {
 			p.bad = true
 		}
 	}
-	p.ws()
 	if p.bad || p.i != len(b) || ev == nil {
 		return Attributes{}, nil, false
 	}
@@ -92,28 +91,15 @@ type parser struct {
 	esc []byte
 }
 
-func (p *parser) ws() {
-	for p.i < len(p.b) {
-		switch p.b[p.i] {
-		case ' ', '\t', '\n', '\r':
-			p.i++
-		default:
-			return
-		}
-	}
-}
-
 // begin reads the opening byte of an object or array and reports whether
 // a member follows.
-func (p *parser) begin(open, close byte) bool {
-	p.ws()
+func (p *parser) begin(open, end byte) bool {
 	if p.bad || p.i >= len(p.b) || p.b[p.i] != open {
 		p.bad = true
 		return false
 	}
 	p.i++
-	p.ws()
-	if p.i < len(p.b) && p.b[p.i] == close {
+	if p.i < len(p.b) && p.b[p.i] == end {
 		p.i++
 		return false
 	}
@@ -121,17 +107,16 @@ func (p *parser) begin(open, close byte) bool {
 }
 
 // more reads what follows a member and reports whether another follows.
-func (p *parser) more(close byte) bool {
+func (p *parser) more(end byte) bool {
 	if p.bad {
 		return false
 	}
-	p.ws()
 	if p.i < len(p.b) {
 		switch p.b[p.i] {
 		case ',':
 			p.i++
 			return true
-		case close:
+		case end:
 			p.i++
 			return false
 		}
@@ -153,7 +138,6 @@ func (p *parser) once(seen *uint32, n uint) {
 // knows are plain ASCII; a name with an escape is left to the general
 // decoders (encoding/json would also match one differing in case).
 func (p *parser) key() []byte {
-	p.ws()
 	if p.bad || p.i >= len(p.b) || p.b[p.i] != '"' {
 		p.bad = true
 		return nil
@@ -175,7 +159,6 @@ func (p *parser) key() []byte {
 }
 
 func (p *parser) colon() {
-	p.ws()
 	if p.i >= len(p.b) || p.b[p.i] != ':' {
 		p.bad = true
 		return
@@ -186,7 +169,6 @@ func (p *parser) colon() {
 // raw reads a string and returns its content: a subslice of b, or, when
 // it held escapes, of p.esc, which the next string with escapes reuses.
 func (p *parser) raw() (content []byte, escaped bool) {
-	p.ws()
 	if p.bad || p.i >= len(p.b) || p.b[p.i] != '"' {
 		p.bad = true
 		return nil, false
@@ -345,7 +327,6 @@ func (p *parser) strMap() map[string]string {
 
 // boolean reads true or false; what follows is checked by more.
 func (p *parser) boolean() bool {
-	p.ws()
 	switch rest := p.b[p.i:]; {
 	case len(rest) >= 4 && string(rest[:4]) == "true":
 		p.i += 4
@@ -361,7 +342,6 @@ func (p *parser) boolean() bool {
 // int32 reads an integer in plain notation: protojson's other spellings
 // ("5", 5.0, 5e0, -0) are left to it.
 func (p *parser) int32() int32 {
-	p.ws()
 	i := p.i
 	neg := i < len(p.b) && p.b[i] == '-'
 	if neg {
@@ -392,7 +372,6 @@ func (p *parser) int32() int32 {
 // enum reads an enum by name, or by number as protojson writes one this
 // build does not know.
 func (p *parser) enum(values map[string]int32) int32 {
-	p.ws()
 	if p.i < len(p.b) && p.b[p.i] != '"' {
 		return p.int32()
 	}
@@ -422,8 +401,8 @@ func (p *parser) duration() *durationpb.Duration {
 	return d
 }
 
-// The members of each message, by JSON name and by proto name; protojson
-// accepts both.
+// The members of each message, by JSON name: the proto names that protojson
+// also accepts are left to it.
 
 func (p *parser) event() *eventsv1.LifecycleEvent {
 	ev := &eventsv1.LifecycleEvent{}
@@ -439,7 +418,7 @@ func (p *parser) event() *eventsv1.LifecycleEvent {
 		case "time":
 			p.once(&seen, 3)
 			ev.Time = p.timestamp()
-		case "credentialId", "credential_id":
+		case "credentialId":
 			p.once(&seen, 4)
 			ev.CredentialId = p.str()
 		case "agent":
@@ -457,10 +436,10 @@ func (p *parser) event() *eventsv1.LifecycleEvent {
 		case "audience":
 			p.once(&seen, 9)
 			ev.Audience = p.str()
-		case "issueTime", "issue_time":
+		case "issueTime":
 			p.once(&seen, 10)
 			ev.IssueTime = p.timestamp()
-		case "expireTime", "expire_time":
+		case "expireTime":
 			p.once(&seen, 11)
 			ev.ExpireTime = p.timestamp()
 		case "decision":
@@ -472,19 +451,19 @@ func (p *parser) event() *eventsv1.LifecycleEvent {
 		case "issuer":
 			p.once(&seen, 14)
 			ev.Issuer = p.str()
-		case "parentCredentialId", "parent_credential_id":
+		case "parentCredentialId":
 			p.once(&seen, 15)
 			ev.ParentCredentialId = p.str()
-		case "credentialIds", "credential_ids":
+		case "credentialIds":
 			p.once(&seen, 16)
 			ev.CredentialIds = p.strs()
-		case "agentChain", "agent_chain":
+		case "agentChain":
 			p.once(&seen, 17)
 			ev.AgentChain = p.strs()
-		case "requestedScopes", "requested_scopes":
+		case "requestedScopes":
 			p.once(&seen, 18)
 			ev.RequestedScopes = p.strs()
-		case "requestedTtl", "requested_ttl":
+		case "requestedTtl":
 			p.once(&seen, 19)
 			ev.RequestedTtl = p.duration()
 		default:
@@ -532,10 +511,10 @@ func (p *parser) delegator() *identityv1.Delegator {
 		case "entitlements":
 			p.once(&seen, 3)
 			d.Entitlements = p.strs()
-		case "timeZone", "time_zone":
+		case "timeZone":
 			p.once(&seen, 4)
 			d.TimeZone = p.str()
-		case "authenticateTime", "authenticate_time":
+		case "authenticateTime":
 			p.once(&seen, 5)
 			d.AuthenticateTime = p.timestamp()
 		default:
@@ -577,10 +556,10 @@ func (p *parser) decision() *identityv1.Decision {
 		case "allow":
 			p.once(&seen, 1)
 			d.Allow = p.boolean()
-		case "grantedScopes", "granted_scopes":
+		case "grantedScopes":
 			p.once(&seen, 2)
 			d.GrantedScopes = p.strs()
-		case "maxTtl", "max_ttl":
+		case "maxTtl":
 			p.once(&seen, 3)
 			d.MaxTtl = p.duration()
 		case "profile":
@@ -595,13 +574,13 @@ func (p *parser) decision() *identityv1.Decision {
 		case "policies":
 			p.once(&seen, 7)
 			d.Policies = p.strs()
-		case "policyVersion", "policy_version":
+		case "policyVersion":
 			p.once(&seen, 8)
 			d.PolicyVersion = p.str()
-		case "decisionId", "decision_id":
+		case "decisionId":
 			p.once(&seen, 9)
 			d.DecisionId = p.str()
-		case "maxUses", "max_uses":
+		case "maxUses":
 			p.once(&seen, 10)
 			d.MaxUses = p.int32()
 		default:

@@ -66,7 +66,7 @@ func NewRecord(ev *eventsv1.LifecycleEvent, recordedAt time.Time) (Record, error
 	}
 	b, err := deterministic.Marshal(ev)
 	if err != nil {
-		return Record{}, fmt.Errorf("%w: event %s: %v", ErrInvalidEvent, ev.GetId(), err)
+		return Record{}, fmt.Errorf("%w: event %s: %v", ErrInvalidEvent, ev.GetId(), err) //nolint:errorlint // the sentinel is what callers match; the cause is detail
 	}
 	var at time.Time
 	if ev.GetTime() != nil {

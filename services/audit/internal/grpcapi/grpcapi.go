@@ -146,7 +146,7 @@ func toTime(field string, ts *timestamppb.Timestamp) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	if err := ts.CheckValid(); err != nil {
-		return time.Time{}, fmt.Errorf("%w: %s: %v", errBadRequest, field, err)
+		return time.Time{}, fmt.Errorf("%w: %s: %v", errBadRequest, field, err) //nolint:errorlint // the sentinel is what callers match; the cause is detail
 	}
 	return ts.AsTime(), nil
 }
@@ -154,7 +154,7 @@ func toTime(field string, ts *timestamppb.Timestamp) (time.Time, error) {
 func toProto(r *audit.Record) (*auditv1.AuditRecord, error) {
 	ev, err := r.DecodeEvent()
 	if err != nil {
-		return nil, fmt.Errorf("%w: record %d: %v", errUndecodable, r.Sequence, err)
+		return nil, fmt.Errorf("%w: record %d: %v", errUndecodable, r.Sequence, err) //nolint:errorlint // the sentinel is what callers match; the cause is detail
 	}
 	return &auditv1.AuditRecord{
 		Sequence:   r.Sequence,

@@ -129,7 +129,7 @@ func (s *Issuer) mint(ctx context.Context, c *Credential, t eventsv1.EventType, 
 	c.MaxUses = max(int(decision.GetMaxUses()), 0)
 	token, err := s.signer.Sign(c)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrSigning, err)
+		return nil, fmt.Errorf("%w: %v", ErrSigning, err) //nolint:errorlint // the sentinel is what callers match; the cause is detail, kept out of errors.As and status.FromError
 	}
 
 	ev := s.credentialEvent(t, c, now, "")
@@ -177,7 +177,7 @@ func (s *Issuer) evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*
 		if errors.Is(err, ErrPolicyUnavailable) || errors.Is(err, ErrInvalidArgument) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w: %v", ErrPolicyUnavailable, err)
+		return nil, fmt.Errorf("%w: %v", ErrPolicyUnavailable, err) //nolint:errorlint // the sentinel is what callers match; the cause is detail, kept out of errors.As and status.FromError
 	case d == nil:
 		return nil, fmt.Errorf("%w: empty decision", ErrPolicyUnavailable)
 	case d.GetAllow() && d.MaxTtl != nil && (d.GetMaxTtl().CheckValid() != nil || d.GetMaxTtl().AsDuration() <= 0):

@@ -479,7 +479,7 @@ func TestIssueDenied(t *testing.T) {
 
 func TestIssue(t *testing.T) {
 	t.Parallel()
-	p := policyFunc(func(_ context.Context, r *policyv1.EvaluateRequest) (*identityv1.Decision, error) {
+	p := policyFunc(func(_ context.Context, _ *policyv1.EvaluateRequest) (*identityv1.Decision, error) {
 		// Grants one of the two scopes and one never asked for.
 		return &identityv1.Decision{
 			Allow: true, GrantedScopes: []string{"tickets:hold", "admin:all"}, MaxTtl: durationpb.New(15 * time.Minute),

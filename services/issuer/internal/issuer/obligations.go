@@ -42,12 +42,12 @@ func (s *Issuer) unmetObligations(d *identityv1.Decision, delegator *identityv1.
 			}
 		case ObligationMFARecent:
 			at := delegator.GetAuthenticateTime()
-			max := s.cfg.RecentAuthentication
-			if max == 0 {
-				max = DefaultRecentAuthentication
+			within := s.cfg.RecentAuthentication
+			if within == 0 {
+				within = DefaultRecentAuthentication
 			}
-			if at == nil || now.Sub(at.AsTime()) > max {
-				unmet = append(unmet, fmt.Sprintf("obligation mfa_recent not met: the delegator did not authenticate within the last %v (delegator.authenticated_at)", max))
+			if at == nil || now.Sub(at.AsTime()) > within {
+				unmet = append(unmet, fmt.Sprintf("obligation mfa_recent not met: the delegator did not authenticate within the last %v (delegator.authenticated_at)", within))
 			}
 		case ObligationHumanApproval:
 			unmet = append(unmet, "obligation human_approval not met: this credential needs a person's approval, which the issuer does not take; route the request through an approval workflow")

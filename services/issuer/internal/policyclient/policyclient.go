@@ -75,7 +75,7 @@ func (c *Client) Evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*
 		if invalid := invalidArgument(err); invalid != nil {
 			return nil, invalid
 		}
-		return nil, fmt.Errorf("%w: evaluate: %v", issuer.ErrPolicyUnavailable, err)
+		return nil, fmt.Errorf("%w: evaluate: %v", issuer.ErrPolicyUnavailable, err) //nolint:errorlint // the sentinel is what callers match; the cause is detail, kept out of errors.As and status.FromError
 	}
 	if resp.GetDecision() == nil {
 		return nil, fmt.Errorf("%w: evaluate: response without a decision", issuer.ErrPolicyUnavailable)

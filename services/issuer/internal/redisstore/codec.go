@@ -203,7 +203,7 @@ func checkExpired(ev *eventsv1.LifecycleEvent) error {
 			continue
 		}
 		if err := ts.CheckValid(); err != nil {
-			return fmt.Errorf("expired event: %w: %v", eventbus.ErrMalformed, err)
+			return fmt.Errorf("expired event: %w: %v", eventbus.ErrMalformed, err) //nolint:errorlint // the sentinel is what callers match; the cause is detail, kept out of errors.As and status.FromError
 		}
 	}
 	return nil

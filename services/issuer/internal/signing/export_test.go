@@ -12,6 +12,3 @@ func ForgetVerified(k *KeySet) {
 // VerifiedLen returns how many tokens the verified-token cache of k's
 // current key state remembers.
 func VerifiedLen(k *KeySet) int { return k.state.Load().verified.len() }
-
-// AppendClaimsJSON is appendClaimsJSON, for tests against go-jose's builder.
-var AppendClaimsJSON = appendClaimsJSON

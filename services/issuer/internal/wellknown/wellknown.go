@@ -32,8 +32,8 @@ const (
 
 // Grant types (RFC 8693 token exchange, and jitid's policy-decided issuance).
 const (
-	GrantTokenExchange  = "urn:ietf:params:oauth:grant-type:token-exchange"
-	GrantTaskCredential = "urn:jitid:params:oauth:grant-type:task-credential"
+	GrantTokenExchange  = "urn:ietf:params:oauth:grant-type:token-exchange"   //nolint:gosec // G101: a grant type name, not a secret
+	GrantTaskCredential = "urn:jitid:params:oauth:grant-type:task-credential" //nolint:gosec // G101: a grant type name, not a secret
 )
 
 // Metadata is the RFC 8414 authorization server metadata of the issuer.

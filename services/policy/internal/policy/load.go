@@ -307,7 +307,7 @@ func newPolicyMeta(f File, index int, p *cedar.Policy) (*policyMeta, error) {
 		if err != nil || n < 1 || n > maxMaxUses {
 			return nil, bad(annMaxUses, "%q is not a whole number from 1 to %d", string(v), maxMaxUses)
 		}
-		m.maxUses = int32(n)
+		m.maxUses = int32(n) //nolint:gosec // G109: n is within 1..maxMaxUses, checked above
 	}
 	if v, ok := ann[annProfile]; ok {
 		switch string(v) {
