@@ -57,10 +57,11 @@ checkgenerate: $(GOBIN_DIR)/buf $(GOBIN_DIR)/protoc-gen-go $(GOBIN_DIR)/protoc-g
 		diff -r -u -x '*.proto' -x go.mod -x go.sum "$$tmp/proto" proto | head -50; \
 		echo "generated code is stale: run 'make generate' and commit the result"; exit 1; fi
 
-## breaking: buf breaking (WIRE_JSON) against main, or on main against the commit before
-# BREAKING_AGAINST names the git ref to compare with; by default the merge base
-# with main on a branch, and HEAD~1 on main (CI checks a fresh clone of main).
-BREAKING_AGAINST ?= $(shell if [ "$$(git rev-parse --abbrev-ref HEAD)" != main ] && git rev-parse -q --verify main >/dev/null; then git merge-base HEAD main; else git rev-parse -q --verify HEAD~1; fi)
+## breaking: buf breaking (WIRE_JSON) against the commit that froze the v1 API
+# The v1 protos were frozen at V1_FROZEN: from there on a change may add, never
+# break (WIRE_JSON). BREAKING_AGAINST names another git ref to compare with.
+V1_FROZEN := 888c74d1175943fd7fadb548759663796daa46c6
+BREAKING_AGAINST ?= $(V1_FROZEN)
 .PHONY: breaking
 breaking: $(GOBIN_DIR)/buf
 	@if [ -z "$(BREAKING_AGAINST)" ]; then echo "breaking: no earlier commit to compare with"; \
