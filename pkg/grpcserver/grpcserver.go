@@ -31,7 +31,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
-	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 )
 
@@ -154,7 +154,7 @@ func (s *Server) setHealth(ready bool) {
 	for name := range s.grpc.GetServiceInfo() {
 		switch name {
 		case healthpb.Health_ServiceDesc.ServiceName,
-			reflectionv1.ServerReflection_ServiceDesc.ServiceName,
+			reflectionpb.ServerReflection_ServiceDesc.ServiceName,
 			reflectionv1alpha.ServerReflection_ServiceDesc.ServiceName:
 			continue
 		}

@@ -416,7 +416,7 @@ func TestCallLogUsesErrorAndDurationKeys(t *testing.T) {
 
 func TestAuthenticatorGuardsServicesButNotHealthOrReflection(t *testing.T) {
 	t.Parallel()
-	authn := func(ctx context.Context) (context.Context, error) {
+	authn := func(context.Context) (context.Context, error) {
 		return nil, status.Error(codes.Unauthenticated, "no credentials")
 	}
 	st := startWith(t, grpcserver.Options{Authenticate: authn}, func(s *grpcserver.Server) { registerTestService(s, testService{}) })

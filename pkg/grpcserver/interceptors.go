@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 )
@@ -105,7 +105,7 @@ func chain(log *slog.Logger, metrics *grpcprom.ServerMetrics, authn Authenticato
 func needsAuth(_ context.Context, c interceptors.CallMeta) bool {
 	switch c.Service {
 	case healthpb.Health_ServiceDesc.ServiceName,
-		reflectionv1.ServerReflection_ServiceDesc.ServiceName,
+		reflectionpb.ServerReflection_ServiceDesc.ServiceName,
 		reflectionv1alpha.ServerReflection_ServiceDesc.ServiceName:
 		return false
 	}

@@ -130,6 +130,10 @@ func fileSource(t *testing.T, ca *testCA, id string) *mtls.FileSource {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { src.Close() })
+	t.Cleanup(func() {
+		if err := src.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	return src
 }

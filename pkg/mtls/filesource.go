@@ -234,7 +234,7 @@ func (s *FileSource) readKey() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mtls: read private key: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // only read: Close reports nothing to act on
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("mtls: read private key: %w", err)

@@ -28,7 +28,11 @@ func TestRotatedFilesServedWithoutRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { server.Close() })
+	t.Cleanup(func() {
+		if err := server.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	addr, rec := serve(t, mtls.ServerCredentials(server, mtls.AllowIDs(spiffeid.RequireFromString(issuerID))))
 
 	// The client knows only the new CA: it can talk to the server only once
@@ -81,7 +85,11 @@ func TestHalfWrittenRotationKeepsPreviousSVID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	defer func() {
+		if err := src.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 	before, err := src.GetX509SVID()
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +124,9 @@ func TestWorldReadableKeyRefused(t *testing.T) {
 			t.Errorf("key mode %#o: got %v, want ErrKeyPermissions", mode, err)
 		}
 		if err == nil {
-			src.Close()
+			if err := src.Close(); err != nil {
+				t.Error(err)
+			}
 		}
 	}
 }
@@ -131,7 +141,11 @@ func TestKeyMadeReadableAfterStartNotReloaded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	defer func() {
+		if err := src.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 	before, _ := src.GetX509SVID()
 
 	writeSVID(t, dir, ca, policyID)
@@ -159,7 +173,11 @@ func TestInsecureKeyPermissionsAllowedWithWarningThatOmitsTheKey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewFileSource with AllowInsecureKeyPermissions: %v", err)
 	}
-	defer src.Close()
+	defer func() {
+		if err := src.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 
 	if !bytes.Contains(logs.Bytes(), []byte("level=WARN")) {
 		t.Errorf("no warning logged for a world-readable key; logs:\n%s", logs.Bytes())
@@ -188,7 +206,9 @@ func TestFileSourceServesOnlyItsTrustDomain(t *testing.T) {
 func TestClosedFileSourceFails(t *testing.T) {
 	t.Parallel()
 	src := fileSource(t, newCA(t, "jitid.test"), policyID)
-	src.Close()
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := src.GetX509SVID(); !errors.Is(err, mtls.ErrSourceClosed) {
 		t.Errorf("GetX509SVID after Close: got %v, want ErrSourceClosed", err)
 	}

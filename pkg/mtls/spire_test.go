@@ -36,7 +36,11 @@ func TestSPIREWorkloadAPIMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Error(err)
+		}
+	})
 	for _, d := range []string{"server-data", "agent-data"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
 			t.Fatal(err)
@@ -78,7 +82,11 @@ func TestSPIREWorkloadAPIMutualTLS(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Workload API source for %s: %v", id, err)
 		}
-		t.Cleanup(func() { src.Close() })
+		t.Cleanup(func() {
+			if err := src.Close(); err != nil {
+				t.Error(err)
+			}
+		})
 		svid, err := src.GetX509SVID()
 		if err != nil || svid.ID.String() != id {
 			t.Fatalf("Workload API SVID: %v, %v; want %s", svid, err, id)
@@ -249,12 +257,14 @@ func startProcess(t *testing.T, name, bin, dir string, args ...string) <-chan st
 	}
 	exited := make(chan struct{})
 	go func() {
-		cmd.Wait()
-		logFile.Close()
+		_ = cmd.Wait() // killed when the test ends: the exit status says nothing
+		if err := logFile.Close(); err != nil {
+			t.Errorf("close %s: %v", logPath, err)
+		}
 		close(exited)
 	}()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
+		_ = cmd.Process.Kill() // it may have exited already
 		<-exited
 		if t.Failed() {
 			out, _ := os.ReadFile(logPath)

@@ -56,7 +56,7 @@ func NewWorkloadSource(ctx context.Context, cfg WorkloadConfig) (*workloadapi.X5
 		select {
 		case <-src.Updated():
 		case <-ctx.Done():
-			src.Close()
+			_ = src.Close() // the missing SVID is the error worth reporting
 			return nil, fmt.Errorf("mtls: workload API gave no SVID %s: %w", cfg.ID, err)
 		}
 	}

@@ -30,7 +30,7 @@ const (
 	// log database for audit) failed (UNAVAILABLE).
 	StoreUnavailable = "STORE_UNAVAILABLE"
 	// CredentialNotFound: no live credential matched (NOT_FOUND).
-	CredentialNotFound = "CREDENTIAL_NOT_FOUND"
+	CredentialNotFound = "CREDENTIAL_NOT_FOUND" //nolint:gosec // G101: a status reason, not a secret
 	// TaskCompleted: the task is completed; it gets no new credential
 	// (FAILED_PRECONDITION).
 	TaskCompleted = "TASK_COMPLETED"

@@ -69,7 +69,17 @@ type proc struct {
 func newProc(t testing.TB, name, svc string, args []string) *proc {
 	t.Helper()
 	args = append([]string{"-grpc-addr", "127.0.0.1:0"}, args...)
-	spec := launch.Service(name, binary(t, svc), filepath.Join(t.TempDir(), name+".log"), args...)
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	if *keepLogs {
+		// Registered before ForTest's cleanup, so it runs once the process
+		// has stopped; ForTest prints the tail itself when the test failed.
+		t.Cleanup(func() {
+			if !t.Failed() {
+				t.Logf("--- %s log (tail) %s ---\n%s", name, logPath, launch.Tail(logPath, 60))
+			}
+		})
+	}
+	spec := launch.Service(name, binary(t, svc), logPath, args...)
 	return &proc{t: t, name: name, Process: launch.ForTest(t, spec)}
 }
 

@@ -69,7 +69,7 @@ func run(t Target) (string, error) {
 		base = os.TempDir()
 	}
 	dir := filepath.Join(base, "jitid-testkit", "gobin")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", err
 	}
 	modDir, err := ModuleDir(t.Module)
@@ -87,16 +87,19 @@ func run(t Target) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	tmp.Close()
-	defer os.Remove(tmp.Name())
+	if err := tmp.Close(); err != nil {
+		return "", err
+	}
+	// Gone once renamed over out; otherwise a failed build's leftover.
+	defer func() { _ = os.Remove(tmp.Name()) }()
 	args := []string{"build", "-o", tmp.Name()}
 	if t.Race {
 		args = append(args, "-race")
 	}
-	cmd := exec.Command("go", append(args, t.Package)...)
+	cmd := exec.Command("go", append(args, t.Package)...) //nolint:gosec // G204: go build of a package the test names
 	cmd.Dir = modDir
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s in %s: %v\n%s", t.Package, modDir, err, b)
+		return "", fmt.Errorf("go build %s in %s: %w\n%s", t.Package, modDir, err, b)
 	}
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		return "", err
@@ -107,11 +110,11 @@ func run(t Target) (string, error) {
 // ModuleDir returns the directory of a module of the workspace (or of the
 // build list of the current module).
 func ModuleDir(module string) (string, error) {
-	b, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module).Output()
+	b, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module).Output() //nolint:gosec // G204: go list of a module the test names
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			return "", fmt.Errorf("go list -m %s: %v: %s", module, err, ee.Stderr)
+			return "", fmt.Errorf("go list -m %s: %w: %s", module, err, ee.Stderr)
 		}
 		return "", fmt.Errorf("go list -m %s: %w", module, err)
 	}

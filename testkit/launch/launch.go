@@ -201,11 +201,11 @@ func (p *Process) Start(ctx context.Context) error {
 		p.mu.Unlock()
 		return fmt.Errorf("%s: already running", p.spec.Name)
 	}
-	if err := os.MkdirAll(filepath.Dir(p.spec.LogPath), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p.spec.LogPath), 0o750); err != nil {
 		p.mu.Unlock()
 		return err
 	}
-	f, err := os.OpenFile(p.spec.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(p.spec.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		p.mu.Unlock()
 		return err
@@ -220,11 +220,11 @@ func (p *Process) Start(ctx context.Context) error {
 	fmt.Fprintf(f, "=== launch: start #%d: %s %s\n", p.starts, p.spec.Name, strings.Join(p.spec.Args, " "))
 	ready := make(chan map[string]string, 1)
 	out := &lineWriter{file: f, extra: p.spec.Output, ready: p.spec.Ready, readyc: ready}
-	cmd := exec.Command(p.spec.Path, p.spec.Args...)
+	cmd := exec.Command(p.spec.Path, p.spec.Args...) //nolint:gosec // G204: the binary and arguments the caller's Spec configures
 	cmd.Env = p.spec.Env
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		f.Close()
+		_ = f.Close() // the failed start is the error to report
 		p.mu.Unlock()
 		return fmt.Errorf("start %s: %w", p.spec.Name, err)
 	}
@@ -233,7 +233,7 @@ func (p *Process) Start(ctx context.Context) error {
 		err := cmd.Wait()
 		out.flush()
 		fmt.Fprintf(f, "=== launch: %s exited: %s\n", p.spec.Name, describe(err))
-		f.Close()
+		_ = f.Close()   // a log: a failed write has nowhere better to be reported
 		p.exitErr = err // ordered before every read by close(done)
 		close(done)
 	}()
@@ -556,7 +556,7 @@ func waitHealth(ctx context.Context, addr string, exited <-chan struct{}) error 
 		case <-exited:
 			return errors.New("process exited")
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last) //nolint:errorlint // ctx's error is what callers match; the last health answer is detail
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -61,7 +61,7 @@ func StartRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		}
 	}
 	// redis-server does not create its --dir.
-	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("redis dir: %w", err)
 	}
 	port := o.Port

@@ -346,7 +346,7 @@ func (c *client) ClockSkew() time.Duration             { return 0 }
 func (c *client) GrantTypes() []oidc.GrantType {
 	return []oidc.GrantType{oidc.GrantTypeClientCredentials}
 }
-func (c *client) RestrictAdditionalIdTokenScopes() func([]string) []string {
+func (c *client) RestrictAdditionalIdTokenScopes() func([]string) []string { //nolint:revive // var-naming: the name is fixed by op.Client
 	return func([]string) []string { return nil }
 }
 func (c *client) RestrictAdditionalAccessTokenScopes() func([]string) []string {

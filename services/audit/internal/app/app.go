@@ -100,7 +100,13 @@ func (a *App) Server() *grpcserver.Server { return a.srv }
 // is somewhere to put events. Run closes the store and the NATS connection
 // before it returns.
 func (a *App) Run(ctx context.Context) error {
-	defer a.store.Close()
+	defer func() {
+		// Run's error is the server's; a store that fails to close is
+		// worth a line in the log, not a failed run.
+		if err := a.store.Close(); err != nil {
+			a.log.Warn("audit store not closed cleanly", "err", err)
+		}
+	}()
 	defer a.nc.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

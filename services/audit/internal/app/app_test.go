@@ -75,7 +75,6 @@ func TestRunEndToEnd(t *testing.T) {
 		}
 	}()
 
-
 	ev := &eventsv1.LifecycleEvent{
 		Id: "evt-main-1", Type: eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, Time: timestamppb.Now(),
 		CredentialId: "cred-1", Task: &identityv1.Task{Id: "task-1"},

@@ -70,7 +70,7 @@ func startCluster(t *testing.T) *redis.ClusterClient {
 	}
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
 	t.Cleanup(func() { _ = cc.Close() })
-	testkit.Eventually(t, "cluster client reaching every shard", 10*time.Second, 50*time.Millisecond, func() (error, bool) {
+	_ = testkit.Eventually(t, "cluster client reaching every shard", 10*time.Second, 50*time.Millisecond, func() (error, bool) {
 		err := cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
 		return err, err == nil
 	})

@@ -11,7 +11,7 @@ import (
 
 func TestRequestCannotAssertWhatTheTokenDoesNotProve(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers)
+	p := startIDP(t, allUsers)
 	v := verifierFor(t, p)
 	bobs, err := v.Verify(context.Background(), p.Tokens(bob).IDToken, subjecttoken.TypeIDToken)
 	if err != nil {

@@ -15,8 +15,8 @@ type TokenType string
 
 // The subject token types this package verifies (RFC 8693 §3).
 const (
-	TypeIDToken     TokenType = "urn:ietf:params:oauth:token-type:id_token"
-	TypeAccessToken TokenType = "urn:ietf:params:oauth:token-type:access_token"
+	TypeIDToken     TokenType = "urn:ietf:params:oauth:token-type:id_token"     //nolint:gosec // G101: a token type name, not a secret
+	TypeAccessToken TokenType = "urn:ietf:params:oauth:token-type:access_token" //nolint:gosec // G101: a token type name, not a secret
 	TypeJWT         TokenType = "urn:ietf:params:oauth:token-type:jwt"
 )
 

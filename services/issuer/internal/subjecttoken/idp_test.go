@@ -28,24 +28,24 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	idpBinary, idpBuildErr = buildIdP(dir)
+	idpBinary, idpBuildErr = buildIDP(dir)
 	code := m.Run()
-	os.RemoveAll(dir)
+	_ = os.RemoveAll(dir) // a temporary directory: the exit code is the tests'
 	os.Exit(code)
 }
 
-func buildIdP(dir string) (string, error) {
+func buildIDP(dir string) (string, error) {
 	// The dev module is found through the workspace, never by a relative
 	// path out of this module.
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/jitid/jitid/dev").Output()
 	if err != nil {
-		return "", fmt.Errorf("locate the dev module: %v", err)
+		return "", fmt.Errorf("locate the dev module: %w", err)
 	}
 	bin := filepath.Join(dir, "jitid-idp")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/jitid-idp")
 	cmd.Dir = strings.TrimSpace(string(out))
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/jitid-idp: %v\n%s", err, b)
+		return "", fmt.Errorf("go build ./cmd/jitid-idp: %w\n%s", err, b)
 	}
 	return bin, nil
 }
@@ -78,9 +78,9 @@ type idp struct {
 	done  chan struct{} // closed when the log ends (the process exited)
 }
 
-// startIdP runs jitid-idp on 127.0.0.1:0 with users and extra flags, and
+// startIDP runs jitid-idp on 127.0.0.1:0 with users and extra flags, and
 // waits for its "serving" line.
-func startIdP(t testing.TB, users []idpUser, flags ...string) *idp {
+func startIDP(t testing.TB, users []idpUser, flags ...string) *idp {
 	t.Helper()
 	if idpBuildErr != nil {
 		t.Fatal(idpBuildErr)

@@ -75,7 +75,7 @@ func (m Mapping) apply(claims map[string]any) (*Result, error) {
 	}
 	if res.TimeZone != "" {
 		if err := checkTimeZone(res.TimeZone); err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrInvalidClaim, m.ZoneinfoClaim, err)
+			return nil, fmt.Errorf("%w: %s: %v", ErrInvalidClaim, m.ZoneinfoClaim, err) //nolint:errorlint // the sentinel is what callers match; the cause is detail, kept out of errors.As and status.FromError
 		}
 	}
 	return res, nil

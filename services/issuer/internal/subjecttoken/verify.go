@@ -147,7 +147,7 @@ func (v *Verifier) Verify(ctx context.Context, token string, typ TokenType) (*Re
 			// any provider may sign.
 			return nil, fmt.Errorf("%w: algorithm %q is never allowed", ErrBadSignature, alg)
 		}
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err) //nolint:errorlint // the sentinel is what callers match; the cause is detail, kept out of errors.As and status.FromError
 	}
 	if len(jws.Signatures) != 1 {
 		return nil, fmt.Errorf("%w: %d signatures", ErrMalformed, len(jws.Signatures))
@@ -156,7 +156,7 @@ func (v *Verifier) Verify(ctx context.Context, token string, typ TokenType) (*Re
 		Issuer string `json:"iss"`
 	}
 	if err := json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &unverified); err != nil {
-		return nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err) //nolint:errorlint // the sentinel is what callers match; the cause is detail, kept out of errors.As and status.FromError
 	}
 	p, ok := v.providers[unverified.Issuer]
 	if !ok {
@@ -184,13 +184,13 @@ func (v *Verifier) Verify(ctx context.Context, token string, typ TokenType) (*Re
 		// a provider outage may be reported as the outage: either way the
 		// token is refused.
 		if ctx.Err() != nil || p.fetcher.failures.Load() != failuresBefore {
-			return nil, fmt.Errorf("%w: %s: %v", ErrProviderUnavailable, p.Issuer, err)
+			return nil, fmt.Errorf("%w: %s: %v", ErrProviderUnavailable, p.Issuer, err) //nolint:errorlint // the sentinel is what callers match; the cause is detail, kept out of errors.As and status.FromError
 		}
-		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
+		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err) //nolint:errorlint // the sentinel is what callers match; the cause is detail, kept out of errors.As and status.FromError
 	}
 	var claims map[string]any
 	if err := idt.Claims(&claims); err != nil {
-		return nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err) //nolint:errorlint // the sentinel is what callers match; the cause is detail, kept out of errors.As and status.FromError
 	}
 	if err := v.checkTimes(p, claims); err != nil {
 		return nil, err
@@ -304,7 +304,7 @@ func (p *provider) verifierFor(ctx context.Context, clock func() time.Time) (*oi
 	if p.jwksURI == "" {
 		discovered, err := oidc.NewProvider(oidc.ClientContext(ctx, p.client), p.Issuer)
 		if err != nil {
-			return nil, fmt.Errorf("%w: discovery of %s: %v", ErrProviderUnavailable, p.Issuer, err)
+			return nil, fmt.Errorf("%w: discovery of %s: %v", ErrProviderUnavailable, p.Issuer, err) //nolint:errorlint // the sentinel is what callers match; the cause is detail, kept out of errors.As and status.FromError
 		}
 		var meta struct {
 			JWKSURI string `json:"jwks_uri"`

@@ -96,7 +96,7 @@ func verifierFor(t *testing.T, p *idp) *subjecttoken.Verifier {
 
 func TestVerifiedTokenMapsToDelegator(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers)
+	p := startIDP(t, allUsers)
 	v := verifierFor(t, p)
 	before := time.Now().Truncate(time.Second)
 	tok := p.Tokens(alice)
@@ -149,7 +149,7 @@ func TestVerifiedTokenMapsToDelegator(t *testing.T) {
 
 func TestSingleFactorIsNotMFA(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers)
+	p := startIDP(t, allUsers)
 	got, err := verifierFor(t, p).Verify(context.Background(), p.Tokens(bob).IDToken, subjecttoken.TypeIDToken)
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +221,7 @@ func kidOf(t *testing.T, token string) string {
 
 func TestForgedTokensAreRefused(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers)
+	p := startIDP(t, allUsers)
 	v := verifierFor(t, p)
 	genuine := p.Tokens(bob).IDToken
 	kid := kidOf(t, genuine)
@@ -305,10 +305,10 @@ func fetchJWKS(t *testing.T, p *idp) jose.JSONWebKeySet {
 
 func TestImpostorProviderUsingTheTrustedIssuerNameIsRefused(t *testing.T) {
 	t.Parallel()
-	trusted := startIdP(t, allUsers)
+	trusted := startIDP(t, allUsers)
 	// Another provider that puts the trusted issuer in iss: its tokens
 	// name the right issuer but are signed by its own key.
-	impostor := startIdP(t, allUsers, "-issuer", trusted.issuer)
+	impostor := startIDP(t, allUsers, "-issuer", trusted.issuer)
 	v := verifierFor(t, trusted)
 	forged := impostor.Tokens(alice).IDToken
 	if got := claimsOf(t, forged)["iss"]; got != trusted.issuer {
@@ -322,8 +322,8 @@ func TestImpostorProviderUsingTheTrustedIssuerNameIsRefused(t *testing.T) {
 
 func TestTokenFromUntrustedIssuerIsRefused(t *testing.T) {
 	t.Parallel()
-	trusted := startIdP(t, allUsers)
-	untrusted := startIdP(t, allUsers)
+	trusted := startIDP(t, allUsers)
+	untrusted := startIDP(t, allUsers)
 	v := verifierFor(t, trusted)
 	for _, typ := range []subjecttoken.TokenType{subjecttoken.TypeIDToken, subjecttoken.TypeAccessToken} {
 		tok := untrusted.Tokens(alice)
@@ -339,7 +339,7 @@ func TestTokenFromUntrustedIssuerIsRefused(t *testing.T) {
 
 func TestTokenForAnotherAudienceIsRefused(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers)
+	p := startIDP(t, allUsers)
 	v := verifierFor(t, p)
 	tok := p.Tokens(mallory)
 	for _, tc := range []struct {
@@ -354,7 +354,7 @@ func TestTokenForAnotherAudienceIsRefused(t *testing.T) {
 
 func TestExpiredTokenIsRefusedBeyondTheLeeway(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers, "-token-lifetime", "1m")
+	p := startIDP(t, allUsers, "-token-lifetime", "1m")
 	token := p.Tokens(alice).IDToken
 	exp := time.Unix(int64(claimsOf(t, token)["exp"].(float64)), 0)
 	for _, tc := range []struct {
@@ -382,7 +382,7 @@ func TestExpiredTokenIsRefusedBeyondTheLeeway(t *testing.T) {
 
 func TestTokenBeforeItsValidityIsRefused(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers)
+	p := startIDP(t, allUsers)
 	token := p.Tokens(bob).IDToken
 	// A verifier whose clock is an hour behind the provider's.
 	v := newVerifier(t, subjecttoken.Config{
@@ -396,7 +396,7 @@ func TestTokenBeforeItsValidityIsRefused(t *testing.T) {
 
 func TestFutureAuthTimeIsRefused(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers)
+	p := startIDP(t, allUsers)
 	_, err := verifierFor(t, p).Verify(context.Background(), p.Tokens(carol).IDToken, subjecttoken.TypeIDToken)
 	if !errors.Is(err, subjecttoken.ErrFutureAuthTime) {
 		t.Fatalf("Verify = %v, want %v", err, subjecttoken.ErrFutureAuthTime)
@@ -405,7 +405,7 @@ func TestFutureAuthTimeIsRefused(t *testing.T) {
 
 func TestAuthenticationOlderThanTheMaximumAgeIsRefused(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers)
+	p := startIDP(t, allUsers)
 	token := p.Tokens(dave).IDToken
 	if _, err := verifierFor(t, p).Verify(context.Background(), token, subjecttoken.TypeIDToken); !errors.Is(err, subjecttoken.ErrTooOld) {
 		t.Fatalf("default maximum age: Verify = %v, want %v", err, subjecttoken.ErrTooOld)
@@ -421,7 +421,7 @@ func TestAuthenticationOlderThanTheMaximumAgeIsRefused(t *testing.T) {
 
 func TestTokenPresentedAsAnotherTypeIsRefused(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers)
+	p := startIDP(t, allUsers)
 	v := verifierFor(t, p)
 	tok := p.Tokens(alice)
 	if _, err := v.Verify(context.Background(), tok.AccessToken, subjecttoken.TypeIDToken); !errors.Is(err, subjecttoken.ErrTypeMismatch) {
@@ -444,7 +444,7 @@ func TestTokenPresentedAsAnotherTypeIsRefused(t *testing.T) {
 
 func TestAlgorithmOutsideTheAllowListIsRefused(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers)
+	p := startIDP(t, allUsers)
 	es := provider(p.issuer)
 	es.Algorithms = []string{"ES256"}
 	v := newVerifier(t, subjecttoken.Config{Providers: []subjecttoken.Provider{es}})
@@ -462,7 +462,7 @@ func (c *movableClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 func TestProviderKeyRotationIsFollowed(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers, "-token-lifetime", "1h")
+	p := startIDP(t, allUsers, "-token-lifetime", "1h")
 	clock := &movableClock{}
 	v := newVerifier(t, subjecttoken.Config{Providers: []subjecttoken.Provider{provider(p.issuer)}, Clock: clock.Now})
 	first := p.Tokens(alice).IDToken
@@ -499,7 +499,7 @@ func TestProviderKeyRotationIsFollowed(t *testing.T) {
 
 func TestRetiredProviderKeyStopsVerifyingAfterTheKeySetMaxAge(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers, "-token-lifetime", "1h")
+	p := startIDP(t, allUsers, "-token-lifetime", "1h")
 	clock := &movableClock{}
 	v := newVerifier(t, subjecttoken.Config{Providers: []subjecttoken.Provider{provider(p.issuer)}, Clock: clock.Now})
 	first := p.Tokens(alice).IDToken
@@ -538,7 +538,7 @@ func (c *countingTransport) count(path string) int {
 
 func TestForgedTokenFloodCostsTheProviderOneKeySetRequestPerInterval(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers)
+	p := startIDP(t, allUsers)
 	now := time.Now()
 	counter := &countingTransport{counts: map[string]int{}}
 	v := newVerifier(t, subjecttoken.Config{
@@ -576,7 +576,7 @@ func TestForgedTokenFloodCostsTheProviderOneKeySetRequestPerInterval(t *testing.
 
 func TestUnreachableProviderIsUnavailableNotAForgery(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers)
+	p := startIDP(t, allUsers)
 	token := p.Tokens(alice).IDToken
 	v := verifierFor(t, p)
 	p.Stop()
@@ -587,7 +587,7 @@ func TestUnreachableProviderIsUnavailableNotAForgery(t *testing.T) {
 
 func TestMappingRefusesTokensItCannotMap(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers)
+	p := startIDP(t, allUsers)
 	v := verifierFor(t, p)
 	for _, tc := range []struct {
 		name string
@@ -616,7 +616,7 @@ func TestEntitlementsComeOnlyFromTheConfiguredClaim(t *testing.T) {
 		// entitlement source.
 		Claims: map[string]any{"entitlements": []string{"admin:*"}},
 	}
-	p := startIdP(t, []idpUser{contractor})
+	p := startIDP(t, []idpUser{contractor})
 	token := p.Tokens(contractor).IDToken
 	roles := provider(p.issuer)
 	roles.Mapping.EntitlementsClaim, roles.Mapping.Entitlements = "roles", nil
@@ -645,7 +645,7 @@ func TestEntitlementsComeOnlyFromTheConfiguredClaim(t *testing.T) {
 
 func TestConcurrentFirstVerificationsShareOneDiscovery(t *testing.T) {
 	t.Parallel()
-	p := startIdP(t, allUsers)
+	p := startIDP(t, allUsers)
 	counter := &countingTransport{counts: map[string]int{}}
 	v := newVerifier(t, subjecttoken.Config{
 		Providers:  []subjecttoken.Provider{provider(p.issuer)},
