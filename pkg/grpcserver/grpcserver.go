@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -47,8 +48,11 @@ type Options struct {
 	Logger    *slog.Logger
 	// ShutdownTimeout bounds the graceful stop; 10s when zero.
 	ShutdownTimeout time.Duration
-	// ServerOptions are added after the interceptor chain (TLS
-	// credentials, limits).
+	// Credentials secure the gRPC listener (mtls.ServerCredentials); nil
+	// serves plaintext. The admin listener is plaintext either way: it
+	// serves only probes, metrics and pprof on request.
+	Credentials credentials.TransportCredentials
+	// ServerOptions are added after the interceptor chain (limits).
 	ServerOptions []grpc.ServerOption
 	// Authenticate is the authentication step of the interceptor chain;
 	// nil lets every call through.
@@ -98,7 +102,11 @@ func New(opts Options) *Server {
 	reg := prometheus.NewRegistry()
 	metrics := newServerMetrics()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), metrics)
-	gs := grpc.NewServer(append(chain(log, metrics, opts.Authenticate), opts.ServerOptions...)...)
+	sopts := chain(log, metrics, opts.Authenticate)
+	if opts.Credentials != nil {
+		sopts = append(sopts, grpc.Creds(opts.Credentials))
+	}
+	gs := grpc.NewServer(append(sopts, opts.ServerOptions...)...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)

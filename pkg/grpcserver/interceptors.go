@@ -45,7 +45,8 @@ func newServerMetrics() *grpcprom.ServerMetrics {
 }
 
 // chain returns the one interceptor chain of every jitid server, outermost
-// first: metrics (so they count what the caller saw), logging, auth
+// first: metrics (so they count what the caller saw), the caller slot
+// (with auth only, so that the log line names the caller), logging, auth
 // (skipped for health and reflection), recovery (innermost, so a panic is
 // logged and counted as the Internal the caller receives).
 func chain(log *slog.Logger, metrics *grpcprom.ServerMetrics, authn Authenticator) []grpc.ServerOption {
@@ -58,6 +59,9 @@ func chain(log *slog.Logger, metrics *grpcprom.ServerMetrics, authn Authenticato
 				continue
 			}
 			attrs = append(attrs, fields[i], fields[i+1])
+		}
+		if caller, ok := loggedCaller(ctx); ok {
+			attrs = append(attrs, logKeyCaller, caller)
 		}
 		log.Log(ctx, slog.Level(level), msg, attrs...)
 	})
@@ -83,14 +87,14 @@ func chain(log *slog.Logger, metrics *grpcprom.ServerMetrics, authn Authenticato
 		return status.Error(codes.Internal, "internal error")
 	})
 
-	unary := []grpc.UnaryServerInterceptor{
-		metrics.UnaryServerInterceptor(),
-		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), notHealth),
+	unary := []grpc.UnaryServerInterceptor{metrics.UnaryServerInterceptor()}
+	stream := []grpc.StreamServerInterceptor{metrics.StreamServerInterceptor()}
+	if authn != nil {
+		unary = append(unary, unaryCallerSlot)
+		stream = append(stream, streamCallerSlot)
 	}
-	stream := []grpc.StreamServerInterceptor{
-		metrics.StreamServerInterceptor(),
-		selector.StreamServerInterceptor(logging.StreamServerInterceptor(logger, logOpts...), notHealth),
-	}
+	unary = append(unary, selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), notHealth))
+	stream = append(stream, selector.StreamServerInterceptor(logging.StreamServerInterceptor(logger, logOpts...), notHealth))
 	if authn != nil {
 		unary = append(unary, selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(auth.AuthFunc(authn)), selector.MatchFunc(needsAuth)))
 		stream = append(stream, selector.StreamServerInterceptor(auth.StreamServerInterceptor(auth.AuthFunc(authn)), selector.MatchFunc(needsAuth)))

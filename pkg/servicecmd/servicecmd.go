@@ -1,6 +1,6 @@
 // Package servicecmd is what the three jitid service binaries share on
 // their command line: the common flags (gRPC and admin addresses, pprof,
-// log level and format, -version) and their checks, the logger they ask
+// log level and format, mTLS, -version) and their checks, the logger they ask
 // for, the build's version string, and Main, which runs a service until
 // SIGINT or SIGTERM and turns its error into an exit code.
 package servicecmd
@@ -21,6 +21,7 @@ import (
 
 	"github.com/jitid/jitid/pkg/envflag"
 	"github.com/jitid/jitid/pkg/grpcserver"
+	"github.com/jitid/jitid/pkg/mtls"
 )
 
 // ErrInvalid is wrapped by every error that reports a setting that cannot
@@ -41,6 +42,18 @@ type Common struct {
 	Pprof     bool
 	LogLevel  slog.Level
 	LogFormat string // "json" or "text"
+
+	// TLSCert, TLSKey and TLSBundle are the PEM files of the service's
+	// X.509 SVID, its key and the trust bundle, re-read when they change.
+	TLSCert, TLSKey, TLSBundle string
+	// SPIFFESocket is the SPIFFE Workload API endpoint, the alternative to
+	// the files.
+	SPIFFESocket string
+	// Insecure allows a plaintext gRPC listener on a non-loopback address.
+	Insecure bool
+	// AllowedClients are the SPIFFE IDs ("spiffe://td/path") and trust
+	// domains ("spiffe://td") the gRPC server accepts over mTLS.
+	AllowedClients []string
 }
 
 // Flags are the common flags on a service's flag set, filling a Common.
@@ -62,6 +75,15 @@ func AddFlags(fs *flag.FlagSet, c *Common, grpcAddr, adminAddr string) *Flags {
 	fs.StringVar(&f.level, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM X.509 SVID (leaf with one spiffe:// URI SAN, then intermediates); with -tls-key and -tls-bundle turns on mTLS, re-read when it changes")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PKCS#8 PEM private key of -tls-cert (mode 0600)")
+	fs.StringVar(&c.TLSBundle, "tls-bundle", "", "PEM CA certificates peers are verified against")
+	fs.StringVar(&c.SPIFFESocket, "spiffe-socket", "", "SPIFFE Workload API endpoint (unix:///path); turns on mTLS with the agent's SVIDs instead of -tls-* files")
+	fs.BoolVar(&c.Insecure, mtls.InsecureFlag, false, "allow a plaintext gRPC listener on a non-loopback address")
+	fs.Func("allowed-clients", "comma-separated SPIFFE IDs (spiffe://td/path) or trust domains (spiffe://td) the gRPC server accepts; required with mTLS", func(v string) error {
+		c.AllowedClients = SplitList(v)
+		return nil
+	})
 	return f
 }
 
@@ -108,7 +130,18 @@ func (c Common) Validate() []error {
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, Invalid("log-format", "%q: want json or text", c.LogFormat))
 	}
-	return errs
+	return append(errs, c.validateTLS()...)
+}
+
+// SplitList splits a comma-separated flag value, dropping blanks.
+func SplitList(v string) []string {
+	var out []string
+	for _, e := range strings.Split(v, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func appendErr(errs []error, err error) []error {
@@ -140,9 +173,12 @@ func (c Common) Logger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// ServerOptions returns the grpcserver options the settings ask for.
-func (c Common) ServerOptions(name string, log *slog.Logger) grpcserver.Options {
-	return grpcserver.Options{Name: name, GRPCAddr: c.GRPCAddr, AdminAddr: c.AdminAddr, Pprof: c.Pprof, Logger: log}
+// ServerOptions returns the grpcserver options the settings ask for. With
+// t (from OpenTLS) the gRPC server speaks mTLS to the allowed clients only
+// and every call's caller is the client's SPIFFE ID; with nil it is
+// plaintext. The admin server is plaintext either way.
+func (c Common) ServerOptions(name string, log *slog.Logger, t *TLS) grpcserver.Options {
+	return t.apply(grpcserver.Options{Name: name, GRPCAddr: c.GRPCAddr, AdminAddr: c.AdminAddr, Pprof: c.Pprof, Logger: log})
 }
 
 // Version returns the build's version string: the main module's version,

@@ -34,6 +34,7 @@ type App struct {
 	nc         *nats.Conn
 	consumer   *natsconsumer.Consumer
 	storeReady *grpcserver.Dependency
+	tls        *servicecmd.TLS
 }
 
 // Main is the audit command: it loads the configuration from env and
@@ -64,11 +65,15 @@ func New(cfg config.Config, base *slog.Logger) (*App, error) {
 			a.nc.Close()
 		}
 		_ = st.Close()
+		_ = a.tls.Close() // the error being returned is the one worth reporting
 		return nil, err
 	}
 	svc := audit.New(st, audit.Options{Logger: log})
 
-	a.srv = grpcserver.New(cfg.ServerOptions(Name, base))
+	if a.tls, err = cfg.OpenTLS(context.Background(), log); err != nil {
+		return fail(err)
+	}
+	a.srv = grpcserver.New(cfg.ServerOptions(Name, base, a.tls))
 	grpcapi.New(svc, log).Register(a.srv.GRPC())
 	a.storeReady = a.srv.Readiness().Add("store", true)
 
@@ -108,6 +113,7 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}()
 	defer a.nc.Close()
+	defer func() { _ = a.tls.Close() }() // nothing left to fail once the server stopped
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a.storeReady.Set(fmt.Errorf("%s store: schema not initialised yet", a.store.Backend()))

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/jitid/jitid/pkg/credverify"
 	"github.com/jitid/jitid/pkg/eventbus"
@@ -106,7 +107,20 @@ func New(ctx context.Context, cfg config.Config, base *slog.Logger) (*App, error
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 
-	policy, err := policyclient.New(policyclient.Options{Addr: cfg.PolicyAddr, Timeout: cfg.PolicyTimeout})
+	tlsc, err := cfg.OpenTLS(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, tlsc.Close)
+	popts := policyclient.Options{Addr: cfg.PolicyAddr, Timeout: cfg.PolicyTimeout}
+	if tlsc != nil {
+		creds, err := tlsc.ClientCredentials(cfg.PolicyID)
+		if err != nil {
+			return nil, fmt.Errorf("policy-id: %w", err)
+		}
+		popts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	}
+	policy, err := policyclient.New(popts)
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +174,7 @@ func New(ctx context.Context, cfg config.Config, base *slog.Logger) (*App, error
 		return nil, err
 	}
 
-	a.srv = grpcserver.New(cfg.ServerOptions(Name, base))
+	a.srv = grpcserver.New(cfg.ServerOptions(Name, base, tlsc))
 	grpcapi.New(iss, log).Register(a.srv.GRPC())
 	a.srv.Registry().MustRegister(a.relay.Collectors()...)
 	a.redisReady = a.srv.Readiness().Add("redis", true)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jitid/jitid/pkg/mtls"
 	"github.com/jitid/jitid/pkg/servicecmd"
 )
 
@@ -37,6 +38,9 @@ type Config struct {
 	// Policy.
 	PolicyAddr    string
 	PolicyTimeout time.Duration
+	// PolicyID is the allow-list of the policy service's SPIFFE IDs (or
+	// trust domains) the issuer talks to over mTLS; required with TLS.
+	PolicyID []string
 
 	// Credentials.
 	Issuer          string
@@ -90,6 +94,10 @@ func Load(args []string, lookupEnv func(string) (string, bool), output io.Writer
 	fs.StringVar(&c.Stream, "stream", "JITID_EVENTS", "JetStream stream of lifecycle events")
 	fs.StringVar(&c.SubjectPrefix, "subject-prefix", "jitid.events", "subjects are <prefix>.credential.issued, …")
 	fs.StringVar(&c.PolicyAddr, "policy-addr", "127.0.0.1:50052", "policy service address")
+	fs.Func("policy-id", "comma-separated SPIFFE IDs (or trust domains) the policy service may present over mTLS; required with TLS", func(v string) error {
+		c.PolicyID = servicecmd.SplitList(v)
+		return nil
+	})
 	fs.DurationVar(&c.PolicyTimeout, "policy-timeout", 500*time.Millisecond, "deadline of a policy call; past it the issuer refuses (UNAVAILABLE)")
 	fs.StringVar(&c.Issuer, "issuer", "https://jitid.local", "the iss of every credential")
 	fs.StringVar(&c.DefaultAudience, "default-audience", "jitid", "aud when a request names none")
@@ -168,6 +176,14 @@ func (c Config) validate() []error {
 	}
 	if c.PolicyAddr == "" {
 		bad("policy-addr", "is required")
+	}
+	switch {
+	case !c.TLSEnabled() && len(c.PolicyID) > 0:
+		bad("policy-id", "needs TLS (-tls-cert, -tls-key, -tls-bundle or -spiffe-socket)")
+	case c.TLSEnabled():
+		if _, err := mtls.ParseAllowList(c.PolicyID); err != nil {
+			bad("policy-id", "%v", err)
+		}
 	}
 	positive("policy-timeout", c.PolicyTimeout)
 	if c.Issuer == "" {

@@ -28,8 +28,10 @@ type Options struct {
 	Addr string
 	// Timeout is the deadline of each call. Required.
 	Timeout time.Duration
-	// DialOptions replace the default transport credentials (plaintext,
-	// meant for loopback until the suite has mTLS).
+	// DialOptions replace the default transport credentials (plaintext, for
+	// loopback): with mtls.ClientCredentials and the policy service's
+	// SPIFFE ID, a server with any other identity fails the handshake, gets
+	// no request, and Evaluate wraps issuer.ErrPolicyUnavailable.
 	DialOptions []grpc.DialOption
 }
 

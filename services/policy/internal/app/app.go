@@ -17,6 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/jitid/jitid/pkg/grpcserver"
+	"github.com/jitid/jitid/pkg/servicecmd"
 	"github.com/jitid/jitid/services/policy/internal/authzen"
 	"github.com/jitid/jitid/services/policy/internal/config"
 	"github.com/jitid/jitid/services/policy/internal/grpcapi"
@@ -52,6 +53,7 @@ type App struct {
 	cfg    config.Config
 	srv    *grpcserver.Server
 	engine *policy.Engine
+	tls    *servicecmd.TLS
 }
 
 // New loads the policy set, wires the service and opens its listeners: a
@@ -63,7 +65,11 @@ func New(cfg config.Config, base *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load policy set: %w", err)
 	}
-	srv := grpcserver.New(cfg.ServerOptions(Name, base))
+	tlsc, err := cfg.OpenTLS(context.Background(), log)
+	if err != nil {
+		return nil, err
+	}
+	srv := grpcserver.New(cfg.ServerOptions(Name, base, tlsc))
 	setReady := srv.Readiness().Add("policy_set", false)
 	setReady.Set(nil)
 	hs := srv.Health()
@@ -87,9 +93,10 @@ func New(cfg config.Config, base *slog.Logger) (*App, error) {
 		srv.AddHTTP(AuthZENListener, cfg.AuthZENAddr, authzen.New(engine, log))
 	}
 	if err := srv.Listen(); err != nil {
+		_ = tlsc.Close() // the bind error is the one worth reporting
 		return nil, err
 	}
-	return &App{cfg: cfg, srv: srv, engine: engine}, nil
+	return &App{cfg: cfg, srv: srv, engine: engine, tls: tlsc}, nil
 }
 
 // Server returns the gRPC and admin server, for its bound addresses.
@@ -105,7 +112,9 @@ func (a *App) Run(ctx context.Context) error {
 		})
 	}
 	g.Go(func() error { return a.srv.Run(gctx) })
-	return g.Wait()
+	err := g.Wait()
+	_ = a.tls.Close() // the server has stopped; nothing uses the certificates
+	return err
 }
 
 // StatusHandler serves the policy set's state as JSON on the admin server

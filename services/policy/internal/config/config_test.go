@@ -29,9 +29,9 @@ func TestLoad(t *testing.T) {
 		},
 		{
 			name: "env, flag wins, an empty variable empties its flag",
-			args: []string{"-grpc-addr", ":6000"},
+			args: []string{"-grpc-addr", ":6000", "-insecure"},
 			env:  map[string]string{"JITID_GRPC_ADDR": ":7000", "JITID_POLICY_FILE": "/etc/jitid/policies", "JITID_ADMIN_ADDR": "", "JITID_LOG_LEVEL": "debug", "JITID_AUTHZEN_ADDR": "0.0.0.0:8443"},
-			want: config.Config{Common: servicecmd.Common{GRPCAddr: ":6000", AdminAddr: "", LogLevel: slog.LevelDebug, LogFormat: "json"}, AuthZENAddr: "0.0.0.0:8443", PolicyFile: "/etc/jitid/policies", ReloadInterval: 2 * time.Second},
+			want: config.Config{Common: servicecmd.Common{GRPCAddr: ":6000", Insecure: true, AdminAddr: "", LogLevel: slog.LevelDebug, LogFormat: "json"}, AuthZENAddr: "0.0.0.0:8443", PolicyFile: "/etc/jitid/policies", ReloadInterval: 2 * time.Second},
 		},
 		{
 			name: "pprof",
