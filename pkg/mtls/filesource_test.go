@@ -96,7 +96,7 @@ func TestHalfWrittenRotationKeepsPreviousSVID(t *testing.T) {
 	}
 
 	// The certificate is rotated, its key not yet: they do not match.
-	certPEM, _ := ca.issue(t, policyID)
+	certPEM, _ := ca.Issue(t, policyID)
 	if err := os.WriteFile(cfg.CertFile, certPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
