@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/jitid/jitid/pkg/envflag"
+	"github.com/jitid/jitid/pkg/mtls"
 	"github.com/jitid/jitid/pkg/servicecmd"
 )
 
@@ -88,5 +89,70 @@ func TestExitCode(t *testing.T) {
 				t.Errorf("stderr = %q, want prefix %q", stderr.String(), tt.wantStderr)
 			}
 		})
+	}
+}
+
+func TestEveryBadTLSCombinationIsReported(t *testing.T) {
+	t.Parallel()
+	_, f, err := parse(t, []string{
+		"-tls-cert", "svid.pem", // no -tls-key, no -tls-bundle
+		"-spiffe-socket", "/run/agent.sock", // files and socket; not unix://
+		"-insecure", // with TLS
+		"-allowed-clients", "https://not-spiffe",
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := f.Errors()
+	want := []string{"-tls-key", "-tls-bundle", "-spiffe-socket: give either", "-insecure", "-spiffe-socket: \"/run/agent.sock\"", "-allowed-clients"}
+	if len(errs) != len(want) {
+		t.Fatalf("Errors() = %v, want %d", errs, len(want))
+	}
+	for i, w := range want {
+		if !errors.Is(errs[i], servicecmd.ErrInvalid) || !strings.Contains(errs[i].Error(), w) {
+			t.Errorf("Errors()[%d] = %v, want ErrInvalid naming %s", i, errs[i], w)
+		}
+	}
+}
+
+func TestPlaintextOnANonLoopbackAddressNeedsInsecure(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args    []string
+		refused bool
+	}{
+		{[]string{"-grpc-addr", "127.0.0.1:50051"}, false},
+		{[]string{"-grpc-addr", "[::1]:50051"}, false},
+		{[]string{"-grpc-addr", "0.0.0.0:50051"}, true},
+		{[]string{"-grpc-addr", ":50051"}, true},
+		{[]string{"-grpc-addr", ":50051", "-insecure"}, false},
+		{[]string{"-grpc-addr", ":50051", "-tls-cert", "c", "-tls-key", "k", "-tls-bundle", "b", "-allowed-clients", "spiffe://acme.example"}, false},
+	} {
+		_, f, err := parse(t, tc.args, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs := f.Errors()
+		if !tc.refused {
+			if len(errs) != 0 {
+				t.Errorf("%v: Errors() = %v, want none", tc.args, errs)
+			}
+			continue
+		}
+		if len(errs) != 1 || !errors.Is(errs[0], mtls.ErrPlaintextListen) || strings.Contains(errs[0].Error(), "\n") || !strings.Contains(errs[0].Error(), "-insecure") {
+			t.Errorf("%v: Errors() = %v, want one line naming -insecure", tc.args, errs)
+		}
+	}
+}
+
+func TestAllowedClientsWithoutTLSIsReported(t *testing.T) {
+	t.Parallel()
+	_, f, err := parse(t, []string{"-allowed-clients", "spiffe://acme.example"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := f.Errors()
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "-allowed-clients: needs TLS") {
+		t.Errorf("Errors() = %v, want -allowed-clients: needs TLS", errs)
 	}
 }
