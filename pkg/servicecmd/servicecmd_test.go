@@ -104,7 +104,7 @@ func TestEveryBadTLSCombinationIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	errs := f.Errors()
-	want := []string{"-tls-key", "-tls-bundle", "-spiffe-socket: give either", "-insecure", "-spiffe-socket: \"/run/agent.sock\"", "-allowed-clients"}
+	want := []string{"-tls-key", "-tls-bundle", "-spiffe-socket: give either", "-spiffe-socket: \"/run/agent.sock\"", "-insecure", "-allowed-clients"}
 	if len(errs) != len(want) {
 		t.Fatalf("Errors() = %v, want %d", errs, len(want))
 	}

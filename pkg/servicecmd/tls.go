@@ -19,11 +19,11 @@ func (c Common) TLSEnabled() bool {
 	return c.TLSCert != "" || c.TLSKey != "" || c.TLSBundle != "" || c.SPIFFESocket != ""
 }
 
-// validateTLS returns every problem of the TLS settings: an incomplete or
-// doubled certificate source, -insecure next to TLS, an allow-list without
-// TLS or a bad one with it, and a plaintext gRPC listen address that is not
-// loopback without -insecure.
-func (c Common) validateTLS() []error {
+// SourceErrors returns every problem of the certificate source settings:
+// -tls-cert, -tls-key and -tls-bundle given only in part, or together with
+// -spiffe-socket, or a socket that is not a unix:// or tcp:// address. A
+// command-line client that takes those flags checks them with it.
+func (c Common) SourceErrors() []error {
 	var errs []error
 	files := map[string]string{"tls-cert": c.TLSCert, "tls-key": c.TLSKey, "tls-bundle": c.TLSBundle}
 	if c.TLSCert != "" || c.TLSKey != "" || c.TLSBundle != "" {
@@ -36,6 +36,18 @@ func (c Common) validateTLS() []error {
 			errs = append(errs, Invalid("spiffe-socket", "give either the Workload API socket or the -tls-* files, not both"))
 		}
 	}
+	if c.SPIFFESocket != "" && !strings.HasPrefix(c.SPIFFESocket, "unix://") && !strings.HasPrefix(c.SPIFFESocket, "tcp://") {
+		errs = append(errs, Invalid("spiffe-socket", "%q: want unix:///path or tcp://host:port", c.SPIFFESocket))
+	}
+	return errs
+}
+
+// validateTLS returns every problem of the TLS settings: those of
+// SourceErrors, -insecure next to TLS, an allow-list without TLS or a bad
+// one with it, and a plaintext gRPC listen address that is not loopback
+// without -insecure.
+func (c Common) validateTLS() []error {
+	errs := c.SourceErrors()
 	if !c.TLSEnabled() {
 		if len(c.AllowedClients) > 0 {
 			errs = append(errs, Invalid("allowed-clients", "needs TLS (-tls-cert, -tls-key, -tls-bundle or -spiffe-socket)"))
@@ -50,9 +62,6 @@ func (c Common) validateTLS() []error {
 	}
 	if c.Insecure {
 		errs = append(errs, Invalid(mtls.InsecureFlag, "cannot be combined with TLS"))
-	}
-	if c.SPIFFESocket != "" && !strings.HasPrefix(c.SPIFFESocket, "unix://") && !strings.HasPrefix(c.SPIFFESocket, "tcp://") {
-		errs = append(errs, Invalid("spiffe-socket", "%q: want unix:///path or tcp://host:port", c.SPIFFESocket))
 	}
 	if _, err := mtls.ParseAllowList(c.AllowedClients); err != nil {
 		errs = append(errs, Invalid("allowed-clients", "%v", err))
@@ -74,14 +83,18 @@ type TLS struct {
 
 // OpenTLS opens the certificate source the settings name (the files,
 // re-read when they change, or the Workload API) and returns nil when TLS
-// is off. Close it when the service stops.
+// is off. Close it when the service stops. Without AllowedClients (a
+// command-line client) a server built on it would refuse every client.
 func (c Common) OpenTLS(ctx context.Context, log *slog.Logger) (*TLS, error) {
 	if !c.TLSEnabled() {
 		return nil, nil
 	}
-	clients, err := mtls.ParseAllowList(c.AllowedClients)
-	if err != nil {
-		return nil, Invalid("allowed-clients", "%v", err)
+	var clients mtls.Authorizer
+	if len(c.AllowedClients) > 0 {
+		var err error
+		if clients, err = mtls.ParseAllowList(c.AllowedClients); err != nil {
+			return nil, Invalid("allowed-clients", "%v", err)
+		}
 	}
 	if c.SPIFFESocket != "" {
 		// A service without an SVID cannot serve: give the agent a while,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/jitid/jitid/pkg/servicecmd"
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	"github.com/jitid/jitid/services/policy/internal/policy"
 	"github.com/jitid/jitid/services/policy/internal/policycase"
@@ -120,7 +122,23 @@ func runReplay(ctx context.Context, env Env, args []string) (int, error) {
 	end := fs.String("end", "", "replay events before this RFC 3339 time; now when empty")
 	failOnChange := fs.Bool("fail-on-change", false, "exit 1 when any decision would now be denied or narrowed")
 	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
+	var tc servicecmd.Common
+	fs.StringVar(&tc.TLSCert, "tls-cert", envOr(env, "JITID_TLS_CERT", ""), "PEM X.509 SVID presented to the audit service; with -tls-key and -tls-bundle turns on mTLS (env JITID_TLS_CERT)")
+	fs.StringVar(&tc.TLSKey, "tls-key", envOr(env, "JITID_TLS_KEY", ""), "PKCS#8 PEM key of -tls-cert (env JITID_TLS_KEY)")
+	fs.StringVar(&tc.TLSBundle, "tls-bundle", envOr(env, "JITID_TLS_BUNDLE", ""), "PEM CA certificates the audit service is verified against (env JITID_TLS_BUNDLE)")
+	fs.StringVar(&tc.SPIFFESocket, "spiffe-socket", envOr(env, "JITID_SPIFFE_SOCKET", ""), "SPIFFE Workload API endpoint, instead of the -tls-* files (env JITID_SPIFFE_SOCKET)")
+	auditID := fs.String("audit-id", envOr(env, "JITID_AUDIT_ID", ""), "with mTLS, required: comma-separated SPIFFE IDs (or trust domains) the audit service may present (env JITID_AUDIT_ID)")
 	if err := fs.Parse(args); err != nil {
+		return ExitUsage, err
+	}
+	errs := tc.SourceErrors()
+	switch {
+	case tc.TLSEnabled() && *auditID == "":
+		errs = append(errs, servicecmd.Invalid("audit-id", "is required with TLS"))
+	case !tc.TLSEnabled() && *auditID != "":
+		errs = append(errs, servicecmd.Invalid("audit-id", "needs TLS (-tls-cert, -tls-key, -tls-bundle or -spiffe-socket)"))
+	}
+	if err := errors.Join(errs...); err != nil {
 		return ExitUsage, err
 	}
 	opts := replay.Options{Start: time.Now().Add(-*since)}
@@ -139,7 +157,18 @@ func runReplay(ctx context.Context, env Env, args []string) (int, error) {
 	if err != nil {
 		return ExitFailed, fmt.Errorf("load candidate policy set: %w", err)
 	}
-	conn, err := grpc.NewClient(*auditAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	tlsc, err := tc.OpenTLS(ctx, slog.New(slog.NewTextHandler(env.Stderr, nil)))
+	if err != nil {
+		return ExitUsage, err
+	}
+	defer func() { _ = tlsc.Close() }() // the replay's outcome is what the exit code reports
+	if tlsc != nil {
+		if creds, err = tlsc.ClientCredentials(servicecmd.SplitList(*auditID)); err != nil {
+			return ExitUsage, servicecmd.Invalid("audit-id", "%v", err)
+		}
+	}
+	conn, err := grpc.NewClient(*auditAddr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return ExitUsage, fmt.Errorf("audit service %s: %w", *auditAddr, err)
 	}
