@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/jitid/jitid/pkg/grpcserver"
+	"github.com/jitid/jitid/testkit"
 )
 
 // testService is grpc-go's own test service, whose EmptyCall panics or
@@ -438,5 +439,49 @@ func TestAuthenticatorGuardsServicesButNotHealthOrReflection(t *testing.T) {
 	}
 	if _, err := stream.Recv(); err != nil {
 		t.Errorf("reflection without credentials: %v", err)
+	}
+}
+
+// callerService answers EmptyCall with the caller its handler sees.
+type callerService struct {
+	testpb.UnimplementedTestServiceServer
+}
+
+func (callerService) EmptyCall(ctx context.Context, _ *testpb.Empty) (*testpb.Empty, error) {
+	caller, ok := grpcserver.Caller(ctx)
+	if !ok {
+		return nil, status.Error(codes.NotFound, "no caller")
+	}
+	return nil, status.Error(codes.NotFound, caller)
+}
+
+func TestHandlerAndCallLogSeeTheCallerTheAuthenticatorSet(t *testing.T) {
+	t.Parallel()
+	const caller = "spiffe://jitid.test/platform/support-bot"
+	authn := func(ctx context.Context) (context.Context, error) { return grpcserver.WithCaller(ctx, caller), nil }
+	st := startWith(t, grpcserver.Options{Authenticate: authn}, func(s *grpcserver.Server) {
+		testpb.RegisterTestServiceServer(s.GRPC(), callerService{})
+	})
+	if err := emptyCall(st.conn); status.Convert(err).Message() != caller {
+		t.Errorf("handler saw caller %v, want %q", err, caller)
+	}
+	testkit.Eventually(t, "a call log line with the caller", 5*time.Second, 10*time.Millisecond, func() ([]map[string]any, bool) {
+		lines := st.logs.lines(t)
+		for _, l := range lines {
+			if l["grpc.service"] == testServiceName && l["caller"] == caller {
+				return lines, true
+			}
+		}
+		return lines, false
+	})
+}
+
+func TestPeerAuthenticatorRefusesACallWithoutAVerifiedPeer(t *testing.T) {
+	t.Parallel()
+	st := startWith(t, grpcserver.Options{Authenticate: grpcserver.PeerAuthenticator}, func(s *grpcserver.Server) {
+		testpb.RegisterTestServiceServer(s.GRPC(), callerService{})
+	})
+	if err := emptyCall(st.conn); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("plaintext call to a PeerAuthenticator server = %v, want Unauthenticated", err)
 	}
 }
