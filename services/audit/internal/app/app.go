@@ -77,7 +77,11 @@ func New(cfg config.Config, base *slog.Logger) (*App, error) {
 	grpcapi.New(svc, log).Register(a.srv.GRPC())
 	a.storeReady = a.srv.Readiness().Add("store", true)
 
-	a.nc, err = natsconsumer.Connect(cfg.NATSURL, log)
+	auth, err := cfg.NATSAuth.Options()
+	if err != nil {
+		return fail(err)
+	}
+	a.nc, err = natsconsumer.Connect(cfg.NATSURL, log, auth...)
 	if err != nil {
 		return fail(err)
 	}

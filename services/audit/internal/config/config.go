@@ -11,6 +11,7 @@ import (
 
 	"github.com/jitid/jitid/pkg/eventbus"
 	"github.com/jitid/jitid/pkg/servicecmd"
+	"github.com/jitid/jitid/pkg/storeauth"
 )
 
 // ErrInvalid reports a setting that cannot work; the message names it.
@@ -33,6 +34,9 @@ type Config struct {
 	// a replica before it hands it out again: the delay before events that
 	// were in flight when a replica died reach the log.
 	AckWait time.Duration
+	// NATSAuth is how the service authenticates to NATS: secrets come
+	// from files only.
+	NATSAuth storeauth.NATS
 }
 
 // Load parses args (without the program name) and the environment seen
@@ -48,6 +52,7 @@ func Load(args []string, lookupEnv func(string) (string, bool), output io.Writer
 	common := servicecmd.AddFlags(fs, &c.Common, "127.0.0.1:50053", "127.0.0.1:9093")
 	fs.StringVar(&c.AuditDSN, "audit-dsn", "sqlite://jitid-audit.db", "audit log store: sqlite://<path> or postgres://…")
 	fs.StringVar(&c.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server(s) with JetStream")
+	c.NATSAuth.AddFlags(fs)
 	fs.StringVar(&c.Stream, "stream", eventbus.DefaultStream, "JetStream stream to consume")
 	fs.StringVar(&c.SubjectPrefix, "subject-prefix", eventbus.DefaultSubjectPrefix, "subject prefix of the stream")
 	fs.StringVar(&c.Consumer, "consumer", "audit", "durable consumer name, shared by audit replicas")
@@ -89,7 +94,7 @@ func (c Config) validate() []error {
 	if c.AckWait < time.Second {
 		errs = append(errs, servicecmd.Invalid("ack-wait", "%v: at least 1s, or a slow batch is delivered twice", c.AckWait))
 	}
-	return errs
+	return append(errs, c.NATSAuth.Validate()...)
 }
 
 // EventBus returns the stream and subject names in effect.

@@ -22,6 +22,7 @@ import (
 	"github.com/jitid/jitid/pkg/eventbus"
 	"github.com/jitid/jitid/pkg/grpcserver"
 	"github.com/jitid/jitid/pkg/servicecmd"
+	"github.com/jitid/jitid/pkg/storeauth"
 	"github.com/jitid/jitid/services/issuer/internal/config"
 	"github.com/jitid/jitid/services/issuer/internal/grpcapi"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
@@ -80,7 +81,11 @@ func New(ctx context.Context, cfg config.Config, base *slog.Logger) (*App, error
 	// every line is structured.
 	redis.SetLogger(redisLogger{log.With("component", "go-redis")})
 
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cfg.RedisAddrs, Password: cfg.RedisPassword})
+	ropts, err := RedisOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	rdb := redis.NewUniversalClient(&ropts)
 	a.closers = append(a.closers, rdb.Close)
 	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	if err := rdb.Ping(pingCtx).Err(); err != nil {
@@ -91,13 +96,17 @@ func New(ctx context.Context, cfg config.Config, base *slog.Logger) (*App, error
 
 	// The issuer starts and issues while NATS is down: events wait in the
 	// Redis outbox until the relay can publish them.
-	nc, err := nats.Connect(cfg.NATSURL,
+	auth, err := cfg.NATSAuth.Options()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(cfg.NATSURL, append(auth,
 		nats.Name("jitid-issuer"),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "error", err) }),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats connected", "url", c.ConnectedUrlRedacted()) }),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("nats: %w", err)
 	}
@@ -142,7 +151,9 @@ func New(ctx context.Context, cfg config.Config, base *slog.Logger) (*App, error
 	// The relay and the sweeper get connections of their own: queued behind
 	// requests for the request pool's connections, their many round trips
 	// would slow to a crawl whenever requests overload the issuer.
-	background := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cfg.RedisAddrs, Password: cfg.RedisPassword, PoolSize: 4})
+	bopts := ropts
+	bopts.PoolSize = 4
+	background := redis.NewUniversalClient(&bopts)
 	a.closers = append(a.closers, background.Close)
 
 	events := eventbus.Config{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix}
@@ -246,4 +257,24 @@ type redisLogger struct{ log *slog.Logger }
 
 func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.WarnContext(ctx, fmt.Sprintf(format, v...))
+}
+
+// RedisOptions returns the go-redis options of cfg: addresses, the ACL user
+// and the password read from -redis-password-file, and TLS. Errors name
+// the files, never the password.
+func RedisOptions(cfg config.Config) (redis.UniversalOptions, error) {
+	o := redis.UniversalOptions{Addrs: cfg.RedisAddrs, Username: cfg.RedisUsername}
+	if cfg.RedisPasswordFile != "" {
+		pw, err := storeauth.ReadSecretFile(cfg.RedisPasswordFile)
+		if err != nil {
+			return redis.UniversalOptions{}, fmt.Errorf("redis-password-file: %w", err)
+		}
+		o.Password = pw
+	}
+	tc, err := cfg.RedisTLS.Config()
+	if err != nil {
+		return redis.UniversalOptions{}, fmt.Errorf("redis-tls: %w", err)
+	}
+	o.TLSConfig = tc
+	return o, nil
 }

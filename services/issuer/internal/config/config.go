@@ -6,13 +6,16 @@ package config
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/jitid/jitid/pkg/mtls"
 	"github.com/jitid/jitid/pkg/servicecmd"
+	"github.com/jitid/jitid/pkg/storeauth"
 )
 
 // ErrInvalid is wrapped by every error that reports a setting that cannot
@@ -26,14 +29,20 @@ type Config struct {
 
 	// Redis.
 	RedisAddrs    []string // several for Redis Cluster
-	RedisPassword string
-	KeyPrefix     string
-	Shards        int
+	RedisUsername string   // ACL user; "default" when empty
+	// RedisPasswordFile holds the Redis password: a flag or variable would
+	// show it in ps or /proc/<pid>/environ.
+	RedisPasswordFile string
+	RedisTLS          storeauth.TLSFiles
+	KeyPrefix         string
+	Shards            int
 
 	// NATS JetStream.
 	NATSURL       string
 	Stream        string
 	SubjectPrefix string
+	// NATS credentials and TLS.
+	NATSAuth storeauth.NATS
 
 	// Policy.
 	PolicyAddr    string
@@ -87,12 +96,17 @@ func Load(args []string, lookupEnv func(string) (string, bool), output io.Writer
 	}
 	common := servicecmd.AddFlags(fs, &c.Common, "127.0.0.1:50051", "127.0.0.1:9091")
 	fs.StringVar(&redisAddr, "redis-addr", "127.0.0.1:6379", "Redis address; several, comma separated, for Redis Cluster")
-	fs.StringVar(&c.RedisPassword, "redis-password", "", "Redis password")
+	fs.StringVar(&c.RedisUsername, "redis-username", "", "Redis ACL user, with -redis-password-file")
+	fs.StringVar(&c.RedisPasswordFile, "redis-password-file", "", "file holding the Redis password (mode 0600)")
+	fs.StringVar(&c.RedisTLS.CA, "redis-tls-ca", "", "PEM CA certificates the Redis server is verified against; turns on TLS")
+	fs.StringVar(&c.RedisTLS.Cert, "redis-tls-cert", "", "PEM client certificate for Redis, with -redis-tls-key")
+	fs.StringVar(&c.RedisTLS.Key, "redis-tls-key", "", "PEM private key of -redis-tls-cert (mode 0600)")
 	fs.StringVar(&c.KeyPrefix, "key-prefix", "jitid", "first part of every Redis key")
 	fs.IntVar(&c.Shards, "shards", 16, "hash-tag shards; fixed for the life of a deployment")
 	fs.StringVar(&c.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server(s) with JetStream")
 	fs.StringVar(&c.Stream, "stream", "JITID_EVENTS", "JetStream stream of lifecycle events")
 	fs.StringVar(&c.SubjectPrefix, "subject-prefix", "jitid.events", "subjects are <prefix>.credential.issued, …")
+	c.NATSAuth.AddFlags(fs)
 	fs.StringVar(&c.PolicyAddr, "policy-addr", "127.0.0.1:50052", "policy service address")
 	fs.Func("policy-id", "comma-separated SPIFFE IDs (or trust domains) the policy service may present over mTLS; required with TLS", func(v string) error {
 		c.PolicyID = servicecmd.SplitList(v)
@@ -114,6 +128,16 @@ func Load(args []string, lookupEnv func(string) (string, bool), output io.Writer
 	if err := common.Parse(args, lookupEnv); err != nil {
 		return Config{}, err
 	}
+	if lookupEnv == nil {
+		lookupEnv = os.LookupEnv
+	}
+	// The variable that used to hold the password is refused rather than
+	// ignored: an operator who still sets it would get an issuer that
+	// cannot log in, and the password would stay in its environment.
+	var envErrs []error
+	if _, set := lookupEnv(RemovedPasswordEnv); set {
+		envErrs = append(envErrs, fmt.Errorf("%w: %s is no longer read (the environment shows in /proc/<pid>/environ): put the password in a file readable only by the issuer and pass -redis-password-file", ErrInvalid, RemovedPasswordEnv))
+	}
 	for _, a := range strings.Split(redisAddr, ",") {
 		if a = strings.TrimSpace(a); a != "" {
 			c.RedisAddrs = append(c.RedisAddrs, a)
@@ -125,11 +149,15 @@ func Load(args []string, lookupEnv func(string) (string, bool), output io.Writer
 	if c.PublicGRPCURL == "" {
 		c.PublicGRPCURL = "grpc://" + c.GRPCAddr
 	}
-	if err := errors.Join(append(common.Errors(), c.validate()...)...); err != nil {
+	if err := errors.Join(append(append(envErrs, common.Errors()...), c.validate()...)...); err != nil {
 		return Config{}, err
 	}
 	return c, nil
 }
+
+// RemovedPasswordEnv is the variable that held the Redis password before it
+// moved to -redis-password-file; Load refuses it.
+const RemovedPasswordEnv = "JITID_REDIS_PASSWORD"
 
 // Validate reports every setting that cannot work, all at once.
 func (c Config) Validate() error {
@@ -162,6 +190,11 @@ func (c Config) validate() []error {
 	if c.KeyPrefix == "" || strings.ContainsAny(c.KeyPrefix, "{} ") {
 		bad("key-prefix", "%q: want a non-empty prefix without braces or spaces", c.KeyPrefix)
 	}
+	if c.RedisUsername != "" && c.RedisPasswordFile == "" {
+		bad("redis-username", "needs -redis-password-file")
+	}
+	errs = append(errs, c.RedisTLS.Validate("redis")...)
+	errs = append(errs, c.NATSAuth.Validate()...)
 	if c.Shards < 1 {
 		bad("shards", "must be at least 1, got %d", c.Shards)
 	}
