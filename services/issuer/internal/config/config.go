@@ -157,7 +157,7 @@ func Load(args []string, lookupEnv func(string) (string, bool), output io.Writer
 
 // RemovedPasswordEnv is the variable that held the Redis password before it
 // moved to -redis-password-file; Load refuses it.
-const RemovedPasswordEnv = "JITID_REDIS_PASSWORD"
+const RemovedPasswordEnv = "JITID_REDIS_PASSWORD" //nolint:gosec // G101: the name of a variable that is refused, not a credential
 
 // Validate reports every setting that cannot work, all at once.
 func (c Config) Validate() error {
