@@ -11,10 +11,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
 	"github.com/jitid/jitid/services/issuer/internal/app"
 	"github.com/jitid/jitid/testkit/testca"
 	"github.com/jitid/jitid/testkit/testserver"
@@ -192,5 +194,48 @@ func TestOversizedIssuanceIsRefusedAndNothingIsStored(t *testing.T) {
 		if bytes.Contains(v, []byte("task-oversized")) {
 			t.Errorf("Redis key %s holds the refused request's task", k)
 		}
+	}
+}
+
+// TestLookAlikeIdIsRefused sends issuances whose agent id holds U+202E
+// (RIGHT-TO-LEFT OVERRIDE) and whose task id holds U+200B (ZERO WIDTH
+// SPACE): INVALID_ARGUMENT naming the field, and policy is never asked.
+func TestLookAlikeIdIsRefused(t *testing.T) {
+	t.Parallel()
+	ca := testca.New(t, "jitid.test")
+	policyAddr, policy := startFakePolicy(t, ca, policyID)
+	li := startLimitsIssuer(t, ca, policyAddr)
+	c := issuerClient(t, li.addr, platformCreds(t, ca))
+
+	for _, tc := range []struct {
+		name, field string
+		edit        func(r *issuerv1.IssueCredentialRequest)
+	}{
+		{"U+202E in agent id", "agent.id", func(r *issuerv1.IssueCredentialRequest) { r.Agent.Id = "agent:\u202ea3f7-hcraeser" }},
+		{"U+200B in task id", "task.id", func(r *issuerv1.IssueCredentialRequest) { r.Task.Id = "task-\u200b1" }},
+	} {
+		req := issueRequest("task-1")
+		tc.edit(req)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := c.IssueCredential(ctx, req)
+		cancel()
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: IssueCredential() = %v, want InvalidArgument", tc.name, err)
+			continue
+		}
+		var named bool
+		for _, d := range status.Convert(err).Details() {
+			if br, ok := d.(*errdetails.BadRequest); ok {
+				for _, v := range br.GetFieldViolations() {
+					named = named || v.GetField() == tc.field
+				}
+			}
+		}
+		if !named {
+			t.Errorf("%s: %v does not name %s", tc.name, err, tc.field)
+		}
+	}
+	if n := policy.calls.Load(); n != 0 {
+		t.Errorf("policy asked %d times for refused ids", n)
 	}
 }
