@@ -62,6 +62,9 @@ type Options struct {
 	// memory, never request contents, but they are for operators: keep
 	// the admin address private when it is on.
 	Pprof bool
+	// Limits bound request size, streams, keepalive, idle time and
+	// connections; zero fields take their defaults.
+	Limits Limits
 }
 
 // Server is a gRPC server, its admin HTTP server and the service's further
@@ -102,7 +105,8 @@ func New(opts Options) *Server {
 	reg := prometheus.NewRegistry()
 	metrics := newServerMetrics()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), metrics)
-	sopts := chain(log, metrics, opts.Authenticate)
+	opts.Limits = opts.Limits.withDefaults()
+	sopts := append(chain(log, metrics, opts.Authenticate), opts.Limits.serverOptions()...)
 	if opts.Credentials != nil {
 		sopts = append(sopts, grpc.Creds(opts.Credentials))
 	}
@@ -198,6 +202,7 @@ func (s *Server) Listen() (err error) {
 		if s.grpcLis, err = open("grpc", s.opts.GRPCAddr); err != nil {
 			return err
 		}
+		s.grpcLis = s.opts.Limits.limitListener(s.grpcLis)
 	}
 	if s.adminLis == nil && s.opts.AdminAddr != "" {
 		if s.adminLis, err = open("admin", s.opts.AdminAddr); err != nil {

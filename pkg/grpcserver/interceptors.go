@@ -47,8 +47,9 @@ func newServerMetrics() *grpcprom.ServerMetrics {
 // chain returns the one interceptor chain of every jitid server, outermost
 // first: metrics (so they count what the caller saw), the caller slot
 // (with auth only, so that the log line names the caller), logging, auth
-// (skipped for health and reflection), recovery (innermost, so a panic is
-// logged and counted as the Internal the caller receives).
+// (skipped for health and reflection), recovery (so a panic is logged and
+// counted as the Internal the caller receives), and innermost the removal
+// of unknown fields from every request, so that no handler stores them.
 func chain(log *slog.Logger, metrics *grpcprom.ServerMetrics, authn Authenticator) []grpc.ServerOption {
 	logger := logging.LoggerFunc(func(ctx context.Context, level logging.Level, msg string, fields ...any) {
 		// The library writes the status as "grpc.error"; the "error" key
@@ -99,8 +100,8 @@ func chain(log *slog.Logger, metrics *grpcprom.ServerMetrics, authn Authenticato
 		unary = append(unary, selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(auth.AuthFunc(authn)), selector.MatchFunc(needsAuth)))
 		stream = append(stream, selector.StreamServerInterceptor(auth.StreamServerInterceptor(auth.AuthFunc(authn)), selector.MatchFunc(needsAuth)))
 	}
-	unary = append(unary, recovery.UnaryServerInterceptor(recoverOpt))
-	stream = append(stream, recovery.StreamServerInterceptor(recoverOpt))
+	unary = append(unary, recovery.UnaryServerInterceptor(recoverOpt), unaryDropUnknown)
+	stream = append(stream, recovery.StreamServerInterceptor(recoverOpt), streamDropUnknown)
 	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...)}
 }
 

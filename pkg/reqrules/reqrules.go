@@ -1,7 +1,8 @@
 // Package reqrules checks jitid requests against their rules, in one place
 // for every service that receives them: the protovalidate rules written in
 // the protos (sizes, counts, syntax), then the few rules protovalidate
-// cannot say (a time zone the IANA database knows, rules across fields).
+// cannot say (a time zone the IANA database knows, rules across fields,
+// identifiers in NFC without control or invisible characters).
 // The issuer and policy call the same Check, so they cannot disagree.
 //
 // Check reports every violation, not only the first.
@@ -109,14 +110,21 @@ func goRules(m proto.Message) []Violation {
 		out = append(out, agentClassRequired("agent", r.GetAgent())...)
 		out = append(out, delegatorRules("delegator", r.GetDelegator())...)
 		out = append(out, timestampRule("task.deadline_time", r.GetTask().GetDeadlineTime())...)
+		out = append(out, agentIdentifiers("agent", r.GetAgent())...)
+		out = append(out, delegatorIdentifiers("delegator", r.GetDelegator())...)
+		out = append(out, taskIdentifiers("task", r.GetTask())...)
+		out = append(out, scopesRules("scopes", r.GetScopes())...)
 	case *issuerv1.ExchangeCredentialRequest:
 		out = append(out, agentClassRequired("agent", r.GetAgent())...)
+		out = append(out, agentIdentifiers("agent", r.GetAgent())...)
+		out = append(out, scopesRules("scopes", r.GetScopes())...)
 	case *policyv1.EvaluateRequest:
 		out = append(out, evaluateRules("", r)...)
 	case *policyv1.ExplainRequest:
 		out = append(out, evaluateRules("request.", r.GetRequest())...)
 	case *identityv1.Delegator:
 		out = append(out, delegatorRules("", r)...)
+		out = append(out, delegatorIdentifiers("", r)...)
 	}
 	return out
 }
@@ -128,6 +136,13 @@ func evaluateRules(prefix string, r *policyv1.EvaluateRequest) []Violation {
 	out := delegatorRules(prefix+"delegator", r.GetDelegator())
 	out = append(out, timestampRule(prefix+"task.deadline_time", r.GetTask().GetDeadlineTime())...)
 	out = append(out, timestampRule(prefix+"decision_time", r.GetDecisionTime())...)
+	out = append(out, agentIdentifiers(prefix+"agent", r.GetAgent())...)
+	out = append(out, delegatorIdentifiers(prefix+"delegator", r.GetDelegator())...)
+	out = append(out, taskIdentifiers(prefix+"task", r.GetTask())...)
+	out = append(out, scopesRules(prefix+"scopes", r.GetScopes())...)
+	for i, a := range r.GetAgentChain() {
+		out = append(out, agentIdentifiers(fmt.Sprintf("%sagent_chain[%d]", prefix, i), a)...)
+	}
 	if held, chain := len(r.GetAgentChainScopes()), len(r.GetAgentChain()); held != 0 && held != chain {
 		out = append(out, Violation{prefix + "agent_chain_scopes", fmt.Sprintf("has %d entries for %d agents in agent_chain; want one per agent or none", held, chain)})
 	}

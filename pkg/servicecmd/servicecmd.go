@@ -1,6 +1,6 @@
 // Package servicecmd is what the three jitid service binaries share on
 // their command line: the common flags (gRPC and admin addresses, pprof,
-// log level and format, mTLS, -version) and their checks, the logger they ask
+// log level and format, mTLS, limits, -version) and their checks, the logger they ask
 // for, the build's version string, and Main, which runs a service until
 // SIGINT or SIGTERM and turns its error into an exit code.
 package servicecmd
@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -54,6 +55,9 @@ type Common struct {
 	// AllowedClients are the SPIFFE IDs ("spiffe://td/path") and trust
 	// domains ("spiffe://td") the gRPC server accepts over mTLS.
 	AllowedClients []string
+	// Limits bound what one client can hold of the gRPC server; zero
+	// fields take grpcserver's defaults.
+	Limits grpcserver.Limits
 }
 
 // Flags are the common flags on a service's flag set, filling a Common.
@@ -84,6 +88,20 @@ func AddFlags(fs *flag.FlagSet, c *Common, grpcAddr, adminAddr string) *Flags {
 		c.AllowedClients = SplitList(v)
 		return nil
 	})
+	// The limits default to 0, which grpcserver reads as its default, so
+	// that a Common built without flags gets the same limits.
+	fs.IntVar(&c.Limits.MaxRequestBytes, "max-request-bytes", 0, fmt.Sprintf("largest gRPC request message in bytes, answered RESOURCE_EXHAUSTED above it; 0 is %d", grpcserver.DefaultMaxRequestBytes))
+	fs.Func("max-concurrent-streams", fmt.Sprintf("most gRPC calls in flight on one connection; 0 is %d", grpcserver.DefaultMaxConcurrentStreams), func(v string) error {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return err
+		}
+		c.Limits.MaxConcurrentStreams = uint32(n)
+		return nil
+	})
+	fs.IntVar(&c.Limits.MaxConnections, "max-connections", 0, fmt.Sprintf("most gRPC connections open at once, further ones wait to be accepted; 0 is %d", grpcserver.DefaultMaxConnections))
+	fs.DurationVar(&c.Limits.KeepaliveMinTime, "keepalive-min-time", 0, fmt.Sprintf("shortest keepalive ping interval a client may use, a client pinging faster or with no call open is disconnected; 0 is %s", grpcserver.DefaultKeepaliveMinTime))
+	fs.DurationVar(&c.Limits.MaxConnectionIdle, "max-connection-idle", 0, fmt.Sprintf("close a gRPC connection with no call for this long; 0 is %s", grpcserver.DefaultMaxConnectionIdle))
 	return f
 }
 
@@ -129,6 +147,18 @@ func (c Common) Validate() []error {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, Invalid("log-format", "%q: want json or text", c.LogFormat))
+	}
+	if c.Limits.MaxRequestBytes < 0 {
+		errs = append(errs, Invalid("max-request-bytes", "%d: want 0 (the default) or more", c.Limits.MaxRequestBytes))
+	}
+	if c.Limits.MaxConnections < 0 {
+		errs = append(errs, Invalid("max-connections", "%d: want 0 (the default) or more", c.Limits.MaxConnections))
+	}
+	if c.Limits.KeepaliveMinTime < 0 {
+		errs = append(errs, Invalid("keepalive-min-time", "%s: want 0 (the default) or more", c.Limits.KeepaliveMinTime))
+	}
+	if c.Limits.MaxConnectionIdle < 0 {
+		errs = append(errs, Invalid("max-connection-idle", "%s: want 0 (the default) or more", c.Limits.MaxConnectionIdle))
 	}
 	return append(errs, c.validateTLS()...)
 }
@@ -178,7 +208,7 @@ func (c Common) Logger(w io.Writer) *slog.Logger {
 // and every call's caller is the client's SPIFFE ID; with nil it is
 // plaintext. The admin server is plaintext either way.
 func (c Common) ServerOptions(name string, log *slog.Logger, t *TLS) grpcserver.Options {
-	return t.apply(grpcserver.Options{Name: name, GRPCAddr: c.GRPCAddr, AdminAddr: c.AdminAddr, Pprof: c.Pprof, Logger: log})
+	return t.apply(grpcserver.Options{Name: name, GRPCAddr: c.GRPCAddr, AdminAddr: c.AdminAddr, Pprof: c.Pprof, Logger: log, Limits: c.Limits})
 }
 
 // Version returns the build's version string: the main module's version,

@@ -156,3 +156,24 @@ func TestAllowedClientsWithoutTLSIsReported(t *testing.T) {
 		t.Errorf("Errors() = %v, want -allowed-clients: needs TLS", errs)
 	}
 }
+
+func TestLimitFlagsReadTheirVariablesAndRefuseNegatives(t *testing.T) {
+	t.Parallel()
+	c, f, err := parse(t, []string{"-max-concurrent-streams", "7"}, map[string]string{"JITID_MAX_REQUEST_BYTES": "1024", "JITID_MAX_CONNECTIONS": "3", "JITID_MAX_CONNECTION_IDLE": "1m"})
+	if err != nil || len(f.Errors()) != 0 {
+		t.Fatalf("Parse() = %v, %v", err, f.Errors())
+	}
+	if c.Limits.MaxRequestBytes != 1024 || c.Limits.MaxConcurrentStreams != 7 || c.Limits.MaxConnections != 3 || c.Limits.MaxConnectionIdle.String() != "1m0s" {
+		t.Errorf("Limits = %+v", c.Limits)
+	}
+	if got := c.ServerOptions("test", nil, nil).Limits; got != c.Limits {
+		t.Errorf("ServerOptions().Limits = %+v, want %+v", got, c.Limits)
+	}
+	_, f, err = parse(t, []string{"-max-request-bytes", "-1", "-max-connections", "-2", "-keepalive-min-time", "-1s", "-max-connection-idle", "-1s"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs := f.Errors(); len(errs) != 4 {
+		t.Errorf("Errors() = %v, want 4", errs)
+	}
+}

@@ -164,8 +164,8 @@ func TestInvalidArgument(t *testing.T) {
 		{"blank scope", func(r *issuerv1.IssueCredentialRequest) { r.Scopes = []string{" "} }},
 		{"unknown sensitivity", func(r *issuerv1.IssueCredentialRequest) { r.Task.Sensitivity = identityv1.Sensitivity(99) }},
 		{"unknown agent class", func(r *issuerv1.IssueCredentialRequest) { r.Agent.Class = identityv1.AgentClass(42) }},
-		{"oversized task purpose", func(r *issuerv1.IssueCredentialRequest) { r.Task.Purpose = strings.Repeat("x", 1<<20) }},
-		{"oversized agent id", func(r *issuerv1.IssueCredentialRequest) { r.Agent.Id = "agent:" + strings.Repeat("a", 64<<10) }},
+		{"oversized task purpose", func(r *issuerv1.IssueCredentialRequest) { r.Task.Purpose = strings.Repeat("x", 1025) }},
+		{"oversized agent id", func(r *issuerv1.IssueCredentialRequest) { r.Agent.Id = "agent:" + strings.Repeat("a", 257) }},
 	}
 	t.Run("requests", func(t *testing.T) {
 		for i, tt := range tests {
