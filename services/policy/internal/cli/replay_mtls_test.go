@@ -6,8 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jitid/jitid/services/policy/internal/cli"
+	"github.com/jitid/jitid/testkit"
 	"github.com/jitid/jitid/testkit/gobin"
 	"github.com/jitid/jitid/testkit/launch"
 	"github.com/jitid/jitid/testkit/testca"
@@ -49,9 +51,12 @@ func TestReplayTalksOnlyToTheConfiguredAuditIDOverMTLS(t *testing.T) {
 			"-tls-cert", own.Cert, "-tls-key", own.Key, "-tls-bundle", own.Bundle, "-audit-id", id)
 	}
 
-	if code, out := replay(auditID); code != cli.ExitOK {
-		t.Errorf("replay against the configured audit ID = %d, want %d:\n%s", code, cli.ExitOK, out)
-	}
+	// The serving line comes before audit's store is open; until then its
+	// queries answer UNAVAILABLE, so the first replay waits for the store.
+	testkit.Eventually(t, "replay against the configured audit ID to succeed", 30*time.Second, 200*time.Millisecond, func() (string, bool) {
+		code, out := replay(auditID)
+		return out, code == cli.ExitOK
+	})
 	if code, out := replay("spiffe://jitid.test/someone-else"); code == cli.ExitOK || !strings.Contains(out, "not in the allow-list") {
 		t.Errorf("replay against an audit server outside -audit-id = %d, want a refused handshake:\n%s", code, out)
 	}
