@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"strings"
 	"testing"
 	"time"
 
@@ -75,8 +74,11 @@ func TestPolicyOverMTLSServesOnlyTheAllowedClients(t *testing.T) {
 	if err := getSet(issuerID); err != nil {
 		t.Errorf("GetPolicySet from the allowed issuer = %v, want success", err)
 	}
-	// Same CA, another SPIFFE ID: the handshake fails and no handler runs.
-	if err := getSet("spiffe://jitid.test/intruder"); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "bad certificate") {
+	// Same CA, another SPIFFE ID: the server refuses the handshake. Under
+	// TLS 1.3 the client learns it as a "bad certificate" alert or as a
+	// connection the server already closed, depending on timing, so only
+	// the code is checked.
+	if err := getSet("spiffe://jitid.test/intruder"); status.Code(err) != codes.Unavailable {
 		t.Errorf("GetPolicySet from a client outside -allowed-clients = %v, want Unavailable, the server refusing its certificate", err)
 	}
 }
