@@ -55,6 +55,10 @@ type Common struct {
 	// AllowedClients are the SPIFFE IDs ("spiffe://td/path") and trust
 	// domains ("spiffe://td") the gRPC server accepts over mTLS.
 	AllowedClients []string
+	// Admins are the callers (SPIFFE IDs or bearer-token subjects) allowed
+	// to act across platforms: revoke by agent or delegator for anyone,
+	// list anyone's credentials, set a decision time for replay.
+	Admins []string
 	// Limits bound what one client can hold of the gRPC server; zero
 	// fields take grpcserver's defaults.
 	Limits grpcserver.Limits
@@ -86,6 +90,10 @@ func AddFlags(fs *flag.FlagSet, c *Common, grpcAddr, adminAddr string) *Flags {
 	fs.BoolVar(&c.Insecure, mtls.InsecureFlag, false, "allow a plaintext gRPC listener on a non-loopback address")
 	fs.Func("allowed-clients", "comma-separated SPIFFE IDs (spiffe://td/path) or trust domains (spiffe://td) the gRPC server accepts; required with mTLS", func(v string) error {
 		c.AllowedClients = SplitList(v)
+		return nil
+	})
+	fs.Func("admins", "comma-separated callers (SPIFFE IDs or bearer-token subjects) allowed to act across platforms", func(v string) error {
+		c.Admins = SplitList(v)
 		return nil
 	})
 	// The limits default to 0, which grpcserver reads as its default, so

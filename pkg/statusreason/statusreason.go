@@ -40,6 +40,29 @@ const (
 	// SubjectTokenInactive: the subject token of an exchange is not an
 	// active credential (UNAUTHENTICATED).
 	SubjectTokenInactive = "SUBJECT_TOKEN_INACTIVE"
+	// Unauthenticated: the call has no authenticated caller: no verified
+	// client certificate and no valid bearer token (UNAUTHENTICATED).
+	Unauthenticated = "UNAUTHENTICATED"
+	// CallerNotAllowed: the authenticated caller may not call this method
+	// or act on this credential or task: it is not the owner, an admin or
+	// an auditor, as the rule needs (PERMISSION_DENIED).
+	CallerNotAllowed = "CALLER_NOT_ALLOWED"
+	// TaskNotFound: no task of that id was ever issued for (NOT_FOUND).
+	TaskNotFound = "TASK_NOT_FOUND"
+	// SubjectTokenInvalid: the delegator's subject token failed
+	// verification: signature, issuer, audience, lifetime, age, type or a
+	// claim the mapping needs (UNAUTHENTICATED).
+	SubjectTokenInvalid = "SUBJECT_TOKEN_INVALID" //nolint:gosec // G101: a status reason, not a secret
+	// DelegatorUnproven: no subject token, and policy does not let the
+	// calling platform assert delegators (UNAUTHENTICATED).
+	DelegatorUnproven = "DELEGATOR_UNPROVEN"
+	// RateLimited: the caller sent more calls than its rate allows
+	// (RESOURCE_EXHAUSTED, with a google.rpc.RetryInfo).
+	RateLimited = "RATE_LIMITED"
+	// QuotaExceeded: the delegator holds as many live credentials as its
+	// quota allows (RESOURCE_EXHAUSTED, with a google.rpc.RetryInfo
+	// saying when the first of them expires).
+	QuotaExceeded = "QUOTA_EXCEEDED"
 	// RecordUndecodable: a stored audit record does not decode; VerifyLog
 	// says where (DATA_LOSS).
 	RecordUndecodable = "RECORD_UNDECODABLE"

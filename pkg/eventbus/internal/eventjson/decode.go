@@ -466,6 +466,15 @@ func (p *parser) event() *eventsv1.LifecycleEvent {
 		case "requestedTtl":
 			p.once(&seen, 19)
 			ev.RequestedTtl = p.duration()
+		case "caller":
+			p.once(&seen, 20)
+			ev.Caller = p.str()
+		case "owner":
+			p.once(&seen, 21)
+			ev.Owner = p.str()
+		case "assertedBy":
+			p.once(&seen, 22)
+			ev.AssertedBy = p.str()
 		default:
 			p.bad = true
 		}
@@ -583,6 +592,9 @@ func (p *parser) decision() *identityv1.Decision {
 		case "maxUses":
 			p.once(&seen, 10)
 			d.MaxUses = p.int32()
+		case "delegatorUnproven":
+			p.once(&seen, 11)
+			d.DelegatorUnproven = p.boolean()
 		default:
 			p.bad = true
 		}

@@ -165,6 +165,9 @@ func (e *encoder) event(b []byte, ev *eventsv1.LifecycleEvent) []byte {
 	b = e.strs(b, "agentChain", ev.AgentChain)
 	b = e.strs(b, "requestedScopes", ev.RequestedScopes)
 	b = e.duration(b, "requestedTtl", ev.RequestedTtl)
+	b = e.str(b, "caller", ev.Caller)
+	b = e.str(b, "owner", ev.Owner)
+	b = e.str(b, "assertedBy", ev.AssertedBy)
 	return append(b, '}')
 }
 
@@ -218,6 +221,9 @@ func (e *encoder) decision(b []byte, d *identityv1.Decision) []byte {
 	b = e.str(b, "decisionId", d.DecisionId)
 	if d.MaxUses != 0 {
 		b = strconv.AppendInt(key(b, "maxUses"), int64(d.MaxUses), 10)
+	}
+	if d.DelegatorUnproven {
+		b = append(key(b, "delegatorUnproven"), "true"...)
 	}
 	e.msg = msgLifecycleEvent
 	return append(b, '}')

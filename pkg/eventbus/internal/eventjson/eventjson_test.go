@@ -62,10 +62,13 @@ func fullEvent() *eventsv1.LifecycleEvent {
 			Allow: true, GrantedScopes: []string{"tickets:read"}, MaxTtl: &durationpb.Duration{Seconds: -1, Nanos: -500000000},
 			Profile: identityv1.Profile_PROFILE_FULL, Obligations: []string{"human_approval"}, Reasons: []string{"ok"},
 			Policies: []string{"p1", "p2"}, PolicyVersion: "sha256:4b1d", DecisionId: "d-1", MaxUses: -7,
+			DelegatorUnproven: true,
 		},
 		Reason: "done\x00\x1f\x7f", Issuer: "https://jitid.local", ParentCredentialId: "cred-0",
 		CredentialIds: []string{"cred-1", "cred-2"}, AgentChain: []string{"agent:parent"},
 		RequestedScopes: []string{"tickets:read", "tickets:write"}, RequestedTtl: &durationpb.Duration{Nanos: 1500},
+		Caller: "spiffe://acme.example/platform/support-bot", Owner: "spiffe://acme.example/platform/support-bot",
+		AssertedBy: "spiffe://acme.example/platform/batch",
 	}
 }
 

@@ -131,8 +131,18 @@ type LifecycleEvent struct {
 	// policy set.
 	RequestedScopes []string             `protobuf:"bytes,18,rep,name=requested_scopes,json=requestedScopes,proto3" json:"requested_scopes,omitempty"`
 	RequestedTtl    *durationpb.Duration `protobuf:"bytes,19,opt,name=requested_ttl,json=requestedTtl,proto3" json:"requested_ttl,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// caller is the authenticated caller that caused the step: the platform
+	// that issued, exchanged, revoked or completed, an admin, a resource
+	// server that presented a use-limited credential once too often, or the
+	// issuer itself (its own identity) for expiry.
+	Caller string `protobuf:"bytes,20,opt,name=caller,proto3" json:"caller,omitempty"`
+	// owner is the platform that owns the credential or task.
+	Owner string `protobuf:"bytes,21,opt,name=owner,proto3" json:"owner,omitempty"`
+	// asserted_by names the platform that asserted the delegator without a
+	// subject token; empty when an identity provider's token proved it.
+	AssertedBy    string `protobuf:"bytes,22,opt,name=asserted_by,json=assertedBy,proto3" json:"asserted_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LifecycleEvent) Reset() {
@@ -298,11 +308,32 @@ func (x *LifecycleEvent) GetRequestedTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *LifecycleEvent) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *LifecycleEvent) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *LifecycleEvent) GetAssertedBy() string {
+	if x != nil {
+		return x.AssertedBy
+	}
+	return ""
+}
+
 var File_jitid_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_jitid_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cjitid/events/v1/events.proto\x12\x0fjitid.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xb8\x06\n" +
+	"\x1cjitid/events/v1/events.proto\x12\x0fjitid.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\x87\a\n" +
 	"\x0eLifecycleEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1a.jitid.events.v1.EventTypeR\x04type\x12.\n" +
@@ -326,7 +357,11 @@ const file_jitid_events_v1_events_proto_rawDesc = "" +
 	"\vagent_chain\x18\x11 \x03(\tR\n" +
 	"agentChain\x12)\n" +
 	"\x10requested_scopes\x18\x12 \x03(\tR\x0frequestedScopes\x12>\n" +
-	"\rrequested_ttl\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\frequestedTtl*\x9c\x02\n" +
+	"\rrequested_ttl\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\frequestedTtl\x12\x16\n" +
+	"\x06caller\x18\x14 \x01(\tR\x06caller\x12\x14\n" +
+	"\x05owner\x18\x15 \x01(\tR\x05owner\x12\x1f\n" +
+	"\vasserted_by\x18\x16 \x01(\tR\n" +
+	"assertedBy*\x9c\x02\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cEVENT_TYPE_CREDENTIAL_ISSUED\x10\x01\x12 \n" +

@@ -454,9 +454,13 @@ type Decision struct {
 	DecisionId string `protobuf:"bytes,9,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
 	// max_uses, when above zero, limits how many times the credential may be
 	// presented (e.g. 1 for a payment).
-	MaxUses       int32 `protobuf:"varint,10,opt,name=max_uses,json=maxUses,proto3" json:"max_uses,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxUses int32 `protobuf:"varint,10,opt,name=max_uses,json=maxUses,proto3" json:"max_uses,omitempty"`
+	// delegator_unproven is true on a denial because the delegator was
+	// asserted (no subject token) by a platform policy does not let assert
+	// delegators: the caller must send the delegator's subject token.
+	DelegatorUnproven bool `protobuf:"varint,11,opt,name=delegator_unproven,json=delegatorUnproven,proto3" json:"delegator_unproven,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Decision) Reset() {
@@ -559,6 +563,13 @@ func (x *Decision) GetMaxUses() int32 {
 	return 0
 }
 
+func (x *Decision) GetDelegatorUnproven() bool {
+	if x != nil {
+		return x.DelegatorUnproven
+	}
+	return false
+}
+
 var File_jitid_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_jitid_identity_v1_identity_proto_rawDesc = "" +
@@ -589,7 +600,7 @@ const file_jitid_identity_v1_identity_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tB\x10\xe2A\x01\x02\xbaH\tr\a\x18\x80\x022\x02\\SR\x02id\x12&\n" +
 	"\apurpose\x18\x02 \x01(\tB\f\xe2A\x01\x01\xbaH\x05r\x03\x18\x80\bR\apurpose\x12P\n" +
 	"\vsensitivity\x18\x03 \x01(\x0e2\x1e.jitid.identity.v1.SensitivityB\x0e\xe2A\x01\x02\xbaH\a\x82\x01\x04\x10\x01 \x00R\vsensitivity\x12E\n" +
-	"\rdeadline_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x01R\fdeadlineTime\"\xa8\x03\n" +
+	"\rdeadline_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x01R\fdeadlineTime\"\xdd\x03\n" +
 	"\bDecision\x12\x1a\n" +
 	"\x05allow\x18\x01 \x01(\bB\x04\xe2A\x01\x03R\x05allow\x12+\n" +
 	"\x0egranted_scopes\x18\x02 \x03(\tB\x04\xe2A\x01\x03R\rgrantedScopes\x128\n" +
@@ -602,7 +613,8 @@ const file_jitid_identity_v1_identity_proto_rawDesc = "" +
 	"\vdecision_id\x18\t \x01(\tB\x04\xe2A\x01\x03R\n" +
 	"decisionId\x12\x1f\n" +
 	"\bmax_uses\x18\n" +
-	" \x01(\x05B\x04\xe2A\x01\x03R\amaxUses*_\n" +
+	" \x01(\x05B\x04\xe2A\x01\x03R\amaxUses\x123\n" +
+	"\x12delegator_unproven\x18\v \x01(\bB\x04\xe2A\x01\x03R\x11delegatorUnproven*_\n" +
 	"\n" +
 	"AgentClass\x12\x1b\n" +
 	"\x17AGENT_CLASS_UNSPECIFIED\x10\x00\x12\x19\n" +

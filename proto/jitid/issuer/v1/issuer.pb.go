@@ -59,7 +59,15 @@ type Credential struct {
 	MaxUses int32 `protobuf:"varint,18,opt,name=max_uses,json=maxUses,proto3" json:"max_uses,omitempty"`
 	Uses    int32 `protobuf:"varint,19,opt,name=uses,proto3" json:"uses,omitempty"`
 	// cnf_jkt is the RFC 7638 thumbprint of the key the credential is bound to.
-	CnfJkt        string `protobuf:"bytes,20,opt,name=cnf_jkt,json=cnfJkt,proto3" json:"cnf_jkt,omitempty"`
+	CnfJkt string `protobuf:"bytes,20,opt,name=cnf_jkt,json=cnfJkt,proto3" json:"cnf_jkt,omitempty"`
+	// owner is the platform that issued the credential (its authenticated
+	// caller: a SPIFFE ID or a JWT subject). Only the owner, an admin or a
+	// resource server named in the audience may see or act on it.
+	Owner string `protobuf:"bytes,21,opt,name=owner,proto3" json:"owner,omitempty"`
+	// asserted_by names the platform that asserted the delegator without a
+	// subject token (back-office work policy lets exactly that platform do);
+	// empty when an identity provider's token proved the delegator.
+	AssertedBy    string `protobuf:"bytes,22,opt,name=asserted_by,json=assertedBy,proto3" json:"asserted_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -227,11 +235,31 @@ func (x *Credential) GetCnfJkt() string {
 	return ""
 }
 
+func (x *Credential) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Credential) GetAssertedBy() string {
+	if x != nil {
+		return x.AssertedBy
+	}
+	return ""
+}
+
 // IssueCredentialRequest asks for a credential for one agent, one delegator and one task.
 type IssueCredentialRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// agent is the acting software; its class is required here.
-	Agent     *v1.Agent     `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	Agent *v1.Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// delegator is who authorised the work. With a subject_token it is
+	// optional: its id and attributes come from the token's verified claims,
+	// and a field given here that disagrees with them is INVALID_ARGUMENT.
+	// Without one, the delegator is asserted by the calling platform, which
+	// policy must permit; its attributes and authenticate_time are then not
+	// taken.
 	Delegator *v1.Delegator `protobuf:"bytes,2,opt,name=delegator,proto3" json:"delegator,omitempty"`
 	Task      *v1.Task      `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
 	// scopes requested: 1 to 64, distinct, each 1 to 128 bytes without spaces
@@ -246,9 +274,17 @@ type IssueCredentialRequest struct {
 	// cnf_jkt, when set, binds the credential to the agent's key (RFC 7800
 	// "cnf" with the RFC 7638 thumbprint, as DPoP RFC 9449 uses): the
 	// unpadded base64url of a SHA-256 digest, 43 characters.
-	CnfJkt        string `protobuf:"bytes,7,opt,name=cnf_jkt,json=cnfJkt,proto3" json:"cnf_jkt,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CnfJkt string `protobuf:"bytes,7,opt,name=cnf_jkt,json=cnfJkt,proto3" json:"cnf_jkt,omitempty"`
+	// subject_token proves the delegator (RFC 8693): an ID token, access
+	// token or JWT from a trusted identity provider, checked for signature,
+	// issuer, audience, lifetime and age. At most 16 KiB.
+	SubjectToken string `protobuf:"bytes,8,opt,name=subject_token,json=subjectToken,proto3" json:"subject_token,omitempty"`
+	// subject_token_type is the RFC 8693 type of subject_token:
+	// urn:ietf:params:oauth:token-type:id_token, :access_token or :jwt.
+	// Required with subject_token.
+	SubjectTokenType string `protobuf:"bytes,9,opt,name=subject_token_type,json=subjectTokenType,proto3" json:"subject_token_type,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *IssueCredentialRequest) Reset() {
@@ -326,6 +362,20 @@ func (x *IssueCredentialRequest) GetAudience() string {
 func (x *IssueCredentialRequest) GetCnfJkt() string {
 	if x != nil {
 		return x.CnfJkt
+	}
+	return ""
+}
+
+func (x *IssueCredentialRequest) GetSubjectToken() string {
+	if x != nil {
+		return x.SubjectToken
+	}
+	return ""
+}
+
+func (x *IssueCredentialRequest) GetSubjectTokenType() string {
+	if x != nil {
+		return x.SubjectTokenType
 	}
 	return ""
 }
@@ -1249,7 +1299,7 @@ var File_jitid_issuer_v1_issuer_proto protoreflect.FileDescriptor
 
 const file_jitid_issuer_v1_issuer_proto_rawDesc = "" +
 	"\n" +
-	"\x1cjitid/issuer/v1/issuer.proto\x12\x0fjitid.issuer.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xc7\x06\n" +
+	"\x1cjitid/issuer/v1/issuer.proto\x12\x0fjitid.issuer.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\x8a\a\n" +
 	"\n" +
 	"Credential\x12\x14\n" +
 	"\x02id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\x02id\x12?\n" +
@@ -1275,12 +1325,14 @@ const file_jitid_issuer_v1_issuer_proto_rawDesc = "" +
 	"agentChain\x12\x1f\n" +
 	"\bmax_uses\x18\x12 \x01(\x05B\x04\xe2A\x01\x03R\amaxUses\x12\x18\n" +
 	"\x04uses\x18\x13 \x01(\x05B\x04\xe2A\x01\x03R\x04uses\x12\x1d\n" +
-	"\acnf_jkt\x18\x14 \x01(\tB\x04\xe2A\x01\x03R\x06cnfJktJ\x04\b\x02\x10\x03R\x05token\"\xdc\x03\n" +
+	"\acnf_jkt\x18\x14 \x01(\tB\x04\xe2A\x01\x03R\x06cnfJkt\x12\x1a\n" +
+	"\x05owner\x18\x15 \x01(\tB\x04\xe2A\x01\x03R\x05owner\x12%\n" +
+	"\vasserted_by\x18\x16 \x01(\tB\x04\xe2A\x01\x03R\n" +
+	"assertedByJ\x04\b\x02\x10\x03R\x05token\"\x8b\a\n" +
 	"\x16IssueCredentialRequest\x12:\n" +
 	"\x05agent\x18\x01 \x01(\v2\x18.jitid.identity.v1.AgentB\n" +
-	"\xe2A\x01\x02\xbaH\x03\xc8\x01\x01R\x05agent\x12F\n" +
-	"\tdelegator\x18\x02 \x01(\v2\x1c.jitid.identity.v1.DelegatorB\n" +
-	"\xe2A\x01\x02\xbaH\x03\xc8\x01\x01R\tdelegator\x127\n" +
+	"\xe2A\x01\x02\xbaH\x03\xc8\x01\x01R\x05agent\x12@\n" +
+	"\tdelegator\x18\x02 \x01(\v2\x1c.jitid.identity.v1.DelegatorB\x04\xe2A\x01\x01R\tdelegator\x127\n" +
 	"\x04task\x18\x03 \x01(\v2\x17.jitid.identity.v1.TaskB\n" +
 	"\xe2A\x01\x02\xbaH\x03\xc8\x01\x01R\x04task\x12F\n" +
 	"\x06scopes\x18\x04 \x03(\tB.\xe2A\x01\x02\xbaH'\x92\x01$\b\x01\x10@\x18\x01\"\x1cr\x1a\x10\x01\x18\x80\x012\x13^[^\\s\\p{Z}\\p{Cc}]+$R\x06scopes\x12>\n" +
@@ -1288,7 +1340,10 @@ const file_jitid_issuer_v1_issuer_proto_rawDesc = "" +
 	"\xc8\x01\x01\xaa\x01\x042\x02\b\x01R\x03ttl\x12/\n" +
 	"\baudience\x18\x06 \x01(\tB\x13\xe2A\x01\x01\xbaH\fr\n" +
 	"\x18\x80\x022\x05^\\S*$R\baudience\x12L\n" +
-	"\acnf_jkt\x18\a \x01(\tB3\xe2A\x01\x01\xbaH,\xd8\x01\x01r'2%^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$R\x06cnfJkt\"\xb7\x01\n" +
+	"\acnf_jkt\x18\a \x01(\tB3\xe2A\x01\x01\xbaH,\xd8\x01\x01r'2%^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$R\x06cnfJkt\x122\n" +
+	"\rsubject_token\x18\b \x01(\tB\r\xe2A\x01\x01\xbaH\x06r\x04\x18\x80\x80\x01R\fsubjectToken\x12\xbc\x01\n" +
+	"\x12subject_token_type\x18\t \x01(\tB\x8d\x01\xe2A\x01\x01\xbaH\x85\x01r\x82\x01R\x00R)urn:ietf:params:oauth:token-type:id_tokenR-urn:ietf:params:oauth:token-type:access_tokenR$urn:ietf:params:oauth:token-type:jwtR\x10subjectTokenType:\xbf\x01\xbaH\xbb\x01\x1a\xb8\x01\n" +
+	"\x1adelegator_or_subject_token\x12igive the delegator's subject_token (or, where policy lets this platform assert delegators, the delegator)\x1a/has(this.delegator) || this.subject_token != ''\"\xb7\x01\n" +
 	"\x17IssueCredentialResponse\x12A\n" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x1b.jitid.issuer.v1.CredentialB\x04\xe2A\x01\x03R\n" +

@@ -95,6 +95,8 @@ type EvaluateRequest struct {
 	// ttl is the requested credential life, at least one second.
 	Ttl *durationpb.Duration `protobuf:"bytes,5,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// decision_time is the time of execution; the server's clock when unset.
+	// Only an admin may set it (replay of recorded decisions); from any
+	// other caller it is PERMISSION_DENIED.
 	DecisionTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=decision_time,json=decisionTime,proto3" json:"decision_time,omitempty"`
 	// audience the credential is for; at most 256 bytes, no spaces.
 	Audience string `protobuf:"bytes,7,opt,name=audience,proto3" json:"audience,omitempty"`
@@ -106,8 +108,17 @@ type EvaluateRequest struct {
 	// sub-agent is never granted a scope that any agent above it lacks. When
 	// empty the chain does not narrow the grant.
 	AgentChainScopes []*HeldScopes `protobuf:"bytes,9,rep,name=agent_chain_scopes,json=agentChainScopes,proto3" json:"agent_chain_scopes,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// platform is the authenticated caller asking the issuer for the
+	// credential (a SPIFFE ID or a JWT subject). Policy sees it as the Cedar
+	// entity Platform::"<platform>", parent of the agent, and as
+	// context.platform. Set by the issuer, never by the platform itself.
+	Platform string `protobuf:"bytes,10,opt,name=platform,proto3" json:"platform,omitempty"`
+	// delegator_asserted is true when no identity provider's token proved the
+	// delegator: the platform asserts it, which policy must permit for that
+	// platform (context.delegator_asserted).
+	DelegatorAsserted bool `protobuf:"varint,11,opt,name=delegator_asserted,json=delegatorAsserted,proto3" json:"delegator_asserted,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *EvaluateRequest) Reset() {
@@ -201,6 +212,20 @@ func (x *EvaluateRequest) GetAgentChainScopes() []*HeldScopes {
 		return x.AgentChainScopes
 	}
 	return nil
+}
+
+func (x *EvaluateRequest) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *EvaluateRequest) GetDelegatorAsserted() bool {
+	if x != nil {
+		return x.DelegatorAsserted
+	}
+	return false
 }
 
 // HeldScopes lists the scopes one agent holds.
@@ -700,7 +725,7 @@ var File_jitid_policy_v1_policy_proto protoreflect.FileDescriptor
 
 const file_jitid_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1cjitid/policy/v1/policy.proto\x12\x0fjitid.policy.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xf0\x04\n" +
+	"\x1cjitid/policy/v1/policy.proto\x12\x0fjitid.policy.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a jitid/identity/v1/identity.proto\"\xcf\x05\n" +
 	"\x0fEvaluateRequest\x12:\n" +
 	"\x05agent\x18\x01 \x01(\v2\x18.jitid.identity.v1.AgentB\n" +
 	"\xe2A\x01\x02\xbaH\x03\xc8\x01\x01R\x05agent\x12F\n" +
@@ -716,7 +741,10 @@ const file_jitid_policy_v1_policy_proto_rawDesc = "" +
 	"\x18\x80\x022\x05^\\S*$R\baudience\x12G\n" +
 	"\vagent_chain\x18\b \x03(\v2\x18.jitid.identity.v1.AgentB\f\xe2A\x01\x01\xbaH\x05\x92\x01\x02\x10\x10R\n" +
 	"agentChain\x12W\n" +
-	"\x12agent_chain_scopes\x18\t \x03(\v2\x1b.jitid.policy.v1.HeldScopesB\f\xe2A\x01\x01\xbaH\x05\x92\x01\x02\x10\x10R\x10agentChainScopes\"Q\n" +
+	"\x12agent_chain_scopes\x18\t \x03(\v2\x1b.jitid.policy.v1.HeldScopesB\f\xe2A\x01\x01\xbaH\x05\x92\x01\x02\x10\x10R\x10agentChainScopes\x12(\n" +
+	"\bplatform\x18\n" +
+	" \x01(\tB\f\xe2A\x01\x01\xbaH\x05r\x03\x18\x80\x10R\bplatform\x123\n" +
+	"\x12delegator_asserted\x18\v \x01(\bB\x04\xe2A\x01\x01R\x11delegatorAsserted\"Q\n" +
 	"\n" +
 	"HeldScopes\x12C\n" +
 	"\x06scopes\x18\x01 \x03(\tB+\xe2A\x01\x01\xbaH$\x92\x01!\x10\x80\x02\"\x1cr\x1a\x10\x01\x18\x80\x012\x13^[^\\s\\p{Z}\\p{Cc}]+$R\x06scopes\"Q\n" +

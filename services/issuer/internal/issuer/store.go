@@ -40,6 +40,12 @@ type Credential struct {
 	// CnfJKT is the RFC 7638 thumbprint of the key the credential is bound
 	// to (RFC 7800 "cnf"); empty for a bearer credential.
 	CnfJKT string
+	// Owner is the platform (authenticated caller) that issued the
+	// credential; only it, an admin or its audience may act on it.
+	Owner string
+	// AssertedBy names the platform that asserted the delegator without a
+	// subject token; empty when an identity provider's token proved it.
+	AssertedBy string
 }
 
 // ChainLink is one agent above a sub-agent and the scopes it held.

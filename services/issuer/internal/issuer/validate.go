@@ -38,6 +38,14 @@ type IssueRequest struct {
 	// CnfJKT, when set, binds the credential to the key with this RFC 7638
 	// SHA-256 thumbprint (base64url, 43 characters).
 	CnfJKT string
+	// Caller is the authenticated platform asking; it owns the credential
+	// and the task, and policy judges it.
+	Caller string
+	// SubjectToken and SubjectTokenType prove the delegator (RFC 8693);
+	// without them the delegator is asserted by Caller, which policy must
+	// permit.
+	SubjectToken     string
+	SubjectTokenType string
 }
 
 // ExchangeRequest asks for a sub-agent's credential in exchange for the
@@ -56,6 +64,9 @@ type ExchangeRequest struct {
 	// Audience is the parent's when empty, and may not differ from it.
 	Audience string
 	CnfJKT   string
+	// Caller is the authenticated platform of the sub-agent; it owns the
+	// new credential, and policy judges it.
+	Caller string
 }
 
 // validateExchange checks r against the rules of ExchangeCredentialRequest.
