@@ -26,6 +26,14 @@ type config struct {
 	Subjects     string
 	LogLevel     string
 	LogFormat    string
+	// TLSCert, TLSKey and TLSBundle are this API's X.509 SVID, its key and
+	// the trust bundle, for mTLS to the issuer; IssuerID is the SPIFFE ID
+	// (or trust domain) the issuer must present.
+	TLSCert, TLSKey, TLSBundle string
+	IssuerID                   string
+	// Insecure dials the issuer in plaintext (a development issuer that
+	// authenticates callers by bearer token only).
+	Insecure bool
 }
 
 func parseConfig(args []string, getenv func(string) string, out io.Writer) (config, error) {
@@ -42,6 +50,11 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	fs.StringVar(&c.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS with the issuer's event stream, for revocations; empty: none (revoked credentials pass reads until they expire)")
 	fs.StringVar(&c.Stream, "stream", "JITID_EVENTS", "JetStream stream of lifecycle events")
 	fs.StringVar(&c.Subjects, "subject-prefix", "jitid.events", "subject prefix of lifecycle events")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM X.509 SVID of this API, presented to the issuer (with -tls-key and -tls-bundle)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PKCS#8 PEM key of -tls-cert (mode 0600)")
+	fs.StringVar(&c.TLSBundle, "tls-bundle", "", "PEM CA certificates the issuer's certificate is verified against")
+	fs.StringVar(&c.IssuerID, "issuer-id", "", "SPIFFE ID (or trust domain, spiffe://td) the issuer must present; required with -tls-*")
+	fs.BoolVar(&c.Insecure, "insecure", false, "dial the issuer in plaintext instead of mTLS")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
 	lookup := func(k string) (string, bool) { v := getenv(k); return v, v != "" }
@@ -66,6 +79,17 @@ func (c config) validate() error {
 		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("-%s %q: want an http(s) URL", name, v))
 		}
+	}
+	tls := c.TLSCert != "" || c.TLSKey != "" || c.TLSBundle != ""
+	switch {
+	case tls && (c.TLSCert == "" || c.TLSKey == "" || c.TLSBundle == ""):
+		errs = append(errs, errors.New("-tls-cert, -tls-key and -tls-bundle go together"))
+	case tls && c.IssuerID == "":
+		errs = append(errs, errors.New("-issuer-id is required with -tls-* (the issuer's SPIFFE ID)"))
+	case tls && c.Insecure:
+		errs = append(errs, errors.New("-insecure cannot be combined with -tls-*"))
+	case !tls && !c.Insecure:
+		errs = append(errs, errors.New("the issuer is reached over mTLS: give -tls-cert, -tls-key, -tls-bundle and -issuer-id (or -insecure for a plaintext development issuer)"))
 	}
 	if c.JWKSURL != "" && c.DiscoverFrom != "" {
 		errs = append(errs, errors.New("-jwks-url and -discover-from are exclusive"))

@@ -13,8 +13,13 @@ func TestParseConfig(t *testing.T) {
 		env     map[string]string
 		wantErr bool
 	}{
-		{name: "defaults"},
-		{name: "env sets the JWKS URL", env: map[string]string{"JITID_JWKS_URL": "http://127.0.0.1:9091/.well-known/jwks.json"}},
+		{name: "defaults need mTLS or -insecure", wantErr: true},
+		{name: "mTLS", args: []string{"-tls-cert", "c.pem", "-tls-key", "k.pem", "-tls-bundle", "b.pem", "-issuer-id", "spiffe://jitid.local/issuer"}},
+		{name: "mTLS without the issuer's id", args: []string{"-tls-cert", "c.pem", "-tls-key", "k.pem", "-tls-bundle", "b.pem"}, wantErr: true},
+		{name: "mTLS files in part", args: []string{"-tls-cert", "c.pem", "-issuer-id", "spiffe://jitid.local/issuer"}, wantErr: true},
+		{name: "mTLS and -insecure", args: []string{"-tls-cert", "c.pem", "-tls-key", "k.pem", "-tls-bundle", "b.pem", "-issuer-id", "spiffe://jitid.local/issuer", "-insecure"}, wantErr: true},
+		{name: "plaintext on request", args: []string{"-insecure"}},
+		{name: "env sets the JWKS URL", args: []string{"-insecure"}, env: map[string]string{"JITID_JWKS_URL": "http://127.0.0.1:9091/.well-known/jwks.json"}},
 		{name: "JWKS URL not a URL", args: []string{"-jwks-url", "jwks.json"}, wantErr: true},
 		{name: "JWKS URL and discovery", args: []string{"-jwks-url", "http://a/j", "-discover-from", "http://a"}, wantErr: true},
 		{name: "no audience", args: []string{"-audience", ""}, wantErr: true},

@@ -14,12 +14,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/jitid/jitid/pkg/credverify"
 	"github.com/jitid/jitid/pkg/credverify/issuergrpc"
 	"github.com/jitid/jitid/pkg/credverify/natsrevocation"
 	"github.com/jitid/jitid/pkg/eventbus"
+	"github.com/jitid/jitid/pkg/mtls"
 )
 
 // run wires the server and serves until ctx ends.
@@ -30,9 +32,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log := cfg.logger(stderr)
 
-	// Plaintext, as every jitid service in development; in production the
-	// issuer's gRPC port is reached over mTLS.
-	conn, err := grpc.NewClient(cfg.IssuerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, closeCreds, err := cfg.issuerCredentials(log)
+	if err != nil {
+		return err
+	}
+	defer closeCreds()
+	conn, err := grpc.NewClient(cfg.IssuerAddr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return fmt.Errorf("issuer %s: %w", cfg.IssuerAddr, err)
 	}
@@ -164,4 +169,22 @@ func watchRevocations(ctx context.Context, cfg config, log *slog.Logger, ready *
 		}
 	}()
 	return list, func() { cancel(); nc.Close() }, nil
+}
+
+// issuerCredentials are the transport credentials of the issuer client:
+// mTLS with this API's SVID files (re-read when they change), talking only
+// to -issuer-id; plaintext with -insecure.
+func (c config) issuerCredentials(log *slog.Logger) (credentials.TransportCredentials, func(), error) {
+	if c.Insecure {
+		return insecure.NewCredentials(), func() {}, nil
+	}
+	authz, err := mtls.ParseAllowList([]string{c.IssuerID})
+	if err != nil {
+		return nil, nil, fmt.Errorf("-issuer-id: %w", err)
+	}
+	src, err := mtls.NewFileSource(mtls.FileConfig{CertFile: c.TLSCert, KeyFile: c.TLSKey, BundleFile: c.TLSBundle, Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("tls files: %w", err)
+	}
+	return mtls.ClientCredentials(src, authz), func() { _ = src.Close() }, nil
 }

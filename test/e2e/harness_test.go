@@ -7,15 +7,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/redis/go-redis/v9"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
@@ -23,7 +25,27 @@ import (
 	"github.com/jitid/jitid/testkit/embeddednats"
 	"github.com/jitid/jitid/testkit/gobin"
 	"github.com/jitid/jitid/testkit/launch"
+	"github.com/jitid/jitid/testkit/testca"
 	"github.com/jitid/jitid/testkit/testserver"
+
+	"github.com/jitid/jitid/pkg/mtls"
+)
+
+// The identities of a stack: every service and client holds an X.509 SVID
+// of the stack's own test CA, in the trust domain e2eTrustDomain.
+const (
+	e2eTrustDomain = "jitid.test"
+	issuerID       = "spiffe://jitid.test/issuer"
+	policyID       = "spiffe://jitid.test/policy"
+	auditID        = "spiffe://jitid.test/audit"
+	// platformID is the agent platform the stack's default clients call as.
+	platformID = "spiffe://jitid.test/platform/e2e"
+	adminID    = "spiffe://jitid.test/admin"
+	auditorID  = "spiffe://jitid.test/auditor"
+	// ticketAPIID is the example resource server (examples/ticketapi).
+	ticketAPIID = "spiffe://jitid.test/rs/tickets"
+	// probeID is the identity of the test's health checks.
+	probeID = "spiffe://jitid.test/probe"
 )
 
 // The services under test, each built once per test binary run.
@@ -66,7 +88,8 @@ type proc struct {
 	grpc string // the bound gRPC address, once started
 }
 
-func newProc(t testing.TB, name, svc string, args []string) *proc {
+// newProc returns a service process; its health is checked over creds.
+func newProc(t testing.TB, name, svc string, creds credentials.TransportCredentials, args []string) *proc {
 	t.Helper()
 	args = append([]string{"-grpc-addr", "127.0.0.1:0"}, args...)
 	logPath := filepath.Join(t.TempDir(), name+".log")
@@ -80,6 +103,7 @@ func newProc(t testing.TB, name, svc string, args []string) *proc {
 		})
 	}
 	spec := launch.Service(name, binary(t, svc), logPath, args...)
+	spec.HealthCredentials = creds
 	return &proc{t: t, name: name, Process: launch.ForTest(t, spec)}
 }
 
@@ -115,12 +139,12 @@ func (p *proc) Pause() {
 	}
 }
 
-// dial opens a client over a real socket. Reconnection backoff is short
-// because the tests restart servers on the same port and expect clients to
-// come back quickly.
-func dial(addr string) (*grpc.ClientConn, error) {
+// dial opens a client over a real socket with creds (s.creds).
+// Reconnection backoff is short because the tests restart servers on the
+// same port and expect clients to come back quickly.
+func dial(addr string, creds credentials.TransportCredentials) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 500 * time.Millisecond},
 			MinConnectTimeout: 2 * time.Second,
@@ -137,6 +161,9 @@ type stackOptions struct {
 	sweepInterval time.Duration
 	// logLevel of every service (info when empty).
 	logLevel string
+	// issuerArgs, policyArgs and auditArgs are added to each service's
+	// flags.
+	issuerArgs, policyArgs, auditArgs []string
 }
 
 // stack is one test's own deployment of jitid: a Redis, an embedded NATS on
@@ -158,13 +185,15 @@ type stack struct {
 	subjectPrefix string
 	auditDB       string // path of the audit SQLite file
 
+	ca *testca.CA // issues every SVID of the stack
+
 	policy  *proc
 	audit   *proc
 	issuers []*proc
 
-	issuer    issuerv1.IssuerServiceClient   // client of issuers[0]
-	issuerAll []issuerv1.IssuerServiceClient // one per replica
-	auditor   auditv1.AuditServiceClient
+	issuer    issuerv1.IssuerServiceClient   // client of issuers[0], as platformID
+	issuerAll []issuerv1.IssuerServiceClient // one per replica, as platformID
+	auditor   auditv1.AuditServiceClient     // as auditorID
 }
 
 func startStack(t testing.TB, o stackOptions) *stack {
@@ -191,6 +220,7 @@ func startStack(t testing.TB, o stackOptions) *stack {
 		stream:        "E2E_" + strings.ToUpper(ns),
 		subjectPrefix: "e2e." + ns,
 		auditDB:       filepath.Join(t.TempDir(), "audit.db"),
+		ca:            testca.New(t, "e2e"),
 	}
 	s.redisAddr = testserver.RedisAddr(t)
 	s.rdb = redis.NewClient(&redis.Options{Addr: s.redisAddr})
@@ -204,21 +234,23 @@ func startStack(t testing.TB, o stackOptions) *stack {
 		}
 	})
 
-	common := []string{"-log-format", "text", "-log-level", o.logLevel, "-admin-addr", ""}
+	common := []string{"-log-format", "text", "-log-level", o.logLevel, "-admin-addr", "",
+		"-allowed-clients", "spiffe://" + e2eTrustDomain, "-admins", adminID}
 	// The AuthZEN endpoint (docs/configuration.md) defaults to a fixed
 	// port; off, so that parallel tests do not fight over it.
-	s.policy = newProc(t, svcPolicy, svcPolicy, append(append([]string{}, common...), "-authzen-addr", ""))
-	s.audit = newProc(t, svcAudit, svcAudit, append(append([]string{}, common...),
-		"-audit-dsn", "sqlite://"+s.auditDB,
+	s.policy = newProc(t, svcPolicy, svcPolicy, s.creds(probeID), slices.Concat(common, s.tlsArgs(policyID), o.policyArgs, []string{"-authzen-addr", ""}))
+	s.audit = newProc(t, svcAudit, svcAudit, s.creds(probeID), slices.Concat(common, s.tlsArgs(auditID), o.auditArgs, []string{
+		"-audit-dsn", "sqlite://" + s.auditDB,
 		"-nats-url", s.natsURL,
 		"-stream", s.stream,
 		"-subject-prefix", s.subjectPrefix,
-	))
+	}))
 	s.policy.Start()
 	s.audit.Start()
 	policyAddr := s.policy.grpc
 	for i := 0; i < o.issuers; i++ {
-		args := append(append([]string{}, common...),
+		args := slices.Concat(common, s.tlsArgs(issuerID), o.issuerArgs, []string{
+			"-policy-id", policyID,
 			"-redis-addr", s.redisAddr,
 			"-key-prefix", ns,
 			"-nats-url", s.natsURL,
@@ -226,23 +258,63 @@ func startStack(t testing.TB, o stackOptions) *stack {
 			"-subject-prefix", s.subjectPrefix,
 			"-policy-addr", policyAddr,
 			"-policy-timeout", o.policyTimeout.String(),
-		)
+		})
 		if o.sweepInterval > 0 {
 			args = append(args, "-sweep-interval", o.sweepInterval.String())
 		}
-		p := newProc(t, fmt.Sprintf("issuer-%d", i), svcIssuer, args)
+		p := newProc(t, fmt.Sprintf("issuer-%d", i), svcIssuer, s.creds(probeID), args)
 		p.Start()
 		s.issuers = append(s.issuers, p)
-		s.issuerAll = append(s.issuerAll, issuerv1.NewIssuerServiceClient(s.conn(p.grpc)))
+		s.issuerAll = append(s.issuerAll, issuerv1.NewIssuerServiceClient(s.conn(p.grpc, platformID)))
 	}
 	s.issuer = s.issuerAll[0]
-	s.auditor = auditv1.NewAuditServiceClient(s.conn(s.audit.grpc))
+	s.auditor = auditv1.NewAuditServiceClient(s.conn(s.audit.grpc, auditorID))
 	return s
 }
 
-func (s *stack) conn(addr string) *grpc.ClientConn {
+// svid writes an X.509 SVID of the stack's CA for the SPIFFE ID id into a
+// directory of its own.
+func (s *stack) svid(id string) testca.Files {
 	s.t.Helper()
-	c, err := dial(addr)
+	return s.ca.WriteSVID(s.t, s.t.TempDir(), id)
+}
+
+// creds are the mTLS credentials of a client calling as the SPIFFE ID id,
+// talking to any server of the stack's trust domain.
+func (s *stack) creds(id string) credentials.TransportCredentials {
+	s.t.Helper()
+	f := s.svid(id)
+	src, err := mtls.NewFileSource(mtls.FileConfig{CertFile: f.Cert, KeyFile: f.Key, BundleFile: f.Bundle})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { _ = src.Close() })
+	return mtls.ClientCredentials(src, mtls.AllowTrustDomain(spiffeid.RequireTrustDomainFromString(e2eTrustDomain)))
+}
+
+// tlsArgs are the flags that serve mTLS with an SVID for id.
+func (s *stack) tlsArgs(id string) []string {
+	f := s.svid(id)
+	return []string{"-tls-cert", f.Cert, "-tls-key", f.Key, "-tls-bundle", f.Bundle}
+}
+
+// issuerAs returns a client of the first issuer calling as the SPIFFE ID
+// id (a platform, an admin, a resource server).
+func (s *stack) issuerAs(id string) issuerv1.IssuerServiceClient {
+	s.t.Helper()
+	return issuerv1.NewIssuerServiceClient(s.conn(s.issuers[0].grpc, id))
+}
+
+// auditAs returns a client of audit calling as the SPIFFE ID id.
+func (s *stack) auditAs(id string) auditv1.AuditServiceClient {
+	s.t.Helper()
+	return auditv1.NewAuditServiceClient(s.conn(s.audit.grpc, id))
+}
+
+// conn opens a client of addr calling as the SPIFFE ID id.
+func (s *stack) conn(addr, id string) *grpc.ClientConn {
+	s.t.Helper()
+	c, err := dial(addr, s.creds(id))
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -28,11 +28,14 @@ type ticketAPI struct {
 func startTicketAPI(t *testing.T, s *stack) *ticketAPI {
 	t.Helper()
 	bin := gobin.Build(t, gobin.Target{Module: "github.com/jitid/jitid/examples/ticketapi", Package: ".", Race: *raceBinaries})
+	rs := s.svid(ticketAPIID)
 	p := launch.ForTest(t, launch.Spec{
 		Name: "ticketapi", Path: bin, LogPath: filepath.Join(t.TempDir(), "ticketapi.log"),
 		Args: []string{
 			"-addr", "127.0.0.1:0",
 			"-issuer-addr", s.issuers[0].grpc,
+			"-issuer-id", issuerID,
+			"-tls-cert", rs.Cert, "-tls-key", rs.Key, "-tls-bundle", rs.Bundle,
 			"-nats-url", s.natsURL,
 			"-stream", s.stream,
 			"-subject-prefix", s.subjectPrefix,

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -49,6 +50,9 @@ type Spec struct {
 	// Health waits, after Ready, until the gRPC health service at the
 	// reported "grpc" address answers SERVING.
 	Health bool
+	// HealthCredentials secure the health check's connection (a service
+	// serving mTLS); nil dials in plaintext.
+	HealthCredentials credentials.TransportCredentials
 	// Rebind maps a flag to the reported address that replaces its value
 	// on Restart, so that a restarted server listens where its clients
 	// already point (its port was chosen by the kernel at the first start).
@@ -256,7 +260,7 @@ func (p *Process) Start(ctx context.Context) error {
 	p.addrs = addrs
 	p.mu.Unlock()
 	if p.spec.Health {
-		if err := waitHealth(ctx, addrs["grpc"], done); err != nil {
+		if err := waitHealth(ctx, addrs["grpc"], p.spec.HealthCredentials, done); err != nil {
 			p.Kill()
 			return fmt.Errorf("%s not SERVING on %s: %w; log tail:\n%s", p.spec.Name, addrs["grpc"], err, Tail(p.spec.LogPath, 40))
 		}
@@ -529,11 +533,14 @@ func (w *lineWriter) line(l []byte) {
 
 // waitHealth waits until the gRPC health service at addr answers SERVING,
 // or the process exits.
-func waitHealth(ctx context.Context, addr string, exited <-chan struct{}) error {
+func waitHealth(ctx context.Context, addr string, creds credentials.TransportCredentials, exited <-chan struct{}) error {
 	if addr == "" {
 		return errors.New(`no "grpc" address reported`)
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}
