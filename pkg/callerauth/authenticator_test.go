@@ -29,7 +29,9 @@ import (
 
 // callerService answers EmptyCall NotFound with the caller its handler
 // sees as the message.
-type callerService struct{ testpb.UnimplementedTestServiceServer }
+type callerService struct {
+	testpb.UnimplementedTestServiceServer
+}
 
 func (callerService) EmptyCall(ctx context.Context, _ *testpb.Empty) (*testpb.Empty, error) {
 	caller, ok := grpcserver.Caller(ctx)

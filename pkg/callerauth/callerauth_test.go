@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -241,9 +242,9 @@ func TestKeyFileRotationIsUsedWithoutARestart(t *testing.T) {
 		t.Fatalf("token of a key not yet in the bundle: %v, want ErrInvalidToken", err)
 	}
 	writeJWKS(t, f.dir, "bundle.jwks", f.authority.jwk(), next.jwk())
-	testkit.Eventually(t, "the rotated bundle's new key to verify", 5*time.Second, 10*time.Millisecond, func() (error, bool) {
+	testkit.Eventually(t, "the rotated bundle's new key to verify", 5*time.Second, 10*time.Millisecond, func() (string, bool) {
 		_, err := f.v.Verify(tok)
-		return err, err == nil
+		return fmt.Sprint(err), err == nil
 	})
 	// A broken file keeps the last good keys rather than refusing everyone.
 	if err := os.WriteFile(filepath.Join(f.dir, "bundle.jwks"), []byte("{not json"), 0o644); err != nil {
@@ -311,7 +312,7 @@ func TestWorkloadAPIBundlesVerifyJWTSVIDsOfTheirTrustDomainOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer v.Close()
+	defer func() { _ = v.Close() }()
 	now := time.Now()
 	if got, err := v.Verify(authority.sign(t, claimsFor(svidID, now), "")); err != nil || got != svidID {
 		t.Errorf("JWT-SVID of the bundle's trust domain: %q, %v", got, err)

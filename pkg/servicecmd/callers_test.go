@@ -63,7 +63,7 @@ func TestCallerJWKSAloneLetsAPlaintextServiceStart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("OpenCallers() = %v", err)
 	}
-	defer cs.Close()
+	defer func() { _ = cs.Close() }()
 	if c.ServerOptions("issuer", nil, nil, cs).Authenticate == nil {
 		t.Error("ServerOptions() has no Authenticator")
 	}

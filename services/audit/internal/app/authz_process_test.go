@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -45,11 +46,11 @@ func TestPlatformCannotReadOrTailTheAuditLog(t *testing.T) {
 	platform := auditv1.NewAuditServiceClient(dialAs(t, p.Addr("grpc"), certs.platform))
 
 	// The store opens after the serving line; the auditor's query says when.
-	testkit.Eventually(t, "the auditor's query to succeed", 30*time.Second, 100*time.Millisecond, func() (error, bool) {
+	testkit.Eventually(t, "the auditor's query to succeed", 30*time.Second, 100*time.Millisecond, func() (string, bool) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, err := auditor.QueryEvents(ctx, &auditv1.QueryEventsRequest{})
-		return err, err == nil
+		return fmt.Sprint(err), err == nil
 	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

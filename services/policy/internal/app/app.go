@@ -50,8 +50,8 @@ func LoadSet(path string) (*policy.Set, error) {
 
 // App is a wired policy service, its listeners open, ready to Run.
 type App struct {
-	cfg    config.Config
-	srv    *grpcserver.Server
+	cfg     config.Config
+	srv     *grpcserver.Server
 	engine  *policy.Engine
 	tls     *servicecmd.TLS
 	callers *servicecmd.Callers
