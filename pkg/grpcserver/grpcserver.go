@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -62,9 +63,13 @@ type Options struct {
 	// memory, never request contents, but they are for operators: keep
 	// the admin address private when it is on.
 	Pprof bool
-	// Limits bound request size, streams, keepalive, idle time and
-	// connections; zero fields take their defaults.
+	// Limits bound request size, streams, keepalive, idle time,
+	// connections and each caller's rate; zero fields take their
+	// defaults.
 	Limits Limits
+	// Clock is the time the per-caller rate limit runs on; time.Now when
+	// nil.
+	Clock func() time.Time
 }
 
 // Server is a gRPC server, its admin HTTP server and the service's further
@@ -106,7 +111,12 @@ func New(opts Options) *Server {
 	metrics := newServerMetrics()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), metrics)
 	opts.Limits = opts.Limits.withDefaults()
-	sopts := append(chain(log, metrics, opts.Authenticate), opts.Limits.serverOptions()...)
+	var limiter *callerLimiter
+	if !math.IsInf(opts.Limits.CallerRate, 1) {
+		limiter = newCallerLimiter(opts.Limits.CallerRate, opts.Limits.CallerBurst, DefaultMaxTrackedCallers, opts.Clock)
+		reg.MustRegister(limiter.counter)
+	}
+	sopts := append(chain(log, metrics, opts.Authenticate, limiter), opts.Limits.serverOptions()...)
 	if opts.Credentials != nil {
 		sopts = append(sopts, grpc.Creds(opts.Credentials))
 	}

@@ -47,10 +47,11 @@ func newServerMetrics() *grpcprom.ServerMetrics {
 // chain returns the one interceptor chain of every jitid server, outermost
 // first: metrics (so they count what the caller saw), the caller slot
 // (with auth only, so that the log line names the caller), logging, auth
-// (skipped for health and reflection), recovery (so a panic is logged and
-// counted as the Internal the caller receives), and innermost the removal
-// of unknown fields from every request, so that no handler stores them.
-func chain(log *slog.Logger, metrics *grpcprom.ServerMetrics, authn Authenticator) []grpc.ServerOption {
+// and then the per-caller rate limit (both skipped for health and
+// reflection), recovery (so a panic is logged and counted as the Internal
+// the caller receives), and innermost the removal of unknown fields from
+// every request, so that no handler stores them. limiter may be nil.
+func chain(log *slog.Logger, metrics *grpcprom.ServerMetrics, authn Authenticator, limiter *callerLimiter) []grpc.ServerOption {
 	logger := logging.LoggerFunc(func(ctx context.Context, level logging.Level, msg string, fields ...any) {
 		// The library writes the status as "grpc.error"; the "error" key
 		// (the status message alone) replaces it.
@@ -99,6 +100,10 @@ func chain(log *slog.Logger, metrics *grpcprom.ServerMetrics, authn Authenticato
 	if authn != nil {
 		unary = append(unary, selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(auth.AuthFunc(authn)), selector.MatchFunc(needsAuth)))
 		stream = append(stream, selector.StreamServerInterceptor(auth.StreamServerInterceptor(auth.AuthFunc(authn)), selector.MatchFunc(needsAuth)))
+	}
+	if limiter != nil {
+		unary = append(unary, selector.UnaryServerInterceptor(limiter.unary, selector.MatchFunc(needsAuth)))
+		stream = append(stream, selector.StreamServerInterceptor(limiter.stream, selector.MatchFunc(needsAuth)))
 	}
 	unary = append(unary, recovery.UnaryServerInterceptor(recoverOpt), unaryDropUnknown)
 	stream = append(stream, recovery.StreamServerInterceptor(recoverOpt), streamDropUnknown)

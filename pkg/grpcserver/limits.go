@@ -2,6 +2,7 @@ package grpcserver
 
 import (
 	"context"
+	"math"
 	"net"
 	"time"
 
@@ -38,6 +39,13 @@ type Limits struct {
 	KeepaliveMinTime time.Duration
 	// MaxConnectionIdle closes a connection with no call for this long.
 	MaxConnectionIdle time.Duration
+	// CallerRate is the calls per second one authenticated caller may
+	// make, over CallerBurst; a caller over it is answered
+	// ResourceExhausted (RATE_LIMITED) with a RetryInfo. NoRateLimit
+	// turns the limit off.
+	CallerRate float64
+	// CallerBurst is how many calls a caller may make at once.
+	CallerBurst int
 }
 
 // withDefaults returns l with every zero field set to its default.
@@ -56,6 +64,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxConnectionIdle <= 0 {
 		l.MaxConnectionIdle = DefaultMaxConnectionIdle
+	}
+	if l.CallerRate <= 0 || math.IsNaN(l.CallerRate) {
+		l.CallerRate = DefaultCallerRate
+	}
+	if l.CallerBurst <= 0 {
+		l.CallerBurst = DefaultCallerBurst
 	}
 	return l
 }

@@ -14,9 +14,12 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/jitid/jitid/pkg/callerauth"
 	"github.com/jitid/jitid/pkg/mtls"
 )
 
@@ -27,7 +30,8 @@ const spireMakeTarget = "make spire"
 // join-token node attestation) and spire-agent (unix workload attestation),
 // registers two identities for this process's uid, takes one SVID through
 // the Workload API into each of two sources, and makes an mTLS gRPC call
-// between them.
+// between them. Then a JWT-SVID from the same agent is verified as a
+// bearer caller (callerauth) against the Workload API's JWT bundles.
 func TestSPIREWorkloadAPIMutualTLS(t *testing.T) {
 	serverBin, agentBin := spireBinary(t, "spire-server"), spireBinary(t, "spire-agent")
 	// Unix socket paths are limited to 108 bytes; t.TempDir() under a long
@@ -114,6 +118,38 @@ func TestSPIREWorkloadAPIMutualTLS(t *testing.T) {
 	}
 	if calls, _ := rec.seen(); calls != 1 {
 		t.Errorf("server saw %d calls, want still 1", calls)
+	}
+
+	// A JWT-SVID the agent gives the issuer workload, for policy's
+	// audience, is verified against the Workload API's JWT bundles and
+	// names the issuer as the caller; for another audience it is refused.
+	jwtSrc, err := workloadapi.NewJWTSource(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+agentSock)))
+	if err != nil {
+		t.Fatalf("Workload API JWT source: %v", err)
+	}
+	t.Cleanup(func() { _ = jwtSrc.Close() })
+	jsvid, err := jwtSrc.FetchJWTSVID(ctx, jwtsvid.Params{Audience: policyID, Subject: spiffeid.RequireFromString(issuerID)})
+	if err != nil {
+		t.Fatalf("fetch JWT-SVID: %v", err)
+	}
+	for _, tc := range []struct {
+		audience, want string
+	}{{policyID, issuerID}, {"spiffe://" + td + "/audit", ""}} {
+		v, err := callerauth.NewVerifier(callerauth.Config{Audiences: []string{tc.audience}, Bundles: jwtSrc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := v.Verify(jsvid.Marshal())
+		_ = v.Close()
+		if tc.want == "" {
+			if !errors.Is(err, callerauth.ErrInvalidToken) {
+				t.Errorf("JWT-SVID for policy verified by a verifier for %s: %q, %v; want ErrInvalidToken", tc.audience, got, err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("SPIRE JWT-SVID: caller %q, %v; want %s", got, err, tc.want)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 // Package servicecmd is what the three jitid service binaries share on
 // their command line: the common flags (gRPC and admin addresses, pprof,
-// log level and format, mTLS, limits, -version) and their checks, the logger they ask
+// log level and format, mTLS, bearer-token callers, limits, -version) and
+// their checks, the logger they ask
 // for, the build's version string, and Main, which runs a service until
 // SIGINT or SIGTERM and turns its error into an exit code.
 package servicecmd
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -59,8 +61,17 @@ type Common struct {
 	// to act across platforms: revoke by agent or delegator for anyone,
 	// list anyone's credentials, set a decision time for replay.
 	Admins []string
-	// Limits bound what one client can hold of the gRPC server; zero
-	// fields take grpcserver's defaults.
+	// CallerJWKS are the bearer-token key sets, "OWNER=FILE" each: FILE a
+	// JWKS of public keys re-read when it changes, OWNER the callers it
+	// vouches for: "spiffe://<td>" (JWT-SVIDs of that trust domain) or a
+	// client id (RFC 7523 client assertions with iss == sub == it).
+	CallerJWKS []string
+	// CallerAudiences are the "aud" values a bearer token may name the
+	// service with; empty is the service's SPIFFE ID with mTLS, else
+	// "jitid-<name>".
+	CallerAudiences []string
+	// Limits bound what one client can hold of the gRPC server, and each
+	// caller's rate; zero fields take grpcserver's defaults.
 	Limits grpcserver.Limits
 }
 
@@ -96,6 +107,27 @@ func AddFlags(fs *flag.FlagSet, c *Common, grpcAddr, adminAddr string) *Flags {
 		c.Admins = SplitList(v)
 		return nil
 	})
+	fs.Func("caller-jwks", "comma-separated OWNER=FILE bearer-token key sets: FILE a JWKS of public keys (re-read when it changes) vouching for OWNER: spiffe://<td> (JWT-SVIDs of that trust domain) or a client id (RFC 7523 client assertions, iss == sub == client id)", func(v string) error {
+		c.CallerJWKS = SplitList(v)
+		return nil
+	})
+	fs.Func("caller-audience", "comma-separated audiences a bearer token may name this service by (its aud); default the service's SPIFFE ID with mTLS, else jitid-<service>", func(v string) error {
+		c.CallerAudiences = SplitList(v)
+		return nil
+	})
+	fs.Func("rate-limit", fmt.Sprintf("calls per second one authenticated caller may make (answered RESOURCE_EXHAUSTED above it); 0 is %d, off turns the limit off", grpcserver.DefaultCallerRate), func(v string) error {
+		if strings.TrimSpace(v) == "off" {
+			c.Limits.CallerRate = grpcserver.NoRateLimit
+			return nil
+		}
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+			return fmt.Errorf("%q: want a number of calls per second, 0 (the default) or off", v)
+		}
+		c.Limits.CallerRate = r
+		return nil
+	})
+	fs.IntVar(&c.Limits.CallerBurst, "rate-burst", 0, fmt.Sprintf("calls one caller may make at once above -rate-limit; 0 is %d", grpcserver.DefaultCallerBurst))
 	// The limits default to 0, which grpcserver reads as its default, so
 	// that a Common built without flags gets the same limits.
 	fs.IntVar(&c.Limits.MaxRequestBytes, "max-request-bytes", 0, fmt.Sprintf("largest gRPC request message in bytes, answered RESOURCE_EXHAUSTED above it; 0 is %d", grpcserver.DefaultMaxRequestBytes))
@@ -168,6 +200,10 @@ func (c Common) Validate() []error {
 	if c.Limits.MaxConnectionIdle < 0 {
 		errs = append(errs, Invalid("max-connection-idle", "%s: want 0 (the default) or more", c.Limits.MaxConnectionIdle))
 	}
+	if c.Limits.CallerBurst < 0 {
+		errs = append(errs, Invalid("rate-burst", "%d: want 0 (the default) or more", c.Limits.CallerBurst))
+	}
+	errs = append(errs, c.callerErrors()...)
 	return append(errs, c.validateTLS()...)
 }
 
@@ -212,11 +248,14 @@ func (c Common) Logger(w io.Writer) *slog.Logger {
 }
 
 // ServerOptions returns the grpcserver options the settings ask for. With
-// t (from OpenTLS) the gRPC server speaks mTLS to the allowed clients only
-// and every call's caller is the client's SPIFFE ID; with nil it is
-// plaintext. The admin server is plaintext either way.
-func (c Common) ServerOptions(name string, log *slog.Logger, t *TLS) grpcserver.Options {
-	return t.apply(grpcserver.Options{Name: name, GRPCAddr: c.GRPCAddr, AdminAddr: c.AdminAddr, Pprof: c.Pprof, Logger: log, Limits: c.Limits})
+// t (from OpenTLS) the gRPC server speaks mTLS to the allowed clients only;
+// with nil it is plaintext. Every call needs a caller (callers, from
+// OpenCallers): a verified bearer token's subject, else the mTLS peer's
+// SPIFFE ID. The admin server is plaintext either way.
+func (c Common) ServerOptions(name string, log *slog.Logger, t *TLS, callers *Callers) grpcserver.Options {
+	opts := t.apply(grpcserver.Options{Name: name, GRPCAddr: c.GRPCAddr, AdminAddr: c.AdminAddr, Pprof: c.Pprof, Logger: log, Limits: c.Limits})
+	opts.Authenticate = callers.Authenticator()
+	return opts
 }
 
 // Version returns the build's version string: the main module's version,

@@ -166,7 +166,7 @@ func TestLimitFlagsReadTheirVariablesAndRefuseNegatives(t *testing.T) {
 	if c.Limits.MaxRequestBytes != 1024 || c.Limits.MaxConcurrentStreams != 7 || c.Limits.MaxConnections != 3 || c.Limits.MaxConnectionIdle.String() != "1m0s" {
 		t.Errorf("Limits = %+v", c.Limits)
 	}
-	if got := c.ServerOptions("test", nil, nil).Limits; got != c.Limits {
+	if got := c.ServerOptions("test", nil, nil, nil).Limits; got != c.Limits {
 		t.Errorf("ServerOptions().Limits = %+v, want %+v", got, c.Limits)
 	}
 	_, f, err = parse(t, []string{"-max-request-bytes", "-1", "-max-connections", "-2", "-keepalive-min-time", "-1s", "-max-connection-idle", "-1s"}, nil)

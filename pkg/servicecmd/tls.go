@@ -132,13 +132,11 @@ func (t *TLS) Close() error {
 	return t.close()
 }
 
-// apply makes opts serve mTLS to the allowed clients only, with the peer's
-// SPIFFE ID as the caller of every call.
+// apply makes opts serve mTLS to the allowed clients only.
 func (t *TLS) apply(opts grpcserver.Options) grpcserver.Options {
 	if t == nil {
 		return opts
 	}
 	opts.Credentials = mtls.ServerCredentials(t.source, t.clients)
-	opts.Authenticate = grpcserver.PeerAuthenticator
 	return opts
 }

@@ -35,6 +35,7 @@ type App struct {
 	consumer   *natsconsumer.Consumer
 	storeReady *grpcserver.Dependency
 	tls        *servicecmd.TLS
+	callers    *servicecmd.Callers
 }
 
 // Main is the audit command: it loads the configuration from env and
@@ -66,6 +67,7 @@ func New(cfg config.Config, base *slog.Logger) (*App, error) {
 		}
 		_ = st.Close()
 		_ = a.tls.Close() // the error being returned is the one worth reporting
+		_ = a.callers.Close()
 		return nil, err
 	}
 	svc := audit.New(st, audit.Options{Logger: log})
@@ -73,8 +75,14 @@ func New(cfg config.Config, base *slog.Logger) (*App, error) {
 	if a.tls, err = cfg.OpenTLS(context.Background(), log); err != nil {
 		return fail(err)
 	}
-	a.srv = grpcserver.New(cfg.ServerOptions(Name, base, a.tls))
-	grpcapi.New(svc, log).Register(a.srv.GRPC())
+	if a.callers, err = cfg.OpenCallers(context.Background(), Name, log, a.tls); err != nil {
+		return fail(err)
+	}
+	a.srv = grpcserver.New(cfg.ServerOptions(Name, base, a.tls, a.callers))
+	if len(cfg.Readers()) == 0 {
+		log.Warn("nobody may read the audit log: give -auditors or -admins")
+	}
+	grpcapi.New(svc, log, grpcapi.Options{Readers: cfg.Readers()}).Register(a.srv.GRPC())
 	a.storeReady = a.srv.Readiness().Add("store", true)
 
 	auth, err := cfg.NATSAuth.Options()
@@ -118,6 +126,7 @@ func (a *App) Run(ctx context.Context) error {
 	}()
 	defer a.nc.Close()
 	defer func() { _ = a.tls.Close() }() // nothing left to fail once the server stopped
+	defer func() { _ = a.callers.Close() }()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a.storeReady.Set(fmt.Errorf("%s store: schema not initialised yet", a.store.Backend()))

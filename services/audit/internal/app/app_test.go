@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -14,22 +15,76 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/jitid/jitid/pkg/envflag"
 	"github.com/jitid/jitid/pkg/eventbus"
 	"github.com/jitid/jitid/pkg/grpcserver"
+	"github.com/jitid/jitid/pkg/mtls"
+	"github.com/jitid/jitid/pkg/servicecmd"
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	"github.com/jitid/jitid/services/audit/internal/app"
 	"github.com/jitid/jitid/services/audit/internal/config"
 	"github.com/jitid/jitid/testkit"
+	"github.com/jitid/jitid/testkit/testca"
 	"github.com/jitid/jitid/testkit/testserver"
 )
+
+// The identities of the tests: the audit service, an auditor and a
+// platform, all of one trust domain.
+const (
+	auditID    = "spiffe://jitid.test/audit"
+	auditorID  = "spiffe://jitid.test/auditor"
+	platformID = "spiffe://jitid.test/platform/support-bot"
+)
+
+// pki is a test CA and the SVID files of the service and its clients.
+type pki struct {
+	server, auditor, platform testca.Files
+}
+
+func newPKI(t *testing.T) pki {
+	t.Helper()
+	ca := testca.New(t, "jitid.test")
+	write := func(name, id string) testca.Files {
+		dir := filepath.Join(t.TempDir(), name)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		return ca.WriteSVID(t, dir, id)
+	}
+	return pki{server: write("audit", auditID), auditor: write("auditor", auditorID), platform: write("platform", platformID)}
+}
+
+// mtlsEnv is the environment that puts the service on mTLS, accepting the
+// trust domain, with the auditor as its one reader.
+func (p pki) mtlsEnv(env map[string]string) map[string]string {
+	env["JITID_TLS_CERT"], env["JITID_TLS_KEY"], env["JITID_TLS_BUNDLE"] = p.server.Cert, p.server.Key, p.server.Bundle
+	env["JITID_ALLOWED_CLIENTS"] = "spiffe://jitid.test"
+	env["JITID_AUDITORS"] = auditorID
+	return env
+}
+
+// dialAs returns a connection to the audit service presenting files' SVID.
+func dialAs(t *testing.T, addr string, files testca.Files) *grpc.ClientConn {
+	t.Helper()
+	src, err := mtls.NewFileSource(mtls.FileConfig{CertFile: files.Cert, KeyFile: files.Key, BundleFile: files.Bundle, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = src.Close() })
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(mtls.ClientCredentials(src, mtls.AllowIDs(spiffeid.RequireFromString(auditID)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
 
 func load(t *testing.T, env map[string]string) config.Config {
 	t.Helper()
@@ -47,14 +102,15 @@ func TestRunEndToEnd(t *testing.T) {
 	t.Parallel()
 	natsURL := testserver.NATSURL(t)
 	ns := testserver.Namespace(t)
-	cfg := load(t, map[string]string{
+	certs := newPKI(t)
+	cfg := load(t, certs.mtlsEnv(map[string]string{
 		"JITID_GRPC_ADDR":      "127.0.0.1:0",
 		"JITID_ADMIN_ADDR":     "127.0.0.1:0",
 		"JITID_AUDIT_DSN":      "sqlite://" + filepath.Join(t.TempDir(), "audit.db"),
 		"JITID_NATS_URL":       natsURL,
 		"JITID_STREAM":         ns,
 		"JITID_SUBJECT_PREFIX": ns + ".events",
-	})
+	}))
 	a, err := app.New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -105,11 +161,7 @@ func TestRunEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialAs(t, addr, certs.auditor)
 	client := auditv1.NewAuditServiceClient(conn)
 	health := healthpb.NewHealthClient(conn)
 	type observed struct {
@@ -147,13 +199,26 @@ func TestPortTakenFailsAtOnceWithTheBindError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	cfg := load(t, map[string]string{
+	cfg := load(t, newPKI(t).mtlsEnv(map[string]string{
 		"JITID_GRPC_ADDR":  taken.Addr().String(),
 		"JITID_ADMIN_ADDR": "",
 		"JITID_AUDIT_DSN":  "sqlite://" + filepath.Join(t.TempDir(), "audit.db"),
 		"JITID_NATS_URL":   testserver.NATSURL(t),
-	})
+	}))
 	if _, err := app.New(cfg, slog.New(slog.DiscardHandler)); !errors.Is(err, syscall.EADDRINUSE) {
 		t.Errorf("New() with the gRPC port taken = %v, want EADDRINUSE", err)
+	}
+}
+
+func TestAuditThatCanAuthenticateNobodyRefusesToStart(t *testing.T) {
+	t.Parallel()
+	cfg := load(t, map[string]string{
+		"JITID_GRPC_ADDR":  "127.0.0.1:0",
+		"JITID_ADMIN_ADDR": "",
+		"JITID_AUDIT_DSN":  "sqlite://" + filepath.Join(t.TempDir(), "audit.db"),
+		"JITID_NATS_URL":   testserver.NATSURL(t),
+	})
+	if _, err := app.New(cfg, slog.New(slog.DiscardHandler)); !errors.Is(err, servicecmd.ErrNoCallerAuthentication) {
+		t.Errorf("New() in plaintext without -caller-jwks = %v, want ErrNoCallerAuthentication", err)
 	}
 }

@@ -37,6 +37,9 @@ type Config struct {
 	// NATSAuth is how the service authenticates to NATS: secrets come
 	// from files only.
 	NATSAuth storeauth.NATS
+	// Auditors are the callers (SPIFFE IDs or bearer-token subjects) that
+	// may read the log, besides the admins.
+	Auditors []string
 }
 
 // Load parses args (without the program name) and the environment seen
@@ -56,6 +59,10 @@ func Load(args []string, lookupEnv func(string) (string, bool), output io.Writer
 	fs.StringVar(&c.Stream, "stream", eventbus.DefaultStream, "JetStream stream to consume")
 	fs.StringVar(&c.SubjectPrefix, "subject-prefix", eventbus.DefaultSubjectPrefix, "subject prefix of the stream")
 	fs.StringVar(&c.Consumer, "consumer", "audit", "durable consumer name, shared by audit replicas")
+	fs.Func("auditors", "comma-separated callers (SPIFFE IDs or bearer-token subjects) that may read the log (QueryEvents, TailEvents, VerifyLog), besides -admins", func(v string) error {
+		c.Auditors = servicecmd.SplitList(v)
+		return nil
+	})
 	fs.DurationVar(&c.AckWait, "ack-wait", 10*time.Second, "redelivery delay of an unacknowledged event (a replica that died holding it); longer than a batch takes to store")
 	if err := common.Parse(args, lookupEnv); err != nil {
 		return Config{}, err
@@ -95,6 +102,12 @@ func (c Config) validate() []error {
 		errs = append(errs, servicecmd.Invalid("ack-wait", "%v: at least 1s, or a slow batch is delivered twice", c.AckWait))
 	}
 	return append(errs, c.NATSAuth.Validate()...)
+}
+
+// Readers returns the callers that may read the log: the auditors and the
+// admins.
+func (c Config) Readers() []string {
+	return append(append([]string(nil), c.Auditors...), c.Admins...)
 }
 
 // EventBus returns the stream and subject names in effect.

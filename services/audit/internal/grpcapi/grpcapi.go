@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/jitid/jitid/pkg/grpcserver"
 	"github.com/jitid/jitid/pkg/reqrules"
 	"github.com/jitid/jitid/pkg/statusreason"
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
@@ -27,21 +28,50 @@ import (
 // Server implements auditv1.AuditServiceServer.
 type Server struct {
 	auditv1.UnimplementedAuditServiceServer
-	svc *audit.Service
-	log *slog.Logger
+	svc     *audit.Service
+	log     *slog.Logger
+	readers map[string]struct{}
+}
+
+// Options configure a Server.
+type Options struct {
+	// Readers are the callers (grpcserver.Caller) that may read the log:
+	// QueryEvents, TailEvents and VerifyLog. The service gives it its
+	// auditors and admins. Anyone else is refused PERMISSION_DENIED: the
+	// log names every platform's agents, delegators and tasks.
+	Readers []string
 }
 
 // New returns a Server over svc.
-func New(svc *audit.Service, log *slog.Logger) *Server {
+func New(svc *audit.Service, log *slog.Logger, opts Options) *Server {
 	if log == nil {
 		log = slog.Default()
+	}
+	readers := make(map[string]struct{}, len(opts.Readers))
+	for _, r := range opts.Readers {
+		readers[r] = struct{}{}
 	}
 	// Compiled now, not in the first request's deadline; a failure (a
 	// bug in the rules) is returned by every Check as well.
 	if err := reqrules.Prepare(); err != nil {
 		log.Error("request rules do not compile", "error", err)
 	}
-	return &Server{svc: svc, log: log}
+	return &Server{svc: svc, log: log, readers: readers}
+}
+
+// authorizeRead lets the call through when its caller is a reader. A call
+// without a caller (a server wired without authentication) is refused too.
+func (s *Server) authorizeRead(ctx context.Context) error {
+	caller, ok := grpcserver.Caller(ctx)
+	if !ok {
+		return statusreason.Error(codes.Unauthenticated, "no authenticated caller: reading the audit log needs an auditor identity", statusreason.Unauthenticated, nil)
+	}
+	if _, ok := s.readers[caller]; !ok {
+		return statusreason.Error(codes.PermissionDenied,
+			fmt.Sprintf("caller %s may not read the audit log: only auditors (-auditors) and admins (-admins) may", caller),
+			statusreason.CallerNotAllowed, map[string]string{"caller": caller})
+	}
+	return nil
 }
 
 // Register adds the AuditService to r.
@@ -49,6 +79,9 @@ func (s *Server) Register(r grpc.ServiceRegistrar) { auditv1.RegisterAuditServic
 
 // QueryEvents returns one page of recorded events, oldest first.
 func (s *Server) QueryEvents(ctx context.Context, req *auditv1.QueryEventsRequest) (*auditv1.QueryEventsResponse, error) {
+	if err := s.authorizeRead(ctx); err != nil {
+		return nil, err
+	}
 	if err := reqrules.Check(req); err != nil {
 		return nil, s.toStatus(err)
 	}
@@ -81,6 +114,9 @@ const TailStartHeader = "jitid-tail-after"
 // TailEvents streams matching records after after_sequence, then new
 // ones as they are recorded, until the client goes away.
 func (s *Server) TailEvents(req *auditv1.TailEventsRequest, stream grpc.ServerStreamingServer[auditv1.TailEventsResponse]) error {
+	if err := s.authorizeRead(stream.Context()); err != nil {
+		return err
+	}
 	if err := reqrules.Check(req); err != nil {
 		return s.toStatus(err)
 	}
@@ -105,6 +141,9 @@ func (s *Server) TailEvents(req *auditv1.TailEventsRequest, stream grpc.ServerSt
 
 // VerifyLog walks the hash chain and names the first bad record.
 func (s *Server) VerifyLog(ctx context.Context, _ *auditv1.VerifyLogRequest) (*auditv1.VerifyLogResponse, error) {
+	if err := s.authorizeRead(ctx); err != nil {
+		return nil, err
+	}
 	v, err := s.svc.Verify(ctx)
 	if err != nil {
 		return nil, s.toStatus(err)

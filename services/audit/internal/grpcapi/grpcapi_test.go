@@ -73,6 +73,14 @@ func events(from, to int) []*eventsv1.LifecycleEvent {
 	return out
 }
 
+const auditor = "spiffe://jitid.test/auditor"
+
+// asAuditor is the test servers' authentication step: every call's caller
+// is the auditor, as mTLS or a bearer token would make it in the service.
+func asAuditor(ctx context.Context) (context.Context, error) {
+	return grpcserver.WithCaller(ctx, auditor), nil
+}
+
 type fixture struct {
 	client auditv1.AuditServiceClient
 	svc    *audit.Service
@@ -85,8 +93,8 @@ func start(t *testing.T) *fixture {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "audit.db")
 	svc := audit.New(openStore(t, path), audit.Options{TailPollInterval: 50 * time.Millisecond, Logger: quiet})
-	srv := grpcserver.New(grpcserver.Options{Name: "audit", GRPCAddr: "127.0.0.1:0", Logger: quiet})
-	grpcapi.New(svc, quiet).Register(srv.GRPC())
+	srv := grpcserver.New(grpcserver.Options{Name: "audit", GRPCAddr: "127.0.0.1:0", Logger: quiet, Authenticate: asAuditor})
+	grpcapi.New(svc, quiet, grpcapi.Options{Readers: []string{auditor}}).Register(srv.GRPC())
 	conn := grpctest.Run(t, srv)
 	return &fixture{client: auditv1.NewAuditServiceClient(conn), svc: svc, dbPath: path}
 }
@@ -410,8 +418,8 @@ func TestStoreDownIsUnavailable(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	svc := audit.New(st, audit.Options{Logger: quiet})
-	srv := grpcserver.New(grpcserver.Options{Name: "audit", GRPCAddr: "127.0.0.1:0", Logger: quiet})
-	grpcapi.New(svc, quiet).Register(srv.GRPC())
+	srv := grpcserver.New(grpcserver.Options{Name: "audit", GRPCAddr: "127.0.0.1:0", Logger: quiet, Authenticate: asAuditor})
+	grpcapi.New(svc, quiet, grpcapi.Options{Readers: []string{auditor}}).Register(srv.GRPC())
 	client := auditv1.NewAuditServiceClient(grpctest.Run(t, srv))
 	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer ccancel()

@@ -121,6 +121,11 @@ func New(ctx context.Context, cfg config.Config, base *slog.Logger) (*App, error
 		return nil, err
 	}
 	a.closers = append(a.closers, tlsc.Close)
+	callers, err := cfg.OpenCallers(ctx, Name, log, tlsc)
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, callers.Close)
 	popts := policyclient.Options{Addr: cfg.PolicyAddr, Timeout: cfg.PolicyTimeout}
 	if tlsc != nil {
 		creds, err := tlsc.ClientCredentials(cfg.PolicyID)
@@ -185,7 +190,7 @@ func New(ctx context.Context, cfg config.Config, base *slog.Logger) (*App, error
 		return nil, err
 	}
 
-	a.srv = grpcserver.New(cfg.ServerOptions(Name, base, tlsc))
+	a.srv = grpcserver.New(cfg.ServerOptions(Name, base, tlsc, callers))
 	grpcapi.New(iss, log).Register(a.srv.GRPC())
 	a.srv.Registry().MustRegister(a.relay.Collectors()...)
 	a.redisReady = a.srv.Readiness().Add("redis", true)

@@ -2,16 +2,22 @@ package app_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -37,6 +43,9 @@ func load(t *testing.T, env map[string]string) config.Config {
 		// Nothing answers there: the issuer starts without policy and
 		// refuses issuance until it does.
 		"JITID_POLICY_ADDR": "127.0.0.1:1",
+		// A plaintext service needs a way to authenticate callers: bearer
+		// tokens of one client.
+		"JITID_CALLER_JWKS": "test-client=" + callerJWKS(t),
 	}
 	for k, v := range env {
 		base[k] = v
@@ -46,6 +55,24 @@ func load(t *testing.T, env map[string]string) config.Config {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// callerJWKS writes a JWKS of one client's public key and returns its path.
+func callerJWKS(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: "k1", Use: "sig"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "callers.jwks")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func readyz(t *testing.T, adminAddr string) (int, grpcserver.ReadyReport) {

@@ -50,10 +50,11 @@ func LoadSet(path string) (*policy.Set, error) {
 
 // App is a wired policy service, its listeners open, ready to Run.
 type App struct {
-	cfg    config.Config
-	srv    *grpcserver.Server
-	engine *policy.Engine
-	tls    *servicecmd.TLS
+	cfg     config.Config
+	srv     *grpcserver.Server
+	engine  *policy.Engine
+	tls     *servicecmd.TLS
+	callers *servicecmd.Callers
 }
 
 // New loads the policy set, wires the service and opens its listeners: a
@@ -69,7 +70,12 @@ func New(cfg config.Config, base *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv := grpcserver.New(cfg.ServerOptions(Name, base, tlsc))
+	callers, err := cfg.OpenCallers(context.Background(), Name, log, tlsc)
+	if err != nil {
+		_ = tlsc.Close() // the caller settings' error is the one worth reporting
+		return nil, err
+	}
+	srv := grpcserver.New(cfg.ServerOptions(Name, base, tlsc, callers))
 	setReady := srv.Readiness().Add("policy_set", false)
 	setReady.Set(nil)
 	hs := srv.Health()
@@ -94,9 +100,10 @@ func New(cfg config.Config, base *slog.Logger) (*App, error) {
 	}
 	if err := srv.Listen(); err != nil {
 		_ = tlsc.Close() // the bind error is the one worth reporting
+		_ = callers.Close()
 		return nil, err
 	}
-	return &App{cfg: cfg, srv: srv, engine: engine, tls: tlsc}, nil
+	return &App{cfg: cfg, srv: srv, engine: engine, tls: tlsc, callers: callers}, nil
 }
 
 // Server returns the gRPC and admin server, for its bound addresses.
@@ -114,6 +121,7 @@ func (a *App) Run(ctx context.Context) error {
 	g.Go(func() error { return a.srv.Run(gctx) })
 	err := g.Wait()
 	_ = a.tls.Close() // the server has stopped; nothing uses the certificates
+	_ = a.callers.Close()
 	return err
 }
 
