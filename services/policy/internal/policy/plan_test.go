@@ -211,8 +211,13 @@ func randomRequest(rng *rand.Rand, scopes, zones []string) policy.Request {
 	for range n {
 		r.Scopes = append(r.Scopes, pick(scopes))
 	}
-	if rng.IntN(4) == 0 {
+	switch rng.IntN(6) {
+	case 0:
 		r.Delegator.Entitlements = []string{pick(scopes), pick(scopes), pick(scopes)}
+	case 1:
+		// None given: none held.
+	default:
+		r.Delegator.Entitlements = scopes
 	}
 	if rng.IntN(4) == 0 {
 		r.AgentChain = []policy.Agent{{ID: "parent-1", Class: policy.AgentClassRecurring}, {ID: "root"}}
