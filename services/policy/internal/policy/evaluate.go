@@ -324,7 +324,9 @@ func (s *Set) decide(req *Request, now time.Time, full bool) (Decision, *inputs)
 				}
 			}
 		}
-		if !r.Granted && judged > req.Task.Sensitivity {
+		if !r.Granted && r.NarrowedBy == "" && judged > req.Task.Sensitivity {
+			// The policies' answer, at a sensitivity the caller did not
+			// ask for: say so.
 			r.Reason += fmt.Sprintf(" (judged %s, the scope catalogue's minimum for it; the task was labelled %s)", judged, req.Task.Sensitivity)
 		}
 		if r.Granted {
