@@ -50,17 +50,17 @@ cases:
   - name: wrong ttl and scopes
     request:
       agent: {id: a, class: EPHEMERAL}
-      delegator: {id: d}
+      delegator: {id: d, entitlements: [papers:read]}
       task: {id: t, sensitivity: LOW}
-      scopes: [x:read]
+      scopes: [papers:read]
       ttl: 2h
-    expect: {allow: true, scopes: [x:read, x:write], ttl: 2h}
+    expect: {allow: true, scopes: [papers:read, papers:write], ttl: 2h}
   - name: right
     request:
       agent: {id: a, class: EPHEMERAL}
-      delegator: {id: d}
+      delegator: {id: d, entitlements: [papers:read]}
       task: {id: t, sensitivity: LOW}
-      scopes: [x:read]
+      scopes: [papers:read]
       ttl: 2h
     expect: {allow: true, ttl: 1h}
 `
@@ -74,7 +74,7 @@ cases:
 	}
 	for _, want := range []string{
 		"FAIL " + path + ":3 wrong ttl and scopes",
-		"scopes:     want [x:read, x:write], got [x:read]",
+		"scopes:     want [papers:read, papers:write], got [papers:read]",
 		"ttl:        want 2h0m0s, got 1h0m0s",
 		"FAIL 1 of 2 cases",
 	} {

@@ -73,8 +73,8 @@ func (c Config) validate() []error {
 			// Without TLS the endpoint has no caller to authorize and
 			// refuses every evaluation; it stays on loopback whatever
 			// -insecure says.
-			if err := mtls.CheckPlaintextListen(c.AuthZENAddr, false); err != nil {
-				errs = append(errs, servicecmd.Invalid("authzen-addr", "%v (plain HTTP is for loopback only; with -tls-* or -spiffe-socket the endpoint speaks mTLS)", err))
+			if mtls.CheckPlaintextListen(c.AuthZENAddr, false) != nil {
+				errs = append(errs, servicecmd.Invalid("authzen-addr", "%s is not a loopback address: without TLS the AuthZEN endpoint is plain HTTP and listens on loopback only, whatever -insecure says; give -tls-* or -spiffe-socket for HTTPS with client certificates", c.AuthZENAddr))
 			}
 		}
 	}

@@ -11,8 +11,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -96,7 +96,7 @@ func startWith(t *testing.T, authn grpcserver.Authenticator) testServer {
 
 func evaluateRequest() *policyv1.EvaluateRequest {
 	return &policyv1.EvaluateRequest{
-		Agent:        &identityv1.Agent{Id: "agent:research-7f3a", Class: identityv1.AgentClass_AGENT_CLASS_RECURRING},
+		Agent: &identityv1.Agent{Id: "agent:research-7f3a", Class: identityv1.AgentClass_AGENT_CLASS_RECURRING},
 		Delegator: &identityv1.Delegator{Id: "user:alice@example.com", Attributes: map[string]string{"age_verified": "true"},
 			Entitlements: []string{"tickets:purchase", "tickets:read"}},
 		Task:   &identityv1.Task{Id: "task-1", Purpose: "tickets", Sensitivity: identityv1.Sensitivity_SENSITIVITY_MEDIUM},
