@@ -190,7 +190,9 @@ func randomRequest(rng *rand.Rand, scopes, zones []string) policy.Request {
 		TTL:      time.Duration(1+rng.IntN(7200)) * time.Second,
 		Time:     time.Date(2026, 3, 1+rng.IntN(14), rng.IntN(24), rng.IntN(60), 0, 0, time.UTC),
 		Audience: pick([]string{"", "https://api.example.com"}),
+		Platform: pick([]string{"", "spiffe://acme.example/platform/support-bot", "spiffe://acme.example/platform/finance-batch"}),
 	}
+	r.DelegatorAsserted = rng.IntN(8) == 0
 	if rng.IntN(2) == 0 {
 		r.Agent.Attributes = map[string]string{"purpose": pick([]string{"research", "travel"}), "team": "t1"}
 	}
