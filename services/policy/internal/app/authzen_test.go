@@ -148,7 +148,9 @@ func TestPolicyWithoutTLSDecidesForNobody(t *testing.T) {
 	go func() { done <- a.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Errorf("Run() = %v after cancel", err)
+		}
 	})
 	conn, err := grpc.NewClient(a.Server().GRPCAddress(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

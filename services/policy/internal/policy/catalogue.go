@@ -85,7 +85,7 @@ func ParseCatalogue(f File) (*Catalogue, error) {
 			line = lines[i]
 		}
 		pattern := strings.TrimSpace(e.Scope)
-		min, ok := parseSensitivity(e.MinSensitivity)
+		minimum, ok := parseSensitivity(e.MinSensitivity)
 		switch {
 		case pattern == "" || len(pattern) > MaxScopeBytes || strings.ContainsFunc(pattern, isSpaceOrControl):
 			errs = append(errs, fail(line, "scope %q: want 1 to %d bytes without spaces", e.Scope, MaxScopeBytes))
@@ -106,9 +106,9 @@ func ParseCatalogue(f File) (*Catalogue, error) {
 		}
 		seen[pattern] = line
 		if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
-			c.prefixes = append(c.prefixes, catalogueEntry{prefix: prefix, min: min})
+			c.prefixes = append(c.prefixes, catalogueEntry{prefix: prefix, min: minimum})
 		} else {
-			c.exact[pattern] = min
+			c.exact[pattern] = minimum
 		}
 	}
 	if len(errs) > 0 {
