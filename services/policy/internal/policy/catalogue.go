@@ -69,6 +69,11 @@ func ParseCatalogue(f File) (*Catalogue, error) {
 	if err := yaml.Unmarshal(f.Content, &doc); err != nil {
 		return nil, fail(0, "%v", err)
 	}
+	if len(doc.Content) == 0 {
+		// Like an empty policy set: denying every scope is far more likely
+		// a truncated file than an intent.
+		return nil, fail(0, "the file is empty; list every scope the set may grant under `scopes:`")
+	}
 	var cf catalogueFile
 	dec := yaml.NewDecoder(bytes.NewReader(f.Content))
 	dec.KnownFields(true)
@@ -113,6 +118,9 @@ func ParseCatalogue(f File) (*Catalogue, error) {
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	if len(cf.Scopes) == 0 {
+		return nil, fail(0, "lists no scope, so every request would be denied; list every scope the set may grant under `scopes:`")
 	}
 	slices.SortFunc(c.prefixes, func(a, b catalogueEntry) int { return len(b.prefix) - len(a.prefix) })
 	return c, nil

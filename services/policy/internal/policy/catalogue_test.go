@@ -119,6 +119,8 @@ func TestCatalogueFaults(t *testing.T) {
 		{"reserved", "scopes:\n  - {scope: 'delegator:assert', min_sensitivity: LOW}\n", "reserved", 2},
 		{"unknown key", "scopes:\n  - {scope: a:b, min_sensitivity: LOW, max: HIGH}\n", "max", 0},
 		{"not yaml", "scopes: [", "", 0},
+		{"empty file", "", "empty", 0},
+		{"no scope", "scopes: []\n", "no scope", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -138,11 +140,11 @@ func TestCatalogueFaults(t *testing.T) {
 	}
 	t.Run("two catalogues", func(t *testing.T) {
 		t.Parallel()
-		dir := writeSet(t, map[string]string{"p.cedar": p, "scopes.yaml": "scopes: []\n"})
+		dir := writeSet(t, map[string]string{"p.cedar": p, "scopes.yaml": "scopes: [{scope: a, min_sensitivity: LOW}]\n"})
 		if err := os.MkdirAll(filepath.Join(dir, "more"), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, "more", "scopes.yaml"), []byte("scopes: []\n"), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "more", "scopes.yaml"), []byte("scopes: [{scope: a, min_sensitivity: LOW}]\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := policy.Load(dir); !errors.Is(err, policy.ErrCatalogue) {
