@@ -158,4 +158,16 @@ func TestLowLabelledPaymentsTransferIsDecidedAsCriticalOverGRPC(t *testing.T) {
 	if r := d.GetReasons(); len(r) != 1 || !strings.Contains(r[0], "needs human approval") || !strings.Contains(r[0], "judged CRITICAL") {
 		t.Errorf("reasons %q, want payments:transfer judged CRITICAL and sent to a human", r)
 	}
+	// Explain says at what each scope was judged, granted or not.
+	ex, err := ts.client.Explain(context.Background(), &policyv1.ExplainRequest{Request: req})
+	if err != nil {
+		t.Fatal(err)
+	}
+	judged := map[string]identityv1.Sensitivity{}
+	for _, sc := range ex.GetScopes() {
+		judged[sc.GetScope()] = sc.GetSensitivity()
+	}
+	if judged["payments:transfer"] != identityv1.Sensitivity_SENSITIVITY_CRITICAL || judged["tickets:read"] != identityv1.Sensitivity_SENSITIVITY_LOW {
+		t.Errorf("Explain judged %v, want payments:transfer CRITICAL and tickets:read LOW", judged)
+	}
 }

@@ -96,7 +96,8 @@ func (s *Server) Explain(ctx context.Context, req *policyv1.ExplainRequest) (*po
 		scopes = append([]policy.ScopeExplanation{*ex.Assertion}, scopes...)
 	}
 	for _, sc := range scopes {
-		se := &policyv1.ScopeExplanation{Scope: sc.Scope, Granted: sc.Granted, NarrowedBy: sc.NarrowedBy}
+		se := &policyv1.ScopeExplanation{Scope: sc.Scope, Granted: sc.Granted, NarrowedBy: sc.NarrowedBy,
+			Sensitivity: fromSensitivity(sc.Sensitivity)}
 		for _, p := range sc.Policies {
 			se.Policies = append(se.Policies, toPolicyResult(&p))
 		}
@@ -275,6 +276,20 @@ func toSensitivity(s identityv1.Sensitivity) policy.Sensitivity {
 		return policy.SensitivityCritical
 	}
 	return unknownEnum
+}
+
+func fromSensitivity(s policy.Sensitivity) identityv1.Sensitivity {
+	switch s {
+	case policy.SensitivityLow:
+		return identityv1.Sensitivity_SENSITIVITY_LOW
+	case policy.SensitivityMedium:
+		return identityv1.Sensitivity_SENSITIVITY_MEDIUM
+	case policy.SensitivityHigh:
+		return identityv1.Sensitivity_SENSITIVITY_HIGH
+	case policy.SensitivityCritical:
+		return identityv1.Sensitivity_SENSITIVITY_CRITICAL
+	}
+	return identityv1.Sensitivity_SENSITIVITY_UNSPECIFIED
 }
 
 func toProfile(p policy.Profile) identityv1.Profile {
