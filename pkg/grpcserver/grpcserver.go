@@ -14,6 +14,7 @@ package grpcserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -94,6 +95,7 @@ type httpListener struct {
 	name    string
 	addr    string
 	handler http.Handler
+	tls     *tls.Config // nil: plain HTTP
 	lis     net.Listener
 }
 
@@ -164,6 +166,12 @@ func (s *Server) AddHTTP(name, addr string, h http.Handler) {
 	s.listeners = append(s.listeners, &httpListener{name: name, addr: addr, handler: h})
 }
 
+// AddHTTPS is AddHTTP over TLS with cfg (e.g. mtls.ServerTLSConfig, so
+// that h sees the client's verified certificate in r.TLS).
+func (s *Server) AddHTTPS(name, addr string, h http.Handler, cfg *tls.Config) {
+	s.listeners = append(s.listeners, &httpListener{name: name, addr: addr, handler: h, tls: cfg})
+}
+
 // setHealth sets the server's overall status ("") and each registered
 // service's to follow readiness. After Run has begun the stop, the health
 // server ignores it.
@@ -223,6 +231,9 @@ func (s *Server) Listen() (err error) {
 		if h.lis == nil {
 			if h.lis, err = open(h.name, h.addr); err != nil {
 				return err
+			}
+			if h.tls != nil {
+				h.lis = tls.NewListener(h.lis, h.tls)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package servicecmd
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -123,6 +124,12 @@ func (t *TLS) ClientCredentials(server []string) (credentials.TransportCredentia
 	}
 	return mtls.ClientCredentials(t.source, authz), nil
 }
+
+// ServerTLSConfig returns the TLS configuration of a further (HTTP)
+// listener of the service: the same certificate source and client
+// allow-list as the gRPC server, TLS 1.3 with a client certificate
+// required.
+func (t *TLS) ServerTLSConfig() *tls.Config { return mtls.ServerTLSConfig(t.source, t.clients) }
 
 // Close stops the certificate source; a nil TLS is a no-op.
 func (t *TLS) Close() error {

@@ -9,7 +9,7 @@ import (
 	"io/fs"
 )
 
-//go:embed *.cedar *.cedarschema
+//go:embed *.cedar *.cedarschema scopes.yaml
 var files embed.FS
 
 // Source names the built-in set in GetPolicySet and logs.

@@ -479,8 +479,12 @@ type ScopeExplanation struct {
 	Scope    string                 `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
 	Granted  bool                   `protobuf:"varint,2,opt,name=granted,proto3" json:"granted,omitempty"`
 	Policies []*PolicyResult        `protobuf:"bytes,3,rep,name=policies,proto3" json:"policies,omitempty"`
-	// narrowed_by says what removed a permitted scope, e.g. "delegator entitlements".
-	NarrowedBy    string `protobuf:"bytes,4,opt,name=narrowed_by,json=narrowedBy,proto3" json:"narrowed_by,omitempty"`
+	// narrowed_by says what removed a permitted scope, e.g. "delegator entitlements",
+	// or "scope catalogue" for a scope the catalogue does not list.
+	NarrowedBy string `protobuf:"bytes,4,opt,name=narrowed_by,json=narrowedBy,proto3" json:"narrowed_by,omitempty"`
+	// sensitivity is what the scope was judged at: the task's label raised to
+	// the scope catalogue's minimum for the scope.
+	Sensitivity   v1.Sensitivity `protobuf:"varint,5,opt,name=sensitivity,proto3,enum=jitid.identity.v1.Sensitivity" json:"sensitivity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -541,6 +545,13 @@ func (x *ScopeExplanation) GetNarrowedBy() string {
 		return x.NarrowedBy
 	}
 	return ""
+}
+
+func (x *ScopeExplanation) GetSensitivity() v1.Sensitivity {
+	if x != nil {
+		return x.Sensitivity
+	}
+	return v1.Sensitivity(0)
 }
 
 // ExplainResponse is the decision and the reasoning behind it.
@@ -761,13 +772,14 @@ const file_jitid_policy_v1_policy_proto_rawDesc = "" +
 	"\x05error\x18\x05 \x01(\tB\x04\xe2A\x01\x03R\x05error\x12 \n" +
 	"\bposition\x18\x06 \x01(\tB\x04\xe2A\x01\x03R\bposition\x12\x1c\n" +
 	"\x06reason\x18\a \x01(\tB\x04\xe2A\x01\x03R\x06reason\x12&\n" +
-	"\vexplanation\x18\b \x01(\tB\x04\xe2A\x01\x03R\vexplanation\"\xb6\x01\n" +
+	"\vexplanation\x18\b \x01(\tB\x04\xe2A\x01\x03R\vexplanation\"\xfe\x01\n" +
 	"\x10ScopeExplanation\x12\x1a\n" +
 	"\x05scope\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\x05scope\x12\x1e\n" +
 	"\agranted\x18\x02 \x01(\bB\x04\xe2A\x01\x03R\agranted\x12?\n" +
 	"\bpolicies\x18\x03 \x03(\v2\x1d.jitid.policy.v1.PolicyResultB\x04\xe2A\x01\x03R\bpolicies\x12%\n" +
 	"\vnarrowed_by\x18\x04 \x01(\tB\x04\xe2A\x01\x03R\n" +
-	"narrowedBy\"\x91\x01\n" +
+	"narrowedBy\x12F\n" +
+	"\vsensitivity\x18\x05 \x01(\x0e2\x1e.jitid.identity.v1.SensitivityB\x04\xe2A\x01\x03R\vsensitivity\"\x91\x01\n" +
 	"\x0fExplainResponse\x12=\n" +
 	"\bdecision\x18\x01 \x01(\v2\x1b.jitid.identity.v1.DecisionB\x04\xe2A\x01\x03R\bdecision\x12?\n" +
 	"\x06scopes\x18\x02 \x03(\v2!.jitid.policy.v1.ScopeExplanationB\x04\xe2A\x01\x03R\x06scopes\"\x15\n" +
@@ -822,6 +834,7 @@ var file_jitid_policy_v1_policy_proto_goTypes = []any{
 	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
 	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 	(*v1.Decision)(nil),           // 15: jitid.identity.v1.Decision
+	(v1.Sensitivity)(0),           // 16: jitid.identity.v1.Sensitivity
 }
 var file_jitid_policy_v1_policy_proto_depIdxs = []int32{
 	10, // 0: jitid.policy.v1.EvaluateRequest.agent:type_name -> jitid.identity.v1.Agent
@@ -835,21 +848,22 @@ var file_jitid_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 8: jitid.policy.v1.ExplainRequest.request:type_name -> jitid.policy.v1.EvaluateRequest
 	0,  // 9: jitid.policy.v1.PolicyResult.effect:type_name -> jitid.policy.v1.Effect
 	5,  // 10: jitid.policy.v1.ScopeExplanation.policies:type_name -> jitid.policy.v1.PolicyResult
-	15, // 11: jitid.policy.v1.ExplainResponse.decision:type_name -> jitid.identity.v1.Decision
-	6,  // 12: jitid.policy.v1.ExplainResponse.scopes:type_name -> jitid.policy.v1.ScopeExplanation
-	14, // 13: jitid.policy.v1.GetPolicySetResponse.load_time:type_name -> google.protobuf.Timestamp
-	14, // 14: jitid.policy.v1.GetPolicySetResponse.last_error_time:type_name -> google.protobuf.Timestamp
-	1,  // 15: jitid.policy.v1.PolicyService.Evaluate:input_type -> jitid.policy.v1.EvaluateRequest
-	4,  // 16: jitid.policy.v1.PolicyService.Explain:input_type -> jitid.policy.v1.ExplainRequest
-	8,  // 17: jitid.policy.v1.PolicyService.GetPolicySet:input_type -> jitid.policy.v1.GetPolicySetRequest
-	3,  // 18: jitid.policy.v1.PolicyService.Evaluate:output_type -> jitid.policy.v1.EvaluateResponse
-	7,  // 19: jitid.policy.v1.PolicyService.Explain:output_type -> jitid.policy.v1.ExplainResponse
-	9,  // 20: jitid.policy.v1.PolicyService.GetPolicySet:output_type -> jitid.policy.v1.GetPolicySetResponse
-	18, // [18:21] is the sub-list for method output_type
-	15, // [15:18] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	16, // 11: jitid.policy.v1.ScopeExplanation.sensitivity:type_name -> jitid.identity.v1.Sensitivity
+	15, // 12: jitid.policy.v1.ExplainResponse.decision:type_name -> jitid.identity.v1.Decision
+	6,  // 13: jitid.policy.v1.ExplainResponse.scopes:type_name -> jitid.policy.v1.ScopeExplanation
+	14, // 14: jitid.policy.v1.GetPolicySetResponse.load_time:type_name -> google.protobuf.Timestamp
+	14, // 15: jitid.policy.v1.GetPolicySetResponse.last_error_time:type_name -> google.protobuf.Timestamp
+	1,  // 16: jitid.policy.v1.PolicyService.Evaluate:input_type -> jitid.policy.v1.EvaluateRequest
+	4,  // 17: jitid.policy.v1.PolicyService.Explain:input_type -> jitid.policy.v1.ExplainRequest
+	8,  // 18: jitid.policy.v1.PolicyService.GetPolicySet:input_type -> jitid.policy.v1.GetPolicySetRequest
+	3,  // 19: jitid.policy.v1.PolicyService.Evaluate:output_type -> jitid.policy.v1.EvaluateResponse
+	7,  // 20: jitid.policy.v1.PolicyService.Explain:output_type -> jitid.policy.v1.ExplainResponse
+	9,  // 21: jitid.policy.v1.PolicyService.GetPolicySet:output_type -> jitid.policy.v1.GetPolicySetResponse
+	19, // [19:22] is the sub-list for method output_type
+	16, // [16:19] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_jitid_policy_v1_policy_proto_init() }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/jitid/jitid/pkg/grpcserver"
 	"github.com/jitid/jitid/pkg/servicecmd"
+	"github.com/jitid/jitid/services/policy/internal/access"
 	"github.com/jitid/jitid/services/policy/internal/authzen"
 	"github.com/jitid/jitid/services/policy/internal/config"
 	"github.com/jitid/jitid/services/policy/internal/grpcapi"
@@ -93,10 +94,23 @@ func New(cfg config.Config, base *slog.Logger) (*App, error) {
 	if err := policymetrics.Register(srv.Registry(), engine); err != nil {
 		return nil, err
 	}
-	grpcapi.New(engine, log).Register(srv.GRPC())
+	rules := access.Rules{Evaluators: cfg.Evaluators, Admins: cfg.Admins}
+	if tlsc == nil {
+		log.Warn("no TLS: no call has an authenticated caller, so Evaluate, Explain, GetPolicySet and AuthZEN answer UNAUTHENTICATED; run with -tls-* or -spiffe-socket")
+	} else if len(cfg.Evaluators)+len(cfg.Admins) == 0 {
+		log.Warn("no -evaluators and no -admins: nobody may call Evaluate, Explain or AuthZEN; give the issuer's SPIFFE ID in -evaluators")
+	}
+	grpcapi.New(engine, log, rules).Register(srv.GRPC())
 	srv.HandleAdmin("/policyz", StatusHandler(engine))
 	if cfg.AuthZENAddr != "" {
-		srv.AddHTTP(AuthZENListener, cfg.AuthZENAddr, authzen.New(engine, log))
+		h := authzen.New(engine, log, authzen.Options{Rules: rules})
+		if tlsc != nil {
+			// The same certificate source and client allow-list as gRPC;
+			// the caller is the client certificate's SPIFFE ID.
+			srv.AddHTTPS(AuthZENListener, cfg.AuthZENAddr, h, tlsc.ServerTLSConfig())
+		} else {
+			srv.AddHTTP(AuthZENListener, cfg.AuthZENAddr, h)
+		}
 	}
 	if err := srv.Listen(); err != nil {
 		_ = tlsc.Close() // the bind error is the one worth reporting

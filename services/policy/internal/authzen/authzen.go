@@ -10,7 +10,8 @@
 //	action    {name: <scope>}
 //	resource  {type: "task", id, properties: {purpose, sensitivity, deadline}}
 //	context   {delegator: {id, attributes, entitlements, time_zone,
-//	           authenticated_at}, ttl ("15m" or seconds), audience, time}
+//	           authenticated_at}, ttl ("15m" or seconds), audience, time
+//	           (admins only), platform, delegator_asserted}
 //
 // The response is {"decision": bool, "context": {...}} with the decision
 // id, policy version, deciding policies, reasons (reason_admin and
@@ -38,6 +39,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/jitid/jitid/services/policy/internal/access"
 	"github.com/jitid/jitid/services/policy/internal/policy"
 )
 
@@ -65,14 +69,43 @@ type Handler struct {
 	engine evaluator
 	log    *slog.Logger
 	mux    *http.ServeMux
+	rules  access.Rules
+	caller func(*http.Request) (string, bool)
+}
+
+// Options configure a Handler.
+type Options struct {
+	// Rules say who may evaluate and who may set the time.
+	Rules access.Rules
+	// Caller returns the authenticated caller of a request; PeerCaller
+	// (the verified client certificate's SPIFFE ID) when nil.
+	Caller func(*http.Request) (string, bool)
+}
+
+// PeerCaller is the SPIFFE ID of the client certificate r's TLS handshake
+// verified (mtls.ServerTLSConfig checks the chain against the trust bundle
+// and the ID against the allow-list before any handler runs); false on a
+// plain HTTP connection.
+func PeerCaller(r *http.Request) (string, bool) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return "", false
+	}
+	id, err := x509svid.IDFromCert(r.TLS.PeerCertificates[0])
+	if err != nil {
+		return "", false
+	}
+	return id.String(), true
 }
 
 // New returns a Handler deciding with engine.
-func New(engine *policy.Engine, log *slog.Logger) *Handler {
+func New(engine *policy.Engine, log *slog.Logger, opts Options) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	h := &Handler{engine: engine, log: log, mux: http.NewServeMux()}
+	if opts.Caller == nil {
+		opts.Caller = PeerCaller
+	}
+	h := &Handler{engine: engine, log: log, mux: http.NewServeMux(), rules: opts.Rules, caller: opts.Caller}
 	h.mux.HandleFunc("POST "+EvaluationPath, h.evaluation)
 	h.mux.HandleFunc("POST "+EvaluationsPath, h.evaluations)
 	h.mux.HandleFunc("GET "+MetadataPath, h.metadata)
@@ -120,6 +153,9 @@ type ResponseContext struct {
 	MaxTTL        string            `json:"max_ttl,omitempty"`
 	Profile       string            `json:"profile,omitempty"`
 	Obligations   []string          `json:"obligations,omitempty"`
+	// DelegatorUnproven: the delegator was asserted by a platform no
+	// policy lets assert; send the delegator's token instead.
+	DelegatorUnproven bool `json:"delegator_unproven,omitempty"`
 	// Error says why one evaluation of a batch could not be decided.
 	Error *EvaluationError `json:"error,omitempty"`
 }
@@ -195,6 +231,11 @@ type requestContext struct {
 	TTL      json.RawMessage `json:"ttl"`
 	Audience string          `json:"audience"`
 	Time     time.Time       `json:"time"`
+	// Platform and DelegatorAsserted are the EvaluateRequest fields of the
+	// same names: the platform the enforcement point acts for, and whether
+	// it vouches for the delegator without a token.
+	Platform          string `json:"platform"`
+	DelegatorAsserted bool   `json:"delegator_asserted"`
 }
 
 // errBadRequest is wrapped by every mapping error: the caller's fault.
@@ -280,6 +321,8 @@ func ToRequest(in *EvaluationRequest) (policy.Request, error) {
 	req.TTL = ttl
 	req.Audience = rc.Audience
 	req.Time = rc.Time
+	req.Platform = rc.Platform
+	req.DelegatorAsserted = rc.DelegatorAsserted
 	return req, nil
 }
 
@@ -306,15 +349,34 @@ func parseTTL(raw json.RawMessage) (time.Duration, error) {
 	return time.Duration(secs * float64(time.Second)), nil
 }
 
+// authorize answers 401 or 403 and returns false when r's caller may not
+// evaluate.
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) (admin bool, ok bool) {
+	caller, known := h.caller(r)
+	switch err := h.rules.Evaluate(caller, known, false); {
+	case errors.Is(err, access.ErrUnauthenticated):
+		writeError(w, http.StatusUnauthorized, "no authenticated caller: present a client certificate (mTLS) whose SPIFFE ID is an evaluator")
+		return false, false
+	case err != nil:
+		writeError(w, http.StatusForbidden, err.Error())
+		return false, false
+	}
+	return h.rules.Evaluate(caller, known, true) == nil, true
+}
+
 func (h *Handler) evaluation(w http.ResponseWriter, r *http.Request) {
 	echoRequestID(w, r)
+	admin, ok := h.authorize(w, r)
+	if !ok {
+		return
+	}
 	var in EvaluationRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
 	if err := dec.Decode(&in); err != nil {
 		writeError(w, http.StatusBadRequest, "body: not an AuthZEN evaluation request: "+err.Error())
 		return
 	}
-	resp, code, msg := h.decide(r.Context(), &in)
+	resp, code, msg := h.decide(r.Context(), &in, admin)
 	if code != http.StatusOK {
 		writeError(w, code, msg)
 		return
@@ -324,6 +386,10 @@ func (h *Handler) evaluation(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) evaluations(w http.ResponseWriter, r *http.Request) {
 	echoRequestID(w, r)
+	admin, ok := h.authorize(w, r)
+	if !ok {
+		return
+	}
 	var in EvaluationsRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
 	if err := dec.Decode(&in); err != nil {
@@ -347,7 +413,7 @@ func (h *Handler) evaluations(w http.ResponseWriter, r *http.Request) {
 		// §7: without evaluations, the request and its answer are a
 		// single evaluation's.
 		one := in.item(EvaluationItem{})
-		resp, code, msg := h.decide(r.Context(), &one)
+		resp, code, msg := h.decide(r.Context(), &one, admin)
 		if code != http.StatusOK {
 			writeError(w, code, msg)
 			return
@@ -358,7 +424,7 @@ func (h *Handler) evaluations(w http.ResponseWriter, r *http.Request) {
 	out := EvaluationsResponse{Evaluations: make([]EvaluationResponse, 0, len(in.Evaluations))}
 	for _, item := range in.Evaluations {
 		one := in.item(item)
-		resp, code, msg := h.decide(r.Context(), &one)
+		resp, code, msg := h.decide(r.Context(), &one, admin)
 		if code == http.StatusInternalServerError {
 			writeError(w, code, msg)
 			return
@@ -402,12 +468,16 @@ func (in *EvaluationsRequest) item(it EvaluationItem) EvaluationRequest {
 	return req
 }
 
-// decide answers one evaluation; a status other than 200 comes with a
-// message for the caller.
-func (h *Handler) decide(ctx context.Context, in *EvaluationRequest) (EvaluationResponse, int, string) {
+// decide answers one evaluation for a caller that may evaluate (admin: and
+// set the time); a status other than 200 comes with a message for the
+// caller.
+func (h *Handler) decide(ctx context.Context, in *EvaluationRequest, admin bool) (EvaluationResponse, int, string) {
 	req, err := ToRequest(in)
 	if err != nil {
 		return EvaluationResponse{}, http.StatusBadRequest, err.Error()
+	}
+	if !req.Time.IsZero() && !admin {
+		return EvaluationResponse{}, http.StatusForbidden, "context.time: only an admin (-admins) may set the decision time; leave it out and the server's clock decides"
 	}
 	d, err := h.engine.Evaluate(ctx, req)
 	var fe *policy.FieldError
@@ -420,7 +490,7 @@ func (h *Handler) decide(ctx context.Context, in *EvaluationRequest) (Evaluation
 	}
 	resp := EvaluationResponse{Decision: d.Allow, Context: ResponseContext{
 		ID: d.DecisionID, PolicyVersion: d.PolicyVersion, Policies: d.Policies, Reasons: d.Reasons,
-		Obligations: d.Obligations,
+		Obligations: d.Obligations, DelegatorUnproven: d.DelegatorUnproven,
 	}}
 	if d.Allow {
 		resp.Context.MaxTTL = d.MaxTTL.String()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/jitid/jitid/services/policy/internal/access"
 	"github.com/jitid/jitid/services/policy/internal/authzen"
 	"github.com/jitid/jitid/services/policy/internal/policy"
 	"github.com/jitid/jitid/services/policy/policies"
@@ -26,7 +27,13 @@ func start(t *testing.T) *httptest.Server {
 		Clock:         func() time.Time { return time.Date(2026, 3, 4, 10, 30, 0, 0, time.UTC) },
 		NewDecisionID: func() (string, error) { return "d-1", nil },
 	})
-	srv := httptest.NewServer(authzen.New(engine, nil))
+	// The caller is the issuer, an evaluator; app's tests authenticate it
+	// from a real client certificate.
+	const issuer = "spiffe://jitid.test/issuer"
+	srv := httptest.NewServer(authzen.New(engine, nil, authzen.Options{
+		Rules:  access.Rules{Evaluators: []string{issuer}},
+		Caller: func(*http.Request) (string, bool) { return issuer, true },
+	}))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -46,7 +53,7 @@ func TestEvaluation(t *testing.T) {
 			body: `{"subject": {"type": "agent", "id": "agent-1", "properties": {"class": "EPHEMERAL"}},
 			        "action": {"name": "tickets:purchase"},
 			        "resource": {"type": "task", "id": "t-1", "properties": {"sensitivity": "LOW"}},
-			        "context": {"delegator": {"id": "carol", "attributes": {"age_verified": "true"}}, "ttl": "30m"}}`,
+			        "context": {"delegator": {"id": "carol", "attributes": {"age_verified": "true"}, "entitlements": ["tickets:read", "tickets:purchase", "tickets:search"]}, "ttl": "30m"}}`,
 			code: 200, decision: true,
 			context: map[string]any{"id": "d-1", "max_ttl": "30m0s", "profile": "MINIMAL", "obligations": []any{"age_verified"},
 				"policies": []any{"ephemeral-minimal-profile", "low-sensitivity", "tickets-purchase-age-verified"}},
@@ -55,7 +62,7 @@ func TestEvaluation(t *testing.T) {
 			name: "deny with reason",
 			body: `{"subject": {"type": "agent", "id": "agent-1"}, "action": {"name": "prod:delete"},
 			        "resource": {"type": "task", "id": "t-2", "properties": {"sensitivity": "CRITICAL"}},
-			        "context": {"delegator": {"id": "bob"}, "ttl": 300}}`,
+			        "context": {"delegator": {"id": "bob", "entitlements": ["prod:delete"]}, "ttl": 300}}`,
 			code: 200, decision: false,
 			context: map[string]any{"id": "d-1", "policies": []any{"critical-needs-human"},
 				"reasons":      []any{`scope "prod:delete": needs human approval`},
@@ -130,13 +137,13 @@ func TestEvaluations(t *testing.T) {
 	srv := start(t)
 	const defaults = `"subject": {"type": "agent", "id": "agent-1", "properties": {"class": "EPHEMERAL"}},
 	  "resource": {"type": "task", "id": "t-1", "properties": {"sensitivity": "LOW"}},
-	  "context": {"delegator": {"id": "carol", "attributes": {"age_verified": "false"}}, "ttl": "10m"}`
+	  "context": {"delegator": {"id": "carol", "attributes": {"age_verified": "false"}, "entitlements": ["tickets:read", "tickets:purchase", "tickets:search"]}, "ttl": "10m"}`
 	const mixed = `[
 	  {"action": {"name": "tickets:read"}},
 	  {"action": {"name": "tickets:purchase"}},
 	  {"action": {"name": "prod:delete"}, "resource": {"type": "task", "id": "t-2", "properties": {"sensitivity": "CRITICAL"}}},
 	  {"action": {"name": "tickets:read"}, "subject": {"type": "user", "id": "bob"}},
-	  {"action": {"name": "tickets:purchase"}, "context": {"delegator": {"id": "carol", "attributes": {"age_verified": "true"}}}}
+	  {"action": {"name": "tickets:purchase"}, "context": {"delegator": {"id": "carol", "attributes": {"age_verified": "true"}, "entitlements": ["tickets:read", "tickets:purchase", "tickets:search"]}}}
 	]`
 	type result struct {
 		Decision    bool

@@ -129,7 +129,7 @@ func lifecycleEvent(id string, typ eventsv1.EventType, at time.Duration, request
 	ev := &eventsv1.LifecycleEvent{
 		Id: id, Type: typ, Time: timestamppb.New(replayDay.Add(at)), CredentialId: "cred-" + id,
 		Agent:           &identityv1.Agent{Id: "agent-1", Class: identityv1.AgentClass_AGENT_CLASS_RECURRING, Platform: "reporting"},
-		Delegator:       &identityv1.Delegator{Id: "alice"},
+		Delegator:       &identityv1.Delegator{Id: "alice", Entitlements: requested},
 		Task:            &identityv1.Task{Id: "task-" + id, Purpose: "weekly report", Sensitivity: identityv1.Sensitivity_SENSITIVITY_LOW},
 		Scopes:          requested,
 		RequestedScopes: requested,

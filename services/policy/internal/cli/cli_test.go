@@ -50,17 +50,17 @@ cases:
   - name: wrong ttl and scopes
     request:
       agent: {id: a, class: EPHEMERAL}
-      delegator: {id: d}
+      delegator: {id: d, entitlements: [papers:read]}
       task: {id: t, sensitivity: LOW}
-      scopes: [x:read]
+      scopes: [papers:read]
       ttl: 2h
-    expect: {allow: true, scopes: [x:read, x:write], ttl: 2h}
+    expect: {allow: true, scopes: [papers:read, papers:write], ttl: 2h}
   - name: right
     request:
       agent: {id: a, class: EPHEMERAL}
-      delegator: {id: d}
+      delegator: {id: d, entitlements: [papers:read]}
       task: {id: t, sensitivity: LOW}
-      scopes: [x:read]
+      scopes: [papers:read]
       ttl: 2h
     expect: {allow: true, ttl: 1h}
 `
@@ -74,7 +74,7 @@ cases:
 	}
 	for _, want := range []string{
 		"FAIL " + path + ":3 wrong ttl and scopes",
-		"scopes:     want [x:read, x:write], got [x:read]",
+		"scopes:     want [papers:read, papers:write], got [papers:read]",
 		"ttl:        want 2h0m0s, got 1h0m0s",
 		"FAIL 1 of 2 cases",
 	} {
@@ -100,12 +100,20 @@ func TestCheck(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bad, "p.cedar"), []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, out := run(t, "check", "../../policies", bad)
+	badCatalogue := t.TempDir()
+	if err := os.WriteFile(filepath.Join(badCatalogue, "p.cedar"), []byte(`permit (principal, action, resource);`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(badCatalogue, "scopes.yaml"), []byte("scopes:\n  - {scope: payments:transfer, min_sensitivity: SEVERE}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out := run(t, "check", "../../policies", bad, badCatalogue)
 	if code != cli.ExitFailed {
 		t.Errorf("exit = %d, want %d\n%s", code, cli.ExitFailed, out)
 	}
 	for _, want := range []string{
-		"ok   ../../policies: 8 policies",
+		"ok   ../../policies: 8 policies, schema jitid.cedarschema, scope catalogue scopes.yaml",
+		filepath.Join(badCatalogue, "scopes.yaml") + `:2:1: bad scope catalogue: scope "payments:transfer": min_sensitivity "SEVERE"`,
 		filepath.Join(bad, "p.cedar") + `:1:1: policy "a": policy does not validate against the schema`,
 		filepath.Join(bad, "p.cedar") + `:4:1: policy "b": bad annotation: @max_ttl`,
 	} {

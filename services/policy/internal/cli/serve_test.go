@@ -13,12 +13,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/jitid/jitid/pkg/mtls"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	policyv1 "github.com/jitid/jitid/proto/jitid/policy/v1"
 	"github.com/jitid/jitid/services/policy/internal/cli"
@@ -26,15 +26,22 @@ import (
 	"github.com/jitid/jitid/services/policy/policies"
 	"github.com/jitid/jitid/testkit"
 	"github.com/jitid/jitid/testkit/launch"
+	"github.com/jitid/jitid/testkit/testca"
 )
 
-// TestServe runs `policy serve` as main does, on real sockets of port 0
-// read back from its "serving" lines, and asks it everything it serves:
-// Evaluate, Explain and GetPolicySet over gRPC, AuthZEN over HTTP,
-// /policyz, /readyz and /metrics on the admin server; then stops it by
-// cancelling its context.
+// TestServe runs `policy serve` as main does, over mTLS, on real sockets of
+// port 0 read back from its "serving" lines, and asks it everything it
+// serves as an admin: Evaluate, Explain and GetPolicySet over gRPC,
+// AuthZEN over HTTPS with the client certificate, /policyz, /readyz and
+// /metrics on the admin server; then stops it by cancelling its context.
 func TestServe(t *testing.T) {
 	t.Parallel()
+	const (
+		policyID = "spiffe://jitid.test/policy"
+		adminID  = "spiffe://jitid.test/admin"
+	)
+	ca := testca.New(t, "jitid.test")
+	srvFiles, own := ca.WriteSVID(t, t.TempDir(), policyID), ca.WriteSVID(t, t.TempDir(), adminID)
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
 	// Every listener binds a port the kernel chooses; the log says which.
@@ -44,10 +51,22 @@ func TestServe(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- cli.Main(ctx, cli.Env{
-			Args:   []string{"serve", "-grpc-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-authzen-addr", "127.0.0.1:0"},
+			Args: []string{"serve", "-grpc-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-authzen-addr", "127.0.0.1:0",
+				"-tls-cert", srvFiles.Cert, "-tls-key", srvFiles.Key, "-tls-bundle", srvFiles.Bundle,
+				"-allowed-clients", adminID, "-admins", adminID},
 			Stdout: out, Stderr: out, LookupEnv: func(string) (string, bool) { return "", false },
 		})
 	}()
+	src, err := mtls.NewFileSource(mtls.FileConfig{CertFile: own.Cert, KeyFile: own.Key, BundleFile: own.Bundle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = src.Close() })
+	policyOnly, err := mtls.ParseAllowList([]string{policyID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: mtls.ClientTLSConfig(src, policyOnly)}}
 	stopped := false
 	t.Cleanup(func() {
 		cancel()
@@ -74,7 +93,7 @@ func TestServe(t *testing.T) {
 		}
 	}
 
-	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(mtls.ClientCredentials(src, policyOnly)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,8 +113,9 @@ func TestServe(t *testing.T) {
 	}
 
 	req := &policyv1.EvaluateRequest{
-		Agent:        &identityv1.Agent{Id: "agent-1", Class: identityv1.AgentClass_AGENT_CLASS_RECURRING},
-		Delegator:    &identityv1.Delegator{Id: "alice", Attributes: map[string]string{"age_verified": "true"}},
+		Agent: &identityv1.Agent{Id: "agent-1", Class: identityv1.AgentClass_AGENT_CLASS_RECURRING},
+		Delegator: &identityv1.Delegator{Id: "alice", Attributes: map[string]string{"age_verified": "true"},
+			Entitlements: []string{"tickets:purchase", "tickets:read"}},
 		Task:         &identityv1.Task{Id: "task-1", Purpose: "tickets", Sensitivity: identityv1.Sensitivity_SENSITIVITY_MEDIUM},
 		Scopes:       []string{"tickets:purchase", "tickets:read"},
 		Ttl:          durationpb.New(time.Hour),
@@ -152,14 +172,14 @@ func TestServe(t *testing.T) {
 		body := `{"subject": {"type": "agent", "id": "agent-1", "properties": {"class": "EPHEMERAL"}},
 		          "action": {"name": "tickets:read"},
 		          "resource": {"type": "task", "id": "t-1", "properties": {"sensitivity": "LOW"}},
-		          "context": {"delegator": {"id": "carol"}, "ttl": "30m"}}`
-		httpReq, err := http.NewRequestWithContext(rpcCtx, http.MethodPost, "http://"+authzenAddr+"/access/v1/evaluation", strings.NewReader(body))
+		          "context": {"delegator": {"id": "carol", "entitlements": ["tickets:read"]}, "ttl": "30m"}}`
+		httpReq, err := http.NewRequestWithContext(rpcCtx, http.MethodPost, "https://"+authzenAddr+"/access/v1/evaluation", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
 		httpReq.Header.Set("Content-Type", "application/json")
 		httpReq.Header.Set("X-Request-ID", "req-7")
-		resp, err := http.DefaultClient.Do(httpReq)
+		resp, err := httpsClient.Do(httpReq)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,10 +203,10 @@ func TestServe(t *testing.T) {
 
 		batch := `{"subject": {"type": "agent", "id": "agent-1", "properties": {"class": "EPHEMERAL"}},
 		           "resource": {"type": "task", "id": "t-1", "properties": {"sensitivity": "CRITICAL"}},
-		           "context": {"delegator": {"id": "carol"}},
+		           "context": {"delegator": {"id": "carol", "entitlements": ["tickets:read"]}},
 		           "evaluations": [{"action": {"name": "tickets:read"}}, {"action": {"name": "tickets:read"},
 		             "resource": {"type": "task", "id": "t-2", "properties": {"sensitivity": "LOW"}}}]}`
-		bresp, err := http.Post("http://"+authzenAddr+"/access/v1/evaluations", "application/json", strings.NewReader(batch))
+		bresp, err := httpsClient.Post("https://"+authzenAddr+"/access/v1/evaluations", "application/json", strings.NewReader(batch))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -99,7 +99,14 @@ func runCheck(env Env, args []string) (int, error) {
 			}
 			continue
 		}
-		fmt.Fprintf(env.Stdout, "ok   %s: %d policies, schema %s, version %s\n", p, len(set.PolicyIDs()), filepath.Base(set.Schema()), set.Version()[:12])
+		catalogue := "no scope catalogue"
+		if c := set.Catalogue(); c != nil {
+			catalogue = "scope catalogue " + filepath.Base(c.Name())
+		}
+		fmt.Fprintf(env.Stdout, "ok   %s: %d policies, schema %s, %s, version %s\n", p, len(set.PolicyIDs()), filepath.Base(set.Schema()), catalogue, set.Version()[:12])
+		if set.Catalogue() == nil {
+			fmt.Fprintf(env.Stdout, "warn %s: no %s: every scope is judged at the sensitivity the caller labels it and none is refused as unlisted\n", p, policy.CatalogueName)
+		}
 	}
 	return code, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/jitid/jitid/pkg/mtls"
 	"github.com/jitid/jitid/pkg/servicecmd"
 )
 
@@ -23,6 +24,10 @@ type Config struct {
 	PolicyFile string
 	// ReloadInterval is how often PolicyFile is polled for changes.
 	ReloadInterval time.Duration
+	// Evaluators are the callers (SPIFFE IDs or bearer-token subjects)
+	// that may call Evaluate, Explain and AuthZEN: the issuer's SPIFFE ID.
+	// Admins (-admins) may too, and only they may set the decision time.
+	Evaluators []string
 }
 
 // ErrInvalid is wrapped by every validation error.
@@ -39,9 +44,13 @@ func Load(args []string, lookupEnv func(string) (string, bool), output io.Writer
 	}
 	var c Config
 	common := servicecmd.AddFlags(fs, &c.Common, "127.0.0.1:50052", "127.0.0.1:9092")
-	fs.StringVar(&c.AuthZENAddr, "authzen-addr", "127.0.0.1:8092", "OpenID AuthZEN 1.0 evaluation endpoints (POST /access/v1/evaluation and /access/v1/evaluations), HTTP; empty turns it off")
+	fs.StringVar(&c.AuthZENAddr, "authzen-addr", "127.0.0.1:8092", "OpenID AuthZEN 1.0 evaluation endpoints (POST /access/v1/evaluation and /access/v1/evaluations): HTTPS with client certificates when TLS is on, else plain HTTP on loopback only (which answers every evaluation 401); empty turns it off")
 	fs.StringVar(&c.PolicyFile, "policy-file", "", "a .cedar file or a directory of them; the built-in default set when empty")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", 2*time.Second, "how often -policy-file is checked for changes")
+	fs.Func("evaluators", "comma-separated callers allowed to call Evaluate, Explain and AuthZEN: the issuer's SPIFFE ID (e.g. spiffe://acme.example/jitid/issuer); -admins may too", func(v string) error {
+		c.Evaluators = servicecmd.SplitList(v)
+		return nil
+	})
 	if err := common.Parse(args, lookupEnv); err != nil {
 		return Config{}, err
 	}
@@ -60,6 +69,13 @@ func (c Config) validate() []error {
 	if c.AuthZENAddr != "" {
 		if err := servicecmd.CheckHostPort("authzen-addr", c.AuthZENAddr); err != nil {
 			errs = append(errs, err)
+		} else if !c.TLSEnabled() {
+			// Without TLS the endpoint has no caller to authorize and
+			// refuses every evaluation; it stays on loopback whatever
+			// -insecure says.
+			if mtls.CheckPlaintextListen(c.AuthZENAddr, false) != nil {
+				errs = append(errs, servicecmd.Invalid("authzen-addr", "%s is not a loopback address: without TLS the AuthZEN endpoint is plain HTTP and listens on loopback only, whatever -insecure says; give -tls-* or -spiffe-socket for HTTPS with client certificates", c.AuthZENAddr))
+			}
 		}
 	}
 	return errs

@@ -30,8 +30,8 @@ func TestLoad(t *testing.T) {
 		{
 			name: "env, flag wins, an empty variable empties its flag",
 			args: []string{"-grpc-addr", ":6000", "-insecure"},
-			env:  map[string]string{"JITID_GRPC_ADDR": ":7000", "JITID_POLICY_FILE": "/etc/jitid/policies", "JITID_ADMIN_ADDR": "", "JITID_LOG_LEVEL": "debug", "JITID_AUTHZEN_ADDR": "0.0.0.0:8443"},
-			want: config.Config{Common: servicecmd.Common{GRPCAddr: ":6000", Insecure: true, AdminAddr: "", LogLevel: slog.LevelDebug, LogFormat: "json"}, AuthZENAddr: "0.0.0.0:8443", PolicyFile: "/etc/jitid/policies", ReloadInterval: 2 * time.Second},
+			env:  map[string]string{"JITID_GRPC_ADDR": ":7000", "JITID_POLICY_FILE": "/etc/jitid/policies", "JITID_ADMIN_ADDR": "", "JITID_LOG_LEVEL": "debug", "JITID_AUTHZEN_ADDR": "127.0.0.2:8443"},
+			want: config.Config{Common: servicecmd.Common{GRPCAddr: ":6000", Insecure: true, AdminAddr: "", LogLevel: slog.LevelDebug, LogFormat: "json"}, AuthZENAddr: "127.0.0.2:8443", PolicyFile: "/etc/jitid/policies", ReloadInterval: 2 * time.Second},
 		},
 		{
 			name: "pprof",
@@ -43,6 +43,13 @@ func TestLoad(t *testing.T) {
 		{name: "bad format", args: []string{"-log-format", "xml"}, wantErr: config.ErrInvalid},
 		{name: "bad addr", args: []string{"-grpc-addr", "nowhere"}, wantErr: config.ErrInvalid},
 		{name: "bad authzen addr", args: []string{"-authzen-addr", "8092"}, wantErr: config.ErrInvalid},
+		{name: "plain authzen off loopback, even with -insecure", args: []string{"-insecure", "-authzen-addr", "0.0.0.0:8092"}, wantErr: config.ErrInvalid},
+		{
+			name: "evaluators",
+			args: []string{"-evaluators", "spiffe://acme.example/jitid/issuer, spiffe://acme.example/jitid/issuer-2"},
+			want: config.Config{Common: servicecmd.Common{GRPCAddr: "127.0.0.1:50052", AdminAddr: "127.0.0.1:9092", LogLevel: slog.LevelInfo, LogFormat: "json"}, AuthZENAddr: "127.0.0.1:8092", ReloadInterval: 2 * time.Second,
+				Evaluators: []string{"spiffe://acme.example/jitid/issuer", "spiffe://acme.example/jitid/issuer-2"}},
+		},
 		{name: "reload too often", args: []string{"-reload-interval", "1ms"}, wantErr: config.ErrInvalid},
 		{name: "stray argument", args: []string{"extra"}, wantErr: config.ErrInvalid},
 	}

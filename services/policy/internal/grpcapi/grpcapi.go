@@ -15,10 +15,12 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/jitid/jitid/pkg/grpcserver"
 	"github.com/jitid/jitid/pkg/reqrules"
 	"github.com/jitid/jitid/pkg/statusreason"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	policyv1 "github.com/jitid/jitid/proto/jitid/policy/v1"
+	"github.com/jitid/jitid/services/policy/internal/access"
 	"github.com/jitid/jitid/services/policy/internal/policy"
 )
 
@@ -27,10 +29,14 @@ type Server struct {
 	policyv1.UnimplementedPolicyServiceServer
 	engine *policy.Engine
 	log    *slog.Logger
+	rules  access.Rules
 }
 
-// New returns a Server deciding with engine.
-func New(engine *policy.Engine, log *slog.Logger) *Server {
+// New returns a Server deciding with engine for the callers rules allow.
+// Every call needs an authenticated caller (grpcserver.Caller): a server
+// wired without an authenticator answers UNAUTHENTICATED, never a
+// decision.
+func New(engine *policy.Engine, log *slog.Logger, rules access.Rules) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -39,7 +45,13 @@ func New(engine *policy.Engine, log *slog.Logger) *Server {
 	if err := reqrules.Prepare(); err != nil {
 		log.Error("request rules do not compile", "error", err)
 	}
-	return &Server{engine: engine, log: log}
+	return &Server{engine: engine, log: log, rules: rules}
+}
+
+// authorize checks that the caller may ask for req's decision.
+func (s *Server) authorize(ctx context.Context, req *policyv1.EvaluateRequest) error {
+	caller, ok := grpcserver.Caller(ctx)
+	return s.rules.Evaluate(caller, ok, req.GetDecisionTime() != nil)
 }
 
 // Register adds the PolicyService to r. Its health follows the server's
@@ -49,6 +61,9 @@ func (s *Server) Register(r grpc.ServiceRegistrar) { policyv1.RegisterPolicyServ
 
 // Evaluate implements policyv1.PolicyServiceServer.
 func (s *Server) Evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*policyv1.EvaluateResponse, error) {
+	if err := s.authorize(ctx, req); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	if err := reqrules.Check(req); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -63,6 +78,9 @@ func (s *Server) Evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*
 // Evaluate and lists, per scope, every policy of the set: whether it
 // applied, whether it decided, and why.
 func (s *Server) Explain(ctx context.Context, req *policyv1.ExplainRequest) (*policyv1.ExplainResponse, error) {
+	if err := s.authorize(ctx, req.GetRequest()); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	if err := reqrules.Check(req); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -71,8 +89,15 @@ func (s *Server) Explain(ctx context.Context, req *policyv1.ExplainRequest) (*po
 		return nil, s.toStatus(ctx, err)
 	}
 	resp := &policyv1.ExplainResponse{Decision: ToDecision(&ex.Decision)}
-	for _, sc := range ex.Scopes {
-		se := &policyv1.ScopeExplanation{Scope: sc.Scope, Granted: sc.Granted, NarrowedBy: sc.NarrowedBy}
+	scopes := ex.Scopes
+	if ex.Assertion != nil {
+		// The delegator assertion check comes first, under its action's
+		// name (a reserved scope no request can ask for).
+		scopes = append([]policy.ScopeExplanation{*ex.Assertion}, scopes...)
+	}
+	for _, sc := range scopes {
+		se := &policyv1.ScopeExplanation{Scope: sc.Scope, Granted: sc.Granted, NarrowedBy: sc.NarrowedBy,
+			Sensitivity: fromSensitivity(sc.Sensitivity)}
 		for _, p := range sc.Policies {
 			se.Policies = append(se.Policies, toPolicyResult(&p))
 		}
@@ -81,8 +106,12 @@ func (s *Server) Explain(ctx context.Context, req *policyv1.ExplainRequest) (*po
 	return resp, nil
 }
 
-// GetPolicySet implements policyv1.PolicyServiceServer.
-func (s *Server) GetPolicySet(context.Context, *policyv1.GetPolicySetRequest) (*policyv1.GetPolicySetResponse, error) {
+// GetPolicySet implements policyv1.PolicyServiceServer. Any authenticated
+// caller may ask.
+func (s *Server) GetPolicySet(ctx context.Context, _ *policyv1.GetPolicySetRequest) (*policyv1.GetPolicySetResponse, error) {
+	if _, ok := grpcserver.Caller(ctx); !ok {
+		return nil, s.toStatus(ctx, access.ErrUnauthenticated)
+	}
 	st := s.engine.Status()
 	resp := &policyv1.GetPolicySetResponse{
 		Version:   st.Set.Version(),
@@ -104,6 +133,8 @@ func (s *Server) GetPolicySet(context.Context, *policyv1.GetPolicySetRequest) (*
 // mistakes carry their message to the caller; anything else is logged and
 // reported as Internal without detail.
 //
+//	access.ErrUnauthenticated UNAUTHENTICATED UNAUTHENTICATED
+//	access.ErrNotAllowed PERMISSION_DENIED  CALLER_NOT_ALLOWED
 //	*reqrules.Error     INVALID_ARGUMENT   INVALID_REQUEST; BadRequest lists every field
 //	*policy.FieldError  INVALID_ARGUMENT   INVALID_REQUEST; BadRequest names the field
 //	context ended       DEADLINE_EXCEEDED / CANCELED
@@ -114,6 +145,10 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		fe    *policy.FieldError
 	)
 	switch {
+	case errors.Is(err, access.ErrUnauthenticated):
+		return statusreason.Error(codes.Unauthenticated, "no authenticated caller: the policy service answers only callers it can identify (mTLS or a bearer token)", statusreason.Unauthenticated, nil)
+	case errors.Is(err, access.ErrNotAllowed):
+		return statusreason.Error(codes.PermissionDenied, err.Error(), statusreason.CallerNotAllowed, nil)
 	case errors.As(err, &rules):
 		br := &errdetails.BadRequest{}
 		for _, v := range rules.Violations {
@@ -179,8 +214,10 @@ func toRequest(r *policyv1.EvaluateRequest) policy.Request {
 			Purpose:     r.GetTask().GetPurpose(),
 			Sensitivity: toSensitivity(r.GetTask().GetSensitivity()),
 		},
-		Scopes:   r.GetScopes(),
-		Audience: r.GetAudience(),
+		Scopes:            r.GetScopes(),
+		Audience:          r.GetAudience(),
+		Platform:          r.GetPlatform(),
+		DelegatorAsserted: r.GetDelegatorAsserted(),
 	}
 	for _, a := range r.GetAgentChain() {
 		req.AgentChain = append(req.AgentChain, toAgent(a))
@@ -241,6 +278,20 @@ func toSensitivity(s identityv1.Sensitivity) policy.Sensitivity {
 	return unknownEnum
 }
 
+func fromSensitivity(s policy.Sensitivity) identityv1.Sensitivity {
+	switch s {
+	case policy.SensitivityLow:
+		return identityv1.Sensitivity_SENSITIVITY_LOW
+	case policy.SensitivityMedium:
+		return identityv1.Sensitivity_SENSITIVITY_MEDIUM
+	case policy.SensitivityHigh:
+		return identityv1.Sensitivity_SENSITIVITY_HIGH
+	case policy.SensitivityCritical:
+		return identityv1.Sensitivity_SENSITIVITY_CRITICAL
+	}
+	return identityv1.Sensitivity_SENSITIVITY_UNSPECIFIED
+}
+
 func toProfile(p policy.Profile) identityv1.Profile {
 	switch p {
 	case policy.ProfileMinimal:
@@ -263,6 +314,8 @@ func ToDecision(d *policy.Decision) *identityv1.Decision {
 		Policies:      d.Policies,
 		PolicyVersion: d.PolicyVersion,
 		DecisionId:    d.DecisionID,
+
+		DelegatorUnproven: d.DelegatorUnproven,
 	}
 	if d.MaxTTL > 0 {
 		out.MaxTtl = durationpb.New(d.MaxTTL)

@@ -12,16 +12,17 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/jitid/jitid/pkg/grpcserver"
 	"github.com/jitid/jitid/pkg/statusreason"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	policyv1 "github.com/jitid/jitid/proto/jitid/policy/v1"
+	"github.com/jitid/jitid/services/policy/internal/access"
 	"github.com/jitid/jitid/services/policy/internal/grpcapi"
 	"github.com/jitid/jitid/services/policy/internal/policy"
 	"github.com/jitid/jitid/services/policy/internal/policymetrics"
@@ -36,8 +37,42 @@ type testServer struct {
 	version   string
 }
 
-// start serves the default set on real sockets (127.0.0.1:0).
+// The callers of the tests: the issuer is an evaluator, the admin an admin,
+// the platform neither. testCaller picks one per call (metadata
+// x-test-caller); without it the caller is the issuer. Over a real mTLS
+// connection the caller is the client certificate's SPIFFE ID (see app's
+// tests); this authenticator stands in for that step only.
+const (
+	issuerID   = "spiffe://jitid.test/issuer"
+	adminID    = "spiffe://jitid.test/admin"
+	platformID = "spiffe://jitid.test/platform/support-bot"
+)
+
+func testAuthenticator(ctx context.Context) (context.Context, error) {
+	caller := issuerID
+	if v := metadata.ValueFromIncomingContext(ctx, "x-test-caller"); len(v) > 0 {
+		caller = v[0]
+	}
+	return grpcserver.WithCaller(ctx, caller), nil
+}
+
+// as returns ctx calling as caller.
+func as(caller string) context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), "x-test-caller", caller)
+}
+
+var testRules = access.Rules{Evaluators: []string{issuerID}, Admins: []string{adminID}}
+
+// start serves the default set on real sockets (127.0.0.1:0), with the
+// test authenticator.
 func start(t *testing.T) testServer {
+	t.Helper()
+	return startWith(t, testAuthenticator)
+}
+
+// startWith is start with authn as the server's authentication step (nil:
+// none wired).
+func startWith(t *testing.T, authn grpcserver.Authenticator) testServer {
 	t.Helper()
 	set, err := policy.LoadFS(policies.Default(), policies.Source)
 	if err != nil {
@@ -45,11 +80,11 @@ func start(t *testing.T) testServer {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	engine := policy.NewEngine(set, policy.EngineOptions{Logger: log})
-	srv := grpcserver.New(grpcserver.Options{Name: "policy", GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Logger: log})
+	srv := grpcserver.New(grpcserver.Options{Name: "policy", GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Logger: log, Authenticate: authn})
 	if err := policymetrics.Register(srv.Registry(), engine); err != nil {
 		t.Fatal(err)
 	}
-	grpcapi.New(engine, log).Register(srv.GRPC())
+	grpcapi.New(engine, log, testRules).Register(srv.GRPC())
 	conn := grpctest.Run(t, srv)
 	return testServer{
 		client:    policyv1.NewPolicyServiceClient(conn),
@@ -61,12 +96,12 @@ func start(t *testing.T) testServer {
 
 func evaluateRequest() *policyv1.EvaluateRequest {
 	return &policyv1.EvaluateRequest{
-		Agent:        &identityv1.Agent{Id: "agent:research-7f3a", Class: identityv1.AgentClass_AGENT_CLASS_RECURRING},
-		Delegator:    &identityv1.Delegator{Id: "user:alice@example.com", Attributes: map[string]string{"age_verified": "true"}},
-		Task:         &identityv1.Task{Id: "task-1", Purpose: "tickets", Sensitivity: identityv1.Sensitivity_SENSITIVITY_MEDIUM},
-		Scopes:       []string{"tickets:purchase", "tickets:read"},
-		Ttl:          durationpb.New(time.Hour),
-		DecisionTime: timestamppb.New(time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)),
+		Agent: &identityv1.Agent{Id: "agent:research-7f3a", Class: identityv1.AgentClass_AGENT_CLASS_RECURRING},
+		Delegator: &identityv1.Delegator{Id: "user:alice@example.com", Attributes: map[string]string{"age_verified": "true"},
+			Entitlements: []string{"tickets:purchase", "tickets:read"}},
+		Task:   &identityv1.Task{Id: "task-1", Purpose: "tickets", Sensitivity: identityv1.Sensitivity_SENSITIVITY_MEDIUM},
+		Scopes: []string{"tickets:purchase", "tickets:read"},
+		Ttl:    durationpb.New(time.Hour),
 	}
 }
 

@@ -76,6 +76,7 @@ func BenchmarkEvaluate200(b *testing.B) {
 func BenchmarkEvaluate200Matching(b *testing.B) {
 	req := benchRequest()
 	req.Scopes = []string{"svc0:read", "team1:x", "svc3:write"}
+	req.Delegator.Entitlements = req.Scopes
 	req.Agent.Attributes = map[string]string{"model": "m1", "team": "t1"}
 	benchmarkEvaluate(b, newEngine(generatedSet(b, 200)), req)
 }

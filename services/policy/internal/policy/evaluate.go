@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ const (
 	DelegatorType cedar.EntityType = "Jitid::Delegator"
 	TaskType      cedar.EntityType = "Jitid::Task"
 	ActionType    cedar.EntityType = "Jitid::Action"
+	PlatformType  cedar.EntityType = "Jitid::Platform"
 )
 
 // Decision is the answer to one Request.
@@ -47,6 +49,13 @@ type Decision struct {
 	Policies      []string
 	PolicyVersion string
 	DecisionID    string
+	// DelegatorUnproven is true on a denial because the request asserted
+	// its delegator (no token proved it) and no policy lets the platform
+	// do that.
+	DelegatorUnproven bool
+	// Assertion is the outcome of the delegator assertion check, when the
+	// request asserted its delegator (scope AssertDelegatorAction).
+	Assertion *ScopeResult
 	// Scopes holds the outcome of each distinct requested scope, in request
 	// order, for explanations.
 	Scopes []ScopeResult
@@ -67,6 +76,12 @@ type ScopeResult struct {
 	NarrowedBy string
 	// Reason says why the scope was not granted; empty when granted.
 	Reason string
+	// Sensitivity is what the scope was judged at: the task's, raised to
+	// the scope catalogue's minimum for the scope.
+	Sensitivity Sensitivity
+	// CatalogueMinimum is the catalogue's minimum for the scope;
+	// unspecified when the set has no catalogue or does not list it.
+	CatalogueMinimum Sensitivity
 }
 
 // PolicyError is one policy whose evaluation failed.
@@ -84,6 +99,9 @@ const (
 	NarrowedByAgentChain = "agent chain"
 	// NarrowedByDeadline: the task deadline has passed.
 	NarrowedByDeadline = "task deadline"
+	// NarrowedByCatalogue: the scope catalogue does not list the scope.
+	// Such a scope is not put to Cedar at all.
+	NarrowedByCatalogue = "scope catalogue"
 )
 
 // input is a request turned into Cedar values, once per request and shared
@@ -92,6 +110,10 @@ type input struct {
 	entities  cedar.EntityMap
 	principal cedar.EntityUID
 	resource  cedar.EntityUID
+	// platform and delegator are the principal and resource of the
+	// delegator assertion check.
+	platform  cedar.EntityUID
+	delegator cedar.EntityUID
 	// base is the context without "scope"; shared is base as a record, for
 	// the policies that do not read the scope.
 	base   cedar.RecordMap
@@ -142,16 +164,78 @@ var noScope = cedar.NewEntityUID(ActionType, "")
 // evaluate decides req, which must be valid, at time now. It never parses
 // Cedar text.
 func (s *Set) evaluate(req *Request, now time.Time) Decision {
-	d, in := s.decide(req, now, false)
-	in.release()
+	d, ins := s.decide(req, now, false)
+	ins.release()
 	return d
+}
+
+// inputs are the Cedar inputs of one request, one per sensitivity its
+// scopes are judged at (the scope catalogue may raise a scope's), built
+// when first needed.
+type inputs struct {
+	s    *Set
+	req  *Request
+	now  time.Time
+	f    *fields
+	full bool
+	by   [SensitivityCritical + 1]*input
+}
+
+// of returns the input of req judged at sensitivity sens.
+func (ins *inputs) of(sens Sensitivity) *input {
+	if in := ins.by[sens]; in != nil {
+		return in
+	}
+	buf := recordBufs.Get().(*recordBuf)
+	in := &buf.in
+	in.buf = buf
+	req := ins.req
+	if sens != req.Task.Sensitivity {
+		judged := *req
+		judged.Task.Sensitivity = sens
+		req = &judged
+	}
+	in.entities, in.principal, in.resource = entities(buf, ins.f, req)
+	in.platform = cedar.NewEntityUID(PlatformType, cedar.String(req.Platform))
+	in.delegator = cedar.NewEntityUID(DelegatorType, cedar.String(req.Delegator.ID))
+	in.base = baseContext(buf, ins.f, req, ins.now)
+	in.shared = cedar.NewRecord(in.base)
+	if !ins.full && len(ins.s.plan.once) > 0 {
+		in.once.add(cedar.Authorize(&ins.s.plan.once, in.entities, cedar.Request{
+			Principal: in.principal, Action: noScope, Resource: in.resource, Context: in.shared,
+		}))
+	}
+	ins.by[sens] = in
+	return in
+}
+
+// release returns every input's buffers.
+func (ins *inputs) release() {
+	for i, in := range ins.by {
+		if in != nil {
+			in.release()
+			ins.by[i] = nil
+		}
+	}
+}
+
+// judged returns the sensitivity scope is judged at, max(requested, the
+// catalogue's minimum), the catalogue's minimum (unspecified without a
+// catalogue), and false when the set has a catalogue that does not list
+// scope.
+func (s *Set) judged(req *Request, scope string) (judged, minimum Sensitivity, listed bool) {
+	if s.catalogue == nil {
+		return req.Task.Sensitivity, SensitivityUnspecified, true
+	}
+	minimum, listed = s.catalogue.Minimum(scope)
+	return max(req.Task.Sensitivity, minimum), minimum, listed
 }
 
 // decide decides req. With full set, every scope is one Cedar call over the
 // whole set with every field filled (the reference the plan is tested
 // against); else the plan runs each policy only as often as its answer can
 // change, on the fields the set can see.
-func (s *Set) decide(req *Request, now time.Time, full bool) (Decision, *input) {
+func (s *Set) decide(req *Request, now time.Time, full bool) (Decision, *inputs) {
 	now = now.UTC()
 	d := Decision{PolicyVersion: s.version}
 	ttl := req.TTL
@@ -164,29 +248,48 @@ func (s *Set) decide(req *Request, now time.Time, full bool) (Decision, *input) 
 			ttl = left
 		}
 	}
-	f := &s.plan.fields
+	ins := &inputs{s: s, req: req, now: now, f: &s.plan.fields, full: full}
 	if full {
-		f = nil
+		ins.f = nil
 	}
-	buf := recordBufs.Get().(*recordBuf)
-	in := &buf.in
-	in.buf = buf
-	in.entities, in.principal, in.resource = entities(in.buf, f, req)
-	in.base = baseContext(in.buf, f, req, now)
-	in.shared = cedar.NewRecord(in.base)
-	if !full && len(s.plan.once) > 0 {
-		in.once.add(cedar.Authorize(&s.plan.once, in.entities, cedar.Request{
-			Principal: in.principal, Action: noScope, Resource: in.resource, Context: in.shared,
-		}))
+	var policies, obligations []string
+
+	if req.DelegatorAsserted {
+		// The assertion is judged at the highest sensitivity the request's
+		// listed scopes are, so that a platform allowed to assert for LOW
+		// tasks cannot label a payment LOW.
+		top := req.Task.Sensitivity
+		for _, scope := range req.Scopes {
+			if j, _, listed := s.judged(req, scope); listed {
+				top = max(top, j)
+			}
+		}
+		a := s.assertDelegator(req, top, ins.of(top))
+		d.Assertion = &a
+		policies = append(policies, a.Determining...)
+		if !a.Granted {
+			d.DelegatorUnproven = true
+			d.Reasons = []string{a.Reason}
+			d.Policies = sortedUnique(policies)
+			return d, ins
+		}
 	}
 
 	d.GrantedScopes = make([]string, 0, len(req.Scopes))
 	d.Scopes = make([]ScopeResult, 0, len(req.Scopes))
-	var policies, obligations []string
 	for i, scope := range req.Scopes {
 		if slices.Contains(req.Scopes[:i], scope) {
 			continue
 		}
+		judged, minimum, listed := s.judged(req, scope)
+		if !listed {
+			r := ScopeResult{Scope: scope, Sensitivity: req.Task.Sensitivity, NarrowedBy: NarrowedByCatalogue,
+				Reason: fmt.Sprintf("scope %q is not in the scope catalogue (%s), so it is never granted", scope, path.Base(s.catalogue.Name()))}
+			d.Reasons = append(d.Reasons, r.Reason)
+			d.Scopes = append(d.Scopes, r)
+			continue
+		}
+		in := ins.of(judged)
 		var o outcome
 		if full {
 			o.add(cedar.Authorize(s.cedar, in.entities, in.cedarRequest(scope)))
@@ -194,16 +297,22 @@ func (s *Set) decide(req *Request, now time.Time, full bool) (Decision, *input) 
 			o = s.authorizeScope(in, scope)
 		}
 		r := s.scopeResult(scope, &o)
+		r.Sensitivity, r.CatalogueMinimum = judged, minimum
 		if r.Granted {
 			switch {
 			case deadlinePassed:
 				r.Granted = false
 				r.NarrowedBy = NarrowedByDeadline
 				r.Reason = fmt.Sprintf("scope %q: the task deadline has passed", scope)
-			case len(req.Delegator.Entitlements) > 0 && !slices.Contains(req.Delegator.Entitlements, scope):
+			case !slices.Contains(req.Delegator.Entitlements, scope):
+				// No entitlements is none held, never no check: a caller
+				// that leaves the list out gets nothing.
 				r.Granted = false
 				r.NarrowedBy = NarrowedByEntitlements
 				r.Reason = fmt.Sprintf("scope %q is not among the delegator's entitlements", scope)
+				if len(req.Delegator.Entitlements) == 0 {
+					r.Reason += " (the request gave none)"
+				}
 			default:
 				for j, held := range req.AgentChainScopes {
 					if !slices.Contains(held, scope) {
@@ -214,6 +323,11 @@ func (s *Set) decide(req *Request, now time.Time, full bool) (Decision, *input) 
 					}
 				}
 			}
+		}
+		if !r.Granted && r.NarrowedBy == "" && judged > req.Task.Sensitivity {
+			// The policies' answer, at a sensitivity the caller did not
+			// ask for: say so.
+			r.Reason += fmt.Sprintf(" (judged %s, the scope catalogue's minimum for it; the task was labelled %s)", judged, req.Task.Sensitivity)
 		}
 		if r.Granted {
 			d.GrantedScopes = append(d.GrantedScopes, scope)
@@ -252,7 +366,49 @@ func (s *Set) decide(req *Request, now time.Time, full bool) (Decision, *input) 
 	}
 	d.Policies = sortedUnique(policies)
 	d.Obligations = sortedUnique(obligations)
-	return d, in
+	return d, ins
+}
+
+// assertUID is the action of the delegator assertion check.
+var assertUID = cedar.NewEntityUID(ActionType, cedar.String(AssertDelegatorAction))
+
+// assertDelegator decides whether req.Platform may assert req's delegator:
+// Cedar over the policies whose head names Jitid::Action::"delegator:assert"
+// (no other policy takes part), with principal Jitid::Platform::"<platform>",
+// the delegator as resource and in's context (the task judged at judged). Granted when a permit holds
+// and no forbid holds or fails.
+func (s *Set) assertDelegator(req *Request, judged Sensitivity, in *input) ScopeResult {
+	r := ScopeResult{Scope: AssertDelegatorAction, Sensitivity: judged}
+	refuse := fmt.Sprintf("platform %q may not assert delegators; send the delegator's subject_token", req.Platform)
+	named := s.plan.byAction[assertUID]
+	if req.Platform == "" || named == nil {
+		if req.Platform == "" {
+			refuse = "the caller names no platform, and only a platform a policy permits may assert delegators; send the delegator's subject_token"
+		}
+		r.Reason = refuse
+		return r
+	}
+	var o outcome
+	o.add(cedar.Authorize(&named.list, in.entities, in.assertRequest()))
+	r = s.scopeResult(AssertDelegatorAction, &o)
+	r.Sensitivity = judged
+	if !r.Granted {
+		r.Reason = refuse
+		if len(r.Determining) > 0 {
+			r.Reason += fmt.Sprintf(" (forbidden by policy %q)", r.Determining[0])
+		}
+	}
+	return r
+}
+
+// assertRequest is the Cedar request of the delegator assertion check.
+func (in *input) assertRequest() cedar.Request {
+	return cedar.Request{
+		Principal: in.platform,
+		Action:    assertUID,
+		Resource:  in.delegator,
+		Context:   in.scopeContext(AssertDelegatorAction),
+	}
 }
 
 // cedarRequest is the Cedar request for one scope of in, with the whole
@@ -427,6 +583,18 @@ func entities(b *recordBuf, f *fields, req *Request) (cedar.EntityMap, cedar.Ent
 	em := b.em
 	principal := cedar.NewEntityUID(AgentType, cedar.String(req.Agent.ID))
 	parents := chainUIDs(req.AgentChain)
+	if req.Platform != "" {
+		// The agent is `in` the platform the issuer acts for: policies
+		// say `principal in Jitid::Platform::"spiffe://..."`. Without a
+		// platform there is no such parent, so no platform rule matches.
+		puid := cedar.NewEntityUID(PlatformType, cedar.String(req.Platform))
+		em[puid] = cedar.Entity{UID: puid}
+		uids := make([]cedar.EntityUID, 0, len(req.AgentChain)+1)
+		for i := range req.AgentChain {
+			uids = append(uids, cedar.NewEntityUID(AgentType, cedar.String(req.AgentChain[i].ID)))
+		}
+		parents = cedar.NewEntityUIDSet(append(uids, puid)...)
+	}
 	for i := range req.AgentChain {
 		// The chain lists the nearest parent first, so the agents above
 		// chain[i] are chain[i+1:]: `principal in X` holds for every X up
@@ -536,6 +704,12 @@ func baseContext(b *recordBuf, f *fields, req *Request, now time.Time) cedar.Rec
 	}
 	if f.ctx(fAudience) {
 		m["audience"] = cedar.String(req.Audience)
+	}
+	if f.ctx(fPlatform) {
+		m["platform"] = cedar.String(req.Platform)
+	}
+	if f.ctx(fDelegatorAsserted) {
+		m["delegator_asserted"] = cedar.Boolean(req.DelegatorAsserted)
 	}
 	if f.ctx(fTime) {
 		m["time"] = cedar.NewDatetime(now)

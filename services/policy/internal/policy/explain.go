@@ -14,7 +14,11 @@ import (
 // every policy of the set did.
 type Explanation struct {
 	Decision Decision
-	Scopes   []ScopeExplanation
+	// Assertion explains the delegator assertion check, when the request
+	// asserted its delegator: the policies naming the action
+	// AssertDelegatorAction, the only ones that take part.
+	Assertion *ScopeExplanation
+	Scopes    []ScopeExplanation
 }
 
 // ScopeExplanation is the outcome of one scope and every policy's part in it.
@@ -139,17 +143,34 @@ func (s *Set) explainerOf(id string) *explainer {
 
 // explain decides req like evaluate and explains every policy per scope.
 func (s *Set) explain(req *Request, now time.Time) Explanation {
-	d, in := s.decide(req, now, false)
+	d, ins := s.decide(req, now, false)
+	defer ins.release()
 	ex := Explanation{Decision: d}
+	if a := d.Assertion; a != nil {
+		se := ScopeExplanation{ScopeResult: *a}
+		if named := s.plan.byAction[assertUID]; named != nil && req.Platform != "" {
+			in := ins.of(a.Sensitivity)
+			creq := in.assertRequest()
+			for _, r := range named.list {
+				se.Policies = append(se.Policies, s.explainPolicy(string(r.id), a, in, creq))
+			}
+		}
+		ex.Assertion = &se
+	}
 	for _, r := range d.Scopes {
 		se := ScopeExplanation{ScopeResult: r}
+		if r.NarrowedBy == NarrowedByCatalogue {
+			// Not put to Cedar: no policy had a say.
+			ex.Scopes = append(ex.Scopes, se)
+			continue
+		}
+		in := ins.of(r.Sensitivity)
 		creq := in.cedarRequest(r.Scope)
 		for _, id := range s.ids {
 			se.Policies = append(se.Policies, s.explainPolicy(id, &r, in, creq))
 		}
 		ex.Scopes = append(ex.Scopes, se)
 	}
-	in.release()
 	return ex
 }
 

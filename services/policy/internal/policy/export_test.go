@@ -6,10 +6,10 @@ import "time"
 // Evaluate does) and with one Cedar call per scope over the whole set, the
 // reference the plan must agree with.
 func DecideBothWays(s *Set, req Request, now time.Time) (planned, full Decision) {
-	planned, in := s.decide(&req, now, false)
-	in.release()
-	full, in = s.decide(&req, now, true)
-	in.release()
+	planned, ins := s.decide(&req, now, false)
+	ins.release()
+	full, ins = s.decide(&req, now, true)
+	ins.release()
 	return planned, full
 }
 

@@ -35,8 +35,8 @@ type File struct {
 }
 
 // ReadPath reads the policy files at p: p itself when it is a file, or every
-// *.cedar and *.cedarschema file below it (sorted, hidden entries skipped) when it is a
-// directory.
+// *.cedar and *.cedarschema file and the scopes.yaml catalogue below it
+// (sorted, hidden entries skipped) when it is a directory.
 func ReadPath(p string) ([]File, error) {
 	info, err := os.Stat(p)
 	if err != nil {
@@ -56,7 +56,8 @@ func ReadPath(p string) ([]File, error) {
 	return files, err
 }
 
-// ReadFS reads every *.cedar and *.cedarschema file of fsys, sorted by name. Hidden files and
+// ReadFS reads every *.cedar and *.cedarschema file and every file named
+// CatalogueName of fsys, sorted by name. Hidden files and
 // directories are skipped: editors and Kubernetes ConfigMaps (..data) keep
 // their bookkeeping there.
 func ReadFS(fsys fs.FS) ([]File, error) {
@@ -72,7 +73,7 @@ func ReadFS(fsys fs.FS) ([]File, error) {
 			}
 			return nil
 		}
-		if d.IsDir() || !(strings.HasSuffix(base, ".cedar") || strings.HasSuffix(base, schemaSuffix)) {
+		if d.IsDir() || !(strings.HasSuffix(base, ".cedar") || strings.HasSuffix(base, schemaSuffix) || base == CatalogueName) {
 			return nil
 		}
 		b, err := fs.ReadFile(fsys, name)
@@ -161,6 +162,17 @@ func Compile(source string, files []File) (*Set, error) {
 	var sch *Schema
 	var policyFiles []File
 	for _, f := range files {
+		if path.Base(f.Name) == CatalogueName {
+			if s.catalogue != nil {
+				return nil, &LoadError{File: f.Path, Err: fmt.Errorf("%w: a set has at most one %s; %s is the other", ErrCatalogue, CatalogueName, s.catalogue.Name())}
+			}
+			c, err := ParseCatalogue(f)
+			if err != nil {
+				return nil, err
+			}
+			s.catalogue = c
+			continue
+		}
 		if !strings.HasSuffix(f.Name, schemaSuffix) {
 			policyFiles = append(policyFiles, f)
 			continue
@@ -340,6 +352,8 @@ type Set struct {
 	version string
 	source  string
 	schema  string
+	// catalogue is the set's scope catalogue; nil when the set has none.
+	catalogue *Catalogue
 
 	explainOnce sync.Once
 	explainers  map[string]*explainer
@@ -347,6 +361,9 @@ type Set struct {
 
 // Schema names the schema the set was validated against.
 func (s *Set) Schema() string { return s.schema }
+
+// Catalogue returns the set's scope catalogue, nil when it has none.
+func (s *Set) Catalogue() *Catalogue { return s.catalogue }
 
 // Version returns the content hash of the set (see the Version function).
 func (s *Set) Version() string { return s.version }

@@ -301,6 +301,7 @@ const (
 	fAuthenticationAge
 	fSecondsSinceAuthentication
 	fTimeToDeadline
+	fDelegatorAsserted
 	numFields
 )
 
@@ -311,7 +312,7 @@ var fieldByName = map[string]field{
 	"delegator": fDelegator, "ttl": fTTL, "ttl_seconds": fTTLSeconds, "audience": fAudience, "time": fTime,
 	"hour": fHour, "minute": fMinute, "weekday": fWeekday, "weekday_number": fWeekdayNumber, "local": fLocal,
 	"authentication_age": fAuthenticationAge, "seconds_since_authentication": fSecondsSinceAuthentication,
-	"time_to_deadline": fTimeToDeadline,
+	"time_to_deadline": fTimeToDeadline, "delegator_asserted": fDelegatorAsserted,
 }
 
 // fields says which entity attributes and context keys a set's policies

@@ -190,7 +190,9 @@ func randomRequest(rng *rand.Rand, scopes, zones []string) policy.Request {
 		TTL:      time.Duration(1+rng.IntN(7200)) * time.Second,
 		Time:     time.Date(2026, 3, 1+rng.IntN(14), rng.IntN(24), rng.IntN(60), 0, 0, time.UTC),
 		Audience: pick([]string{"", "https://api.example.com"}),
+		Platform: pick([]string{"", "spiffe://acme.example/platform/support-bot", "spiffe://acme.example/platform/finance-batch"}),
 	}
+	r.DelegatorAsserted = rng.IntN(8) == 0
 	if rng.IntN(2) == 0 {
 		r.Agent.Attributes = map[string]string{"purpose": pick([]string{"research", "travel"}), "team": "t1"}
 	}
@@ -211,8 +213,13 @@ func randomRequest(rng *rand.Rand, scopes, zones []string) policy.Request {
 	for range n {
 		r.Scopes = append(r.Scopes, pick(scopes))
 	}
-	if rng.IntN(4) == 0 {
+	switch rng.IntN(6) {
+	case 0:
 		r.Delegator.Entitlements = []string{pick(scopes), pick(scopes), pick(scopes)}
+	case 1:
+		// None given: none held.
+	default:
+		r.Delegator.Entitlements = scopes
 	}
 	if rng.IntN(4) == 0 {
 		r.AgentChain = []policy.Agent{{ID: "parent-1", Class: policy.AgentClassRecurring}, {ID: "root"}}

@@ -53,6 +53,11 @@ func request(mod ...func(*policy.Request)) policy.Request {
 	for _, m := range mod {
 		m(&r)
 	}
+	if r.Delegator.Entitlements == nil {
+		// The delegator holds what is asked, unless a test says otherwise
+		// (an empty, non-nil list holds nothing).
+		r.Delegator.Entitlements = r.Scopes
+	}
 	return r
 }
 
@@ -296,8 +301,8 @@ func TestValidate(t *testing.T) {
 		{"unknown sensitivity", func(r *policy.Request) { r.Task.Sensitivity = 7 }, "task.sensitivity"},
 		{"no scopes", func(r *policy.Request) { r.Scopes = nil }, "scopes"},
 		{"too many scopes", func(r *policy.Request) { r.Scopes = many(65) }, "scopes"},
-		{"empty scope", func(r *policy.Request) { r.Scopes = []string{"a", ""} }, "scopes[1]"},
-		{"long scope", func(r *policy.Request) { r.Scopes = []string{long(129)} }, "scopes[0]"},
+		{"empty scope", func(r *policy.Request) { r.Scopes = []string{"a", ""}; r.Delegator.Entitlements = []string{"a"} }, "scopes[1]"},
+		{"long scope", func(r *policy.Request) { r.Scopes = []string{long(129)}; r.Delegator.Entitlements = []string{} }, "scopes[0]"},
 		{"zero ttl", func(r *policy.Request) { r.TTL = 0 }, "ttl"},
 		{"negative ttl", func(r *policy.Request) { r.TTL = -time.Second }, "ttl"},
 	}

@@ -98,8 +98,10 @@ type Agent struct {
 type Delegator struct {
 	ID         string
 	Attributes map[string]string
-	// Entitlements, when not empty, bound the granted scopes: an agent never
-	// holds what its delegator lacks.
+	// Entitlements bound the granted scopes: an agent never holds what its
+	// delegator lacks. None (nil or empty) means the delegator holds
+	// nothing, so nothing is granted: leaving the list out must not lift
+	// the bound.
 	Entitlements []string
 	// TimeZone is an IANA zone name (e.g. "Europe/Paris"). When set,
 	// policies see the delegator's local time (context.local_*).
@@ -136,7 +138,23 @@ type Request struct {
 	// Time is the time of execution; the engine's clock when zero.
 	Time     time.Time
 	Audience string
+	// Platform is the authenticated caller the issuer acts for (a SPIFFE
+	// ID or a token subject), set by the issuer. Policies see it as the
+	// entity Jitid::Platform::"<platform>", a parent of the agent, and as
+	// context.platform. Empty for callers that do not say; then no
+	// Platform entity exists and no platform rule can match.
+	Platform string
+	// DelegatorAsserted is true when no identity provider's token proved
+	// the delegator and Platform asserts it: allowed only where a policy
+	// permits Platform the action AssertDelegatorAction.
+	DelegatorAsserted bool
 }
+
+// AssertDelegatorAction is the Cedar action (Jitid::Action::"delegator:assert")
+// a platform must be permitted, as principal Jitid::Platform with the
+// delegator as resource, to assert a delegator without a token. It is
+// reserved: no request may ask for it as a scope.
+const AssertDelegatorAction = "delegator:assert"
 
 // Limits on request fields. They keep one request's cost bounded (each scope
 // is one Cedar evaluation) and stop a caller from stuffing the audit trail.
@@ -154,7 +172,8 @@ const (
 	MaxAttrValueBytes  = 1024
 	MaxEntitlements    = 256
 	MaxAgentChain      = 16
-	MaxShortFieldBytes = 256 // platform, audience, time zone
+	MaxShortFieldBytes = 256 // agent platform, audience, time zone
+	MaxPlatformBytes   = 2048
 )
 
 // Validate checks r and returns a *FieldError naming the first bad field.
@@ -231,6 +250,12 @@ func (r *Request) Validate() error {
 		if s == "" || len(s) > MaxScopeBytes {
 			return &FieldError{fmt.Sprintf("scopes[%d]", i), fmt.Sprintf("must be 1 to %d bytes", MaxScopeBytes)}
 		}
+		if s == AssertDelegatorAction {
+			return &FieldError{fmt.Sprintf("scopes[%d]", i), fmt.Sprintf("%q is reserved (the delegator assertion check) and is never granted", s)}
+		}
+	}
+	if len(r.Platform) > MaxPlatformBytes {
+		return &FieldError{"platform", fmt.Sprintf("longer than %d bytes", MaxPlatformBytes)}
 	}
 	if r.TTL <= 0 {
 		return &FieldError{"ttl", "must be positive"}

@@ -97,8 +97,12 @@ func ParseSchema(f File) (*Schema, error) {
 			return nil, fail(0, 0, "entity type %s is not declared", name)
 		}
 		w := want.Entities[name]
-		if !slices.Equal(g.ParentTypes, w.ParentTypes) {
-			return nil, fail(0, 0, "entity type %s must be declared `in %v`, as jitid builds it", name, w.ParentTypes)
+		// Fewer parent types than jitid builds is fine (an older schema
+		// without Platform): policies can then test less.
+		for _, p := range g.ParentTypes {
+			if !slices.Contains(w.ParentTypes, p) {
+				return nil, fail(0, 0, "entity type %s is declared `in %v`, but jitid builds it `in` at most %v", name, g.ParentTypes, w.ParentTypes)
+			}
 		}
 		if err := sameShape(string(name), g.Shape, w.Shape); err != nil {
 			return nil, fail(0, 0, "%v", err)
@@ -162,15 +166,23 @@ func withActions(sch *schemaast.Schema, actions []string) (*resolved.Schema, err
 	}
 	declared := make(schemaast.Actions, len(ns.Actions)+len(actions)+1)
 	maps.Copy(declared, ns.Actions)
+	_, hasPlatform := ns.Entities["Platform"]
 	for _, a := range append([]string{anyAction}, actions...) {
 		if _, ok := declared[types.String(a)]; ok {
 			continue
 		}
-		declared[types.String(a)] = schemaast.Action{AppliesTo: &schemaast.AppliesTo{
+		applies := &schemaast.AppliesTo{
 			Principals: []schemaast.EntityTypeRef{"Agent"},
 			Resources:  []schemaast.EntityTypeRef{"Task"},
 			Context:    schemaast.TypeRef(contextType),
-		}}
+		}
+		if a == AssertDelegatorAction && hasPlatform {
+			// The delegator assertion check: may this platform vouch for
+			// this delegator without a token?
+			applies.Principals = []schemaast.EntityTypeRef{"Platform"}
+			applies.Resources = []schemaast.EntityTypeRef{"Delegator"}
+		}
+		declared[types.String(a)] = schemaast.Action{AppliesTo: applies}
 	}
 	ns.Actions = declared
 	out := *sch

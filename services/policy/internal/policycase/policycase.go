@@ -18,6 +18,8 @@
 //	      ttl: 2h
 //	      time: 2026-03-04T10:30:00Z   # overrides the file's
 //	      audience: https://api.example.com
+//	      platform: spiffe://acme.example/platform/support-bot  # the authenticated caller
+//	      delegator_asserted: false    # true: the platform vouches for the delegator
 //	    expect:
 //	      allow: true
 //	      scopes: [papers:read]        # every field but allow is optional;
@@ -26,6 +28,10 @@
 //	      obligations: []
 //	      policies: [low-sensitivity]
 //	      reasons: []
+//	      delegator_unproven: false
+//
+// The delegator's entitlements bound what is granted; a case that gives
+// none grants nothing, as in the service.
 package policycase
 
 import (
@@ -78,6 +84,9 @@ type Expect struct {
 	Policies    *[]string
 	Reasons     *[]string
 	MaxUses     *int32
+	// DelegatorUnproven: the platform asserted the delegator without
+	// being allowed to.
+	DelegatorUnproven *bool
 }
 
 type fileDoc struct {
@@ -115,10 +124,12 @@ type requestDoc struct {
 		Sensitivity string `yaml:"sensitivity"`
 		Deadline    string `yaml:"deadline"`
 	} `yaml:"task"`
-	Scopes   []string `yaml:"scopes"`
-	TTL      string   `yaml:"ttl"`
-	Time     string   `yaml:"time"`
-	Audience string   `yaml:"audience"`
+	Scopes            []string `yaml:"scopes"`
+	TTL               string   `yaml:"ttl"`
+	Time              string   `yaml:"time"`
+	Audience          string   `yaml:"audience"`
+	Platform          string   `yaml:"platform"`
+	DelegatorAsserted bool     `yaml:"delegator_asserted"`
 }
 
 type expectDoc struct {
@@ -130,6 +141,8 @@ type expectDoc struct {
 	Policies    *[]string `yaml:"policies"`
 	Reasons     *[]string `yaml:"reasons"`
 	MaxUses     *int32    `yaml:"max_uses"`
+	// DelegatorUnproven, when given, must match the decision's.
+	DelegatorUnproven *bool `yaml:"delegator_unproven"`
 }
 
 // Discover returns the case files at p: p itself when it is a file, else
@@ -309,12 +322,14 @@ func toCase(cd caseDoc, fileTime time.Time) (Case, error) {
 		return c, errors.New("time: required (on the case or the file)")
 	}
 	r.Audience = rd.Audience
+	r.Platform = rd.Platform
+	r.DelegatorAsserted = rd.DelegatorAsserted
 
 	e := cd.Expect
 	if e.Allow == nil {
 		return c, errors.New("expect.allow: required")
 	}
-	c.Expect = Expect{Allow: *e.Allow, Scopes: e.Scopes, Obligations: e.Obligations, Policies: e.Policies, Reasons: e.Reasons, MaxUses: e.MaxUses}
+	c.Expect = Expect{Allow: *e.Allow, Scopes: e.Scopes, Obligations: e.Obligations, Policies: e.Policies, Reasons: e.Reasons, MaxUses: e.MaxUses, DelegatorUnproven: e.DelegatorUnproven}
 	if e.TTL != nil {
 		ttl, err := time.ParseDuration(*e.TTL)
 		if err != nil {
@@ -405,6 +420,9 @@ func compare(e Expect, d policy.Decision) []string {
 	}
 	if e.Policies != nil && !slices.Equal(sorted(*e.Policies), d.Policies) {
 		add("policies", list(sorted(*e.Policies)), list(d.Policies))
+	}
+	if e.DelegatorUnproven != nil && *e.DelegatorUnproven != d.DelegatorUnproven {
+		add("delegator_unproven", *e.DelegatorUnproven, d.DelegatorUnproven)
 	}
 	if e.Reasons != nil && !slices.Equal(*e.Reasons, d.Reasons) {
 		add("reasons", fmt.Sprintf("%q", *e.Reasons), fmt.Sprintf("%q", d.Reasons))

@@ -10,7 +10,13 @@
 // fall back to the event's scopes (granted ones for issued events, so a
 // narrowing by the old policy cannot be seen) and to decision.max_ttl
 // (else expire_time - issue_time); Entry.Fallback marks them. The agent
-// chain is known by ids only, so chain narrowing is not replayed.
+// chain is known by ids only, so chain narrowing is not replayed. The
+// platform is the event's caller (else its owner), and a delegator the
+// event says was asserted_by a platform is replayed as asserted by it.
+//
+// Replay decides in process, at each event's own time: it needs no
+// policy server, so the admin-only rule on decision_time does not stand
+// in its way.
 package replay
 
 import (
@@ -144,6 +150,16 @@ func replayOne(ctx context.Context, engine *policy.Engine, ev *eventsv1.Lifecycl
 	ereq := &policyv1.EvaluateRequest{
 		Agent: ev.GetAgent(), Delegator: ev.GetDelegator(), Task: ev.GetTask(),
 		Scopes: ev.GetRequestedScopes(), Ttl: ev.GetRequestedTtl(), DecisionTime: ev.GetTime(), Audience: ev.GetAudience(),
+		// The platform the issuer acted for: the step's caller, else the
+		// owner (events recorded before callers were, have neither).
+		Platform: ev.GetCaller(),
+	}
+	if ereq.Platform == "" {
+		ereq.Platform = ev.GetOwner()
+	}
+	if by := ev.GetAssertedBy(); by != "" {
+		ereq.DelegatorAsserted = true
+		ereq.Platform = by
 	}
 	for _, id := range ev.GetAgentChain() {
 		ereq.AgentChain = append(ereq.AgentChain, &identityv1.Agent{Id: id})

@@ -83,7 +83,7 @@ func event(id string, typ eventsv1.EventType, at time.Duration, mod func(*events
 	ev := &eventsv1.LifecycleEvent{
 		Id: id, Type: typ, Time: timestamppb.New(day.Add(at)), CredentialId: "cred-" + id,
 		Agent:           &identityv1.Agent{Id: "agent-1", Class: identityv1.AgentClass_AGENT_CLASS_EPHEMERAL},
-		Delegator:       &identityv1.Delegator{Id: "alice"},
+		Delegator:       &identityv1.Delegator{Id: "alice", Entitlements: []string{"mail:read", "mail:send"}},
 		Task:            &identityv1.Task{Id: "task-" + id, Sensitivity: identityv1.Sensitivity_SENSITIVITY_LOW},
 		Scopes:          []string{"mail:read", "mail:send"},
 		RequestedScopes: []string{"mail:read", "mail:send"},
