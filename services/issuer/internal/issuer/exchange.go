@@ -82,6 +82,10 @@ func (s *Issuer) Exchange(ctx context.Context, r *ExchangeRequest) (*Issued, err
 		ParentID:  parent.ID,
 		Chain:     chain,
 		CnfJKT:    r.CnfJKT,
+		// Owned by the exchange's caller; the store refuses it when the
+		// task belongs to another platform.
+		Owner:      r.Caller,
+		AssertedBy: parent.AssertedBy,
 	}
 
 	if reasons := s.narrowingViolations(r, parent, child); len(reasons) > 0 {
@@ -169,6 +173,7 @@ func (s *Issuer) exchangeDenial(r *ExchangeRequest, child *Credential, d *identi
 		Audience:           child.Audience,
 		Decision:           d,
 		Issuer:             s.cfg.Issuer,
+		Caller:             r.Caller,
 		ParentCredentialId: child.ParentID,
 		AgentChain:         child.AgentChain(),
 		RequestedScopes:    r.Scopes,
