@@ -55,21 +55,20 @@ func (s *Issuer) Introspect(ctx context.Context, caller, token string, proof Pro
 	}
 	var c *Credential
 	if claimed.MaxUses > 0 {
-		// The audience is in the signed token; the owner only in the store:
-		// a caller that is neither admin nor resource server is checked
-		// against the stored owner before a use is counted.
-		if !s.isAdmin(caller) && !s.servesAudience(caller, claimed.Audience) {
-			stored, err := s.store.Get(ctx, claimed.ID, claimed.Task.GetId())
-			if c, err := s.matchStored(ctx, claimed, stored, err); c == nil || err != nil {
-				return nil, err
-			}
-			if stored.Owner != caller {
-				s.log.InfoContext(ctx, "introspection: caller may not introspect the credential",
-					"credential_id", claimed.ID, "caller", caller)
-				return nil, nil
-			}
+		// The owner is only in the store: read first, both to check that
+		// caller may learn about the credential before a use is counted,
+		// and to name the owner in a use_refused event.
+		var stored *Credential
+		stored, err = s.store.Get(ctx, claimed.ID, claimed.Task.GetId())
+		if stored, err = s.matchStored(ctx, claimed, stored, err); stored == nil || err != nil {
+			return nil, err
 		}
-		refused := s.credentialEvent(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_USE_REFUSED, claimed, s.now(),
+		if !s.mayIntrospect(caller, stored) {
+			s.log.InfoContext(ctx, "introspection: caller may not introspect the credential",
+				"credential_id", claimed.ID, "caller", caller)
+			return nil, nil
+		}
+		refused := s.credentialEvent(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_USE_REFUSED, stored, s.now(),
 			fmt.Sprintf("presented past max_uses (%d): possible replay", claimed.MaxUses), caller)
 		c, err = s.store.Use(ctx, claimed.ID, claimed.Task.GetId(), refused)
 		if errors.Is(err, ErrUsedUp) {
