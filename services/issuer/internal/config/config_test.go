@@ -93,6 +93,9 @@ func TestInvalid(t *testing.T) {
 		{name: "relative public url", args: []string{"-public-url", "/jwks"}},
 		{name: "public http addr without port", args: []string{"-public-http-addr", "localhost"}},
 		{name: "pprof without admin server", args: []string{"-pprof", "-admin-addr", ""}},
+		{name: "negative delegator quota", args: []string{"-delegator-quota", "-1"}},
+		{name: "resource server without audience", args: []string{"-resource-servers", "=spiffe://a/rs"}},
+		{name: "resource server without caller", args: []string{"-resource-servers", "tickets-api"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
