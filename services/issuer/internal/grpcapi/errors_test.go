@@ -177,6 +177,14 @@ func TestEveryErrorCarriesErrorInfoWithItsReason(t *testing.T) {
 			_, err := e.client.CompleteTask(as(ctx, platformB), &issuerv1.CompleteTaskRequest{TaskId: completed.Task.Id})
 			return err
 		}, codes.PermissionDenied, statusreason.CallerNotAllowed},
+		{"exchange another platform's credential", func(ctx context.Context) error {
+			resp, err := e.client.IssueCredential(ctx, request("task-exchanged-by-b"))
+			if err != nil {
+				return err
+			}
+			_, err = e.client.ExchangeCredential(as(ctx, platformB), exchangeReq(&issuedCred{token: resp.GetToken()}, "agent:b-sub", "tickets:read"))
+			return err
+		}, codes.PermissionDenied, statusreason.CallerNotAllowed},
 		{"issue into another platform's task", func(ctx context.Context) error {
 			_, err := e.client.IssueCredential(as(ctx, platformB), completed)
 			return err

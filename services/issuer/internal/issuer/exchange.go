@@ -49,6 +49,12 @@ func (s *Issuer) Exchange(ctx context.Context, r *ExchangeRequest) (*Issued, err
 	if parent == nil {
 		return nil, ErrSubjectToken
 	}
+	// The child joins the parent's task, which belongs to the parent's
+	// owner: refused before policy is asked (the issue script checks it
+	// again, atomically).
+	if parent.Owner != r.Caller {
+		return nil, fmt.Errorf("exchange into task %q: %w", parent.Task.GetId(), ErrCallerNotAllowed)
+	}
 	// A derived credential would be a bearer, unlimited copy of the
 	// parent's authority: a stolen bound token, or a one-shot one, could be
 	// laundered through an exchange.
