@@ -32,7 +32,9 @@ func (s *stack) verifyLog(t testing.TB) *auditv1.VerifyLogResponse {
 // then verifies, and that an edited record is named by VerifyLog.
 func TestAuditRestartAndTamper(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, stackOptions{})
+	// A burst of 150 live credentials for one delegator: past the default
+	// delegator quota (100), which this test is not about.
+	s := startStack(t, stackOptions{issuerArgs: []string{"-delegator-quota", "0"}})
 	delegator := "user:" + s.ns + "-audit@example.com"
 
 	before := s.issueMany(t, 10, delegator, "before")

@@ -100,7 +100,8 @@ func ticketRequest(p party, scopes ...string) *issuerv1.IssueCredentialRequest {
 // through online introspection, even while no revocation event can reach it.
 func TestTicketAPIRevocation(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, stackOptions{})
+	// The ticket API introspects the credentials of its audience.
+	s := startStack(t, stackOptions{issuerArgs: []string{"-resource-servers", "tickets-api=" + ticketAPIID}})
 	api := startTicketAPI(t, s)
 
 	reader := s.issue(t, ticketRequest(s.party("reader"), "tickets:read"))

@@ -23,8 +23,8 @@ import (
 // issueKeys and issueArgs are the contract of the issue script that
 // RedisScriptRate lays its KEYS and ARGV out for.
 const (
-	issueKeys = "cred task agent delegator expiry expired done outbox [parent parent_children marks]"
-	issueArgs = "id expire_ms event_id subject payload expired_record fields..."
+	issueKeys = "cred task agent delegator expiry expired done outbox owner [parent parent_children marks]"
+	issueArgs = "id expire_ms event_id subject payload expired_record caller owner_ttl_ms fields..."
 )
 
 // benchDB is the Redis database redis-benchmark writes to, flushed after:
@@ -59,10 +59,11 @@ func RedisScriptRate(ctx context.Context, addr string, n int) (float64, error) {
 	payload := strings.Repeat("x", len(event))
 	exp := strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)
 	args := []string{"-h", host, "-p", port, "--dbnum", strconv.Itoa(benchDB), "-c", "64", "-n", strconv.Itoa(n),
-		"-r", "100000000", "--csv", "EVALSHA", sha, "8",
+		"-r", "100000000", "--csv", "EVALSHA", sha, "9",
 		"rb:{s}:cred:__rand_int__", "rb:{s}:task:__rand_int__", "rb:{s}:agent:__rand_int__", "rb:{s}:delegator:__rand_int__",
-		"rb:{s}:expiry", "rb:{s}:expired", "rb:{s}:done:__rand_int__", "rb:{s}:outbox",
+		"rb:{s}:expiry", "rb:{s}:expired", "rb:{s}:done:__rand_int__", "rb:{s}:outbox", "rb:{s}:owner:__rand_int__",
 		"cred-__rand_int__", exp, "ev-__rand_int__", "jitid.events.credential.issued", payload, payload + "record-fields",
+		"spiffe://bench.example/platform/bench", strconv.FormatInt((7 * 24 * time.Hour).Milliseconds(), 10),
 	}
 	// The credential hash: the fields the issuer stores, at their sizes.
 	for _, f := range []struct {
@@ -72,7 +73,7 @@ func RedisScriptRate(ctx context.Context, addr string, n int) (float64, error) {
 		{redisscripts.FieldDelegator, 90}, {redisscripts.FieldTask, 130}, {redisscripts.FieldScopes, 34},
 		{redisscripts.FieldIssuedAt, 19}, {redisscripts.FieldExpiresAt, 19}, {redisscripts.FieldProfile, 1},
 		{redisscripts.FieldPolicyVersion, 16}, {redisscripts.FieldDecisionID, 36},
-		{redisscripts.FieldDelegatorID, 10}, {redisscripts.FieldAgentID, 10}} {
+		{redisscripts.FieldDelegatorID, 10}, {redisscripts.FieldAgentID, 10}, {redisscripts.FieldOwner, 38}} {
 		args = append(args, f.name, strings.Repeat("v", f.size))
 	}
 	out, err := exec.CommandContext(ctx, "redis-benchmark", args...).CombinedOutput() //nolint:gosec // G204: redis-benchmark with the suite's own arguments

@@ -26,6 +26,11 @@ const (
 	// FieldWritten is Redis's time (µs) when the issue script wrote the
 	// credential, compared with revocation marks.
 	FieldWritten = "written"
+	// FieldOwner is the platform that issued the credential (the owner
+	// of its task); FieldAssertedBy the platform that asserted its
+	// delegator, when no subject token proved it.
+	FieldOwner      = "owner"
+	FieldAssertedBy = "asserted_by"
 )
 
 // Parts of key names after the shard prefix "<prefix>:{<shard>}:". Those
@@ -37,10 +42,15 @@ const (
 	KeyDelegator = "delegator:"
 	KeyChildren  = "children:"
 	KeyDone      = "done:"
-	KeyExpiry    = "expiry"
-	KeyExpired   = "expired"
-	KeyOutbox    = "outbox"
-	KeyMarks     = "revoked"
+	// KeyOwner is followed by a task id: the platform that owns the task.
+	KeyOwner = "owner:"
+	// KeyQuota is followed by a delegator id: its live credentials by
+	// expiry (ms), in the delegator's home shard (quota.lua).
+	KeyQuota   = "quota:"
+	KeyExpiry  = "expiry"
+	KeyExpired = "expired"
+	KeyOutbox  = "outbox"
+	KeyMarks   = "revoked"
 )
 
 // Fields of an outbox stream entry: the event id (the relay's Nats-Msg-Id),
@@ -73,11 +83,12 @@ var names = map[string]map[string]string{
 		"PolicyVersion": FieldPolicyVersion, "DecisionID": FieldDecisionID,
 		"Parent": FieldParent, "Chain": FieldChain, "MaxUses": FieldMaxUses,
 		"Uses": FieldUses, "CnfJKT": FieldCnfJKT, "DelegatorID": FieldDelegatorID,
-		"AgentID": FieldAgentID, "Written": FieldWritten,
+		"AgentID": FieldAgentID, "Written": FieldWritten, "Owner": FieldOwner,
+		"AssertedBy": FieldAssertedBy,
 	},
 	"K": {
 		"Cred": KeyCred, "Task": KeyTask, "Agent": KeyAgent, "Delegator": KeyDelegator,
-		"Children": KeyChildren, "Done": KeyDone, "Expiry": KeyExpiry,
+		"Children": KeyChildren, "Done": KeyDone, "Owner": KeyOwner, "Quota": KeyQuota, "Expiry": KeyExpiry,
 		"Expired": KeyExpired, "Outbox": KeyOutbox, "Marks": KeyMarks,
 	},
 	"E": {"ID": EntryID, "Subject": EntrySubject, "Data": EntryData, "PB": EntryPB},

@@ -54,11 +54,13 @@ var (
 	Complete = mustLoad("complete.lua", "lib/revoke.lua")
 	// Sweep moves the expired events of credentials due to the outbox.
 	Sweep = mustLoad("sweep.lua")
+	// Quota holds a place for a credential in its delegator's quota.
+	Quota = mustLoad("quota.lua")
 )
 
 // All returns every script of the store.
 func All() []Script {
-	return []Script{Issue, Use, Mark, Revoke, Complete, Sweep}
+	return []Script{Issue, Use, Mark, Revoke, Complete, Sweep, Quota}
 }
 
 // nameRef matches a name a script uses: table and name.

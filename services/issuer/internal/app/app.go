@@ -21,6 +21,7 @@ import (
 	"github.com/jitid/jitid/pkg/credverify"
 	"github.com/jitid/jitid/pkg/eventbus"
 	"github.com/jitid/jitid/pkg/grpcserver"
+	"github.com/jitid/jitid/pkg/mtls"
 	"github.com/jitid/jitid/pkg/servicecmd"
 	"github.com/jitid/jitid/pkg/storeauth"
 	"github.com/jitid/jitid/services/issuer/internal/config"
@@ -177,14 +178,22 @@ func New(ctx context.Context, cfg config.Config, base *slog.Logger) (*App, error
 		Notify:      a.relay.Notify,
 		SweepClient: background,
 		// A revocation mark hides credentials until they would have expired.
-		MarkRetention: cfg.MaxTTL + redisstore.MarkClockMargin,
+		MarkRetention:  cfg.MaxTTL + redisstore.MarkClockMargin,
+		DelegatorQuota: cfg.DelegatorQuota,
 	})
+	self, err := selfID(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
 	iss, err := issuer.New(issuer.Config{
 		Issuer:          cfg.Issuer,
 		DefaultAudience: cfg.DefaultAudience,
 		MaxTTL:          cfg.MaxTTL,
 		MaxChainDepth:   cfg.MaxChainDepth,
 		Logger:          log,
+		Admins:          cfg.Admins,
+		ResourceServers: cfg.ResourceServers,
+		Self:            self,
 	}, policy, a.store, a.keys)
 	if err != nil {
 		return nil, err
@@ -282,4 +291,38 @@ func RedisOptions(cfg config.Config) (redis.UniversalOptions, error) {
 	}
 	o.TLSConfig = tc
 	return o, nil
+}
+
+// selfID is the caller the issuer's own events (expired) name: its SPIFFE
+// ID, read from its certificate file or its SVID from the Workload API,
+// when on TLS; issuer.DefaultSelf in plaintext.
+func selfID(ctx context.Context, cfg config.Config) (string, error) {
+	switch {
+	case !cfg.TLSEnabled():
+		return issuer.DefaultSelf, nil
+	case cfg.SPIFFESocket != "":
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		src, err := mtls.NewWorkloadSource(ctx, mtls.WorkloadConfig{Addr: cfg.SPIFFESocket})
+		if err != nil {
+			return "", fmt.Errorf("spiffe workload api: %w", err)
+		}
+		defer func() { _ = src.Close() }()
+		svid, err := src.GetX509SVID()
+		if err != nil {
+			return "", fmt.Errorf("spiffe workload api: %w", err)
+		}
+		return svid.ID.String(), nil
+	default:
+		src, err := mtls.NewFileSource(mtls.FileConfig{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, BundleFile: cfg.TLSBundle})
+		if err != nil {
+			return "", fmt.Errorf("tls files: %w", err)
+		}
+		defer func() { _ = src.Close() }()
+		svid, err := src.GetX509SVID()
+		if err != nil {
+			return "", fmt.Errorf("tls files: %w", err)
+		}
+		return svid.ID.String(), nil
+	}
 }

@@ -73,7 +73,17 @@ type Config struct {
 	PublicHTTPAddr string
 	// RedisCheckInterval is how often Redis is pinged for the health status.
 	RedisCheckInterval time.Duration
+
+	// Authorization by caller. ResourceServers maps an audience to the
+	// callers that may introspect its credentials besides a caller whose
+	// id is the audience (-resource-servers aud=id,...). DelegatorQuota is
+	// how many live credentials one delegator may hold; 0 turns it off.
+	ResourceServers map[string][]string
+	DelegatorQuota  int
 }
+
+// DefaultDelegatorQuota is -delegator-quota's default.
+const DefaultDelegatorQuota = 100
 
 // JWKSMaxAge is the Cache-Control max-age of /.well-known/jwks.json
 // (wellknown.JWKSMaxAge, repeated here to keep config free of HTTP): the
@@ -125,6 +135,15 @@ func Load(args []string, lookupEnv func(string) (string, bool), output io.Writer
 	fs.StringVar(&c.PublicGRPCURL, "public-grpc-url", "", "the gRPC API as clients reach it, named in the metadata; grpc://<grpc-addr> when empty")
 	fs.StringVar(&c.PublicHTTPAddr, "public-http-addr", "", "listener serving only /.well-known/*; empty: only the admin server serves them")
 	fs.DurationVar(&c.RedisCheckInterval, "redis-check-interval", time.Second, "how often Redis is pinged; IssuerService health is NOT_SERVING while it does not answer")
+	fs.Func("resource-servers", "comma-separated audience=caller pairs: the caller (a SPIFFE ID) may introspect credentials of that audience, besides a caller whose id is the audience; e.g. tickets-api=spiffe://acme.example/rs/tickets", func(v string) error {
+		rs, err := ParseResourceServers(v)
+		if err != nil {
+			return err
+		}
+		c.ResourceServers = rs
+		return nil
+	})
+	fs.IntVar(&c.DelegatorQuota, "delegator-quota", DefaultDelegatorQuota, "live credentials one delegator may hold at once, across tasks and platforms; past it RESOURCE_EXHAUSTED with RetryInfo; 0 turns the quota off")
 	if err := common.Parse(args, lookupEnv); err != nil {
 		return Config{}, err
 	}
@@ -243,5 +262,23 @@ func (c Config) validate() []error {
 		hostPort("public-http-addr", c.PublicHTTPAddr)
 	}
 	positive("redis-check-interval", c.RedisCheckInterval)
+	if c.DelegatorQuota < 0 {
+		bad("delegator-quota", "must not be negative (0 turns it off), got %d", c.DelegatorQuota)
+	}
 	return errs
+}
+
+// ParseResourceServers parses -resource-servers: comma-separated
+// audience=caller pairs; an audience may appear in several.
+func ParseResourceServers(v string) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, pair := range servicecmd.SplitList(v) {
+		aud, caller, ok := strings.Cut(pair, "=")
+		aud, caller = strings.TrimSpace(aud), strings.TrimSpace(caller)
+		if !ok || aud == "" || caller == "" {
+			return nil, fmt.Errorf("%q: want audience=caller", pair)
+		}
+		out[aud] = append(out[aud], caller)
+	}
+	return out, nil
 }

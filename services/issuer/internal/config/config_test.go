@@ -31,9 +31,26 @@ func TestDefaults(t *testing.T) {
 		Issuer: "https://jitid.local", DefaultAudience: "jitid", MaxTTL: time.Hour, SweepInterval: 500 * time.Millisecond,
 		KeyPublishDelay: 5 * time.Minute, KeyPollInterval: 10 * time.Second, MaxChainDepth: 4,
 		PublicURL: "https://jitid.local", PublicGRPCURL: "grpc://127.0.0.1:50051", RedisCheckInterval: time.Second,
+		DelegatorQuota: config.DefaultDelegatorQuota,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
+	}
+}
+
+func TestResourceServersAndQuota(t *testing.T) {
+	t.Parallel()
+	got, err := config.Load([]string{"-resource-servers", "tickets-api=spiffe://a/rs/1, tickets-api=spiffe://a/rs/2,mail=spiffe://a/rs/m"},
+		env(map[string]string{"JITID_DELEGATOR_QUOTA": "0"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{"tickets-api": {"spiffe://a/rs/1", "spiffe://a/rs/2"}, "mail": {"spiffe://a/rs/m"}}
+	if diff := cmp.Diff(want, got.ResourceServers); diff != "" {
+		t.Errorf("resource servers (-want +got):\n%s", diff)
+	}
+	if got.DelegatorQuota != 0 {
+		t.Errorf("delegator quota %d, want 0 (off)", got.DelegatorQuota)
 	}
 }
 
@@ -93,6 +110,12 @@ func TestInvalid(t *testing.T) {
 		{name: "relative public url", args: []string{"-public-url", "/jwks"}},
 		{name: "public http addr without port", args: []string{"-public-http-addr", "localhost"}},
 		{name: "pprof without admin server", args: []string{"-pprof", "-admin-addr", ""}},
+		{name: "negative delegator quota", args: []string{"-delegator-quota", "-1"}},
+		{name: "resource server without audience", args: []string{"-resource-servers", "=spiffe://a/rs"}},
+		{name: "resource server without caller", args: []string{"-resource-servers", "tickets-api"}},
+		{name: "negative delegator quota", args: []string{"-delegator-quota", "-1"}},
+		{name: "resource server without audience", args: []string{"-resource-servers", "=spiffe://a/rs"}},
+		{name: "resource server without caller", args: []string{"-resource-servers", "tickets-api"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -93,7 +93,7 @@ func newFullEnv(t testing.TB, redisAddr, policyAddr string, depth int) *fullEnv 
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss, err := issuer.New(issuer.Config{Issuer: testIssuer, DefaultAudience: "jitid", MaxTTL: time.Hour, MaxChainDepth: depth}, pc, st, keys)
+	iss, err := issuer.New(issuer.Config{Issuer: testIssuer, DefaultAudience: "jitid", MaxTTL: time.Hour, MaxChainDepth: depth, Admins: []string{adminID}}, pc, st, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func newFullEnv(t testing.TB, redisAddr, policyAddr string, depth int) *fullEnv 
 		_ = pc.Close()
 		_ = rdb.Close()
 	})
-	srv := grpcserver.New(grpcserver.Options{Name: "issuer", GRPCAddr: "127.0.0.1:0"})
+	srv := grpcserver.New(grpcserver.Options{Name: "issuer", GRPCAddr: "127.0.0.1:0", Authenticate: testCaller})
 	grpcapi.New(iss, nil).Register(srv.GRPC())
 	conn := grpctest.Run(t, srv)
 	return &fullEnv{env: &env{client: issuerv1.NewIssuerServiceClient(conn), rdb: rdb, store: st, prefix: ns}, keys: keys, key: key}

@@ -131,6 +131,9 @@ func TestEveryErrorCarriesErrorInfoWithItsReason(t *testing.T) {
 	down := newEnv(t, redisAddr, downAddr)
 
 	completed := request("task-completed")
+	if _, err := e.client.IssueCredential(t.Context(), completed); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := e.client.CompleteTask(t.Context(), &issuerv1.CompleteTaskRequest{TaskId: completed.Task.Id}); err != nil {
 		t.Fatal(err)
 	}
@@ -166,6 +169,26 @@ func TestEveryErrorCarriesErrorInfoWithItsReason(t *testing.T) {
 			})
 			return err
 		}, codes.NotFound, statusreason.CredentialNotFound},
+		{"task never issued for", func(ctx context.Context) error {
+			_, err := e.client.CompleteTask(ctx, &issuerv1.CompleteTaskRequest{TaskId: "task-never-issued"})
+			return err
+		}, codes.NotFound, statusreason.TaskNotFound},
+		{"another platform's task", func(ctx context.Context) error {
+			_, err := e.client.CompleteTask(as(ctx, platformB), &issuerv1.CompleteTaskRequest{TaskId: completed.Task.Id})
+			return err
+		}, codes.PermissionDenied, statusreason.CallerNotAllowed},
+		{"exchange another platform's credential", func(ctx context.Context) error {
+			resp, err := e.client.IssueCredential(ctx, request("task-exchanged-by-b"))
+			if err != nil {
+				return err
+			}
+			_, err = e.client.ExchangeCredential(as(ctx, platformB), exchangeReq(&issuedCred{token: resp.GetToken()}, "agent:b-sub", "tickets:read"))
+			return err
+		}, codes.PermissionDenied, statusreason.CallerNotAllowed},
+		{"issue into another platform's task", func(ctx context.Context) error {
+			_, err := e.client.IssueCredential(as(ctx, platformB), completed)
+			return err
+		}, codes.PermissionDenied, statusreason.CallerNotAllowed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/jitid/jitid/pkg/grpcserver"
 	"github.com/jitid/jitid/pkg/reqrules"
 	"github.com/jitid/jitid/pkg/statusreason"
 	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
@@ -75,6 +77,7 @@ func (s *Server) IssueCredential(ctx context.Context, req *issuerv1.IssueCredent
 		return nil, s.toStatus(ctx, err)
 	}
 	r.TTL = ttl
+	r.Caller, _ = grpcserver.Caller(ctx)
 	got, err := s.iss.Issue(ctx, r)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
@@ -83,12 +86,18 @@ func (s *Server) IssueCredential(ctx context.Context, req *issuerv1.IssueCredent
 }
 
 // IntrospectCredential says whether a token is active; an unknown, forged,
-// expired or revoked token is active: false, not an error.
+// expired or revoked token is active: false, not an error, and so is an
+// active one the caller may not learn about (neither its owner, an admin
+// nor a resource server of its audience).
 func (s *Server) IntrospectCredential(ctx context.Context, req *issuerv1.IntrospectCredentialRequest) (*issuerv1.IntrospectCredentialResponse, error) {
+	caller, err := authenticated(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if err := reqrules.Check(req); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	c, err := s.iss.Introspect(ctx, req.GetToken(), issuer.Proof{
+	c, err := s.iss.Introspect(ctx, caller, req.GetToken(), issuer.Proof{
 		JWT: req.GetDpopProof(), Method: req.GetHttpMethod(), URI: req.GetHttpUri(),
 	})
 	if err != nil {
@@ -118,6 +127,7 @@ func (s *Server) ExchangeCredential(ctx context.Context, req *issuerv1.ExchangeC
 		return nil, s.toStatus(ctx, err)
 	}
 	r.TTL = ttl
+	r.Caller, _ = grpcserver.Caller(ctx)
 	got, err := s.iss.Exchange(ctx, r)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
@@ -128,6 +138,10 @@ func (s *Server) ExchangeCredential(ctx context.Context, req *issuerv1.ExchangeC
 // RevokeCredentials revokes by exactly one of credential, task, agent or
 // delegator id.
 func (s *Server) RevokeCredentials(ctx context.Context, req *issuerv1.RevokeCredentialsRequest) (*issuerv1.RevokeCredentialsResponse, error) {
+	caller, err := authenticated(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if err := reqrules.Check(req); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -142,7 +156,7 @@ func (s *Server) RevokeCredentials(ctx context.Context, req *issuerv1.RevokeCred
 	case *issuerv1.RevokeCredentialsRequest_DelegatorId:
 		sel = issuer.Selector{Kind: issuer.ByDelegator, ID: v.DelegatorId}
 	}
-	ids, err := s.iss.Revoke(ctx, sel, req.GetReason())
+	ids, err := s.iss.Revoke(ctx, caller, sel, req.GetReason())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -151,10 +165,14 @@ func (s *Server) RevokeCredentials(ctx context.Context, req *issuerv1.RevokeCred
 
 // CompleteTask revokes every credential of a task and records its end.
 func (s *Server) CompleteTask(ctx context.Context, req *issuerv1.CompleteTaskRequest) (*issuerv1.CompleteTaskResponse, error) {
+	caller, err := authenticated(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if err := reqrules.Check(req); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	ids, err := s.iss.CompleteTask(ctx, req.GetTaskId(), req.GetReason())
+	ids, err := s.iss.CompleteTask(ctx, caller, req.GetTaskId(), req.GetReason())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -164,6 +182,10 @@ func (s *Server) CompleteTask(ctx context.Context, req *issuerv1.CompleteTaskReq
 // ListCredentials lists live credentials of a task, an agent or a
 // delegator; metadata only.
 func (s *Server) ListCredentials(ctx context.Context, req *issuerv1.ListCredentialsRequest) (*issuerv1.ListCredentialsResponse, error) {
+	caller, err := authenticated(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if err := reqrules.Check(req); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -176,7 +198,7 @@ func (s *Server) ListCredentials(ctx context.Context, req *issuerv1.ListCredenti
 	case *issuerv1.ListCredentialsRequest_DelegatorId:
 		sel = issuer.Selector{Kind: issuer.ByDelegator, ID: v.DelegatorId}
 	}
-	page, err := s.iss.List(ctx, sel, pageSize(req.GetPageSize()), req.GetPageToken())
+	page, err := s.iss.List(ctx, caller, sel, pageSize(req.GetPageSize()), req.GetPageToken())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -219,7 +241,22 @@ func toProto(c *issuer.Credential) *issuerv1.Credential {
 		MaxUses:         int32(min(c.MaxUses, math.MaxInt32)),
 		Uses:            int32(min(c.Uses, math.MaxInt32)),
 		CnfJkt:          c.CnfJKT,
+		Owner:           c.Owner,
+		AssertedBy:      c.AssertedBy,
 	}
+}
+
+// authenticated returns the authenticated caller of the call; a server
+// that authenticates nobody (plaintext, no authenticator) has none, and
+// the methods that are authorized by caller fail closed.
+func authenticated(ctx context.Context) (string, error) {
+	caller, ok := grpcserver.Caller(ctx)
+	if !ok {
+		return "", statusreason.Error(codes.Unauthenticated,
+			"no authenticated caller: this method is authorized by caller; call over mTLS with a client certificate",
+			statusreason.Unauthenticated, nil)
+	}
+	return caller, nil
 }
 
 // toStatus maps a domain error to the status sent to the caller, each with
@@ -232,6 +269,9 @@ func toProto(c *issuer.Credential) *issuerv1.Credential {
 //	*DeniedError           PERMISSION_DENIED    POLICY_DENIED; reasons in the metadata
 //	ErrPolicyUnavailable   UNAVAILABLE          POLICY_UNAVAILABLE; fail closed, said so
 //	ErrStoreUnavailable    UNAVAILABLE          STORE_UNAVAILABLE
+//	ErrCallerNotAllowed    PERMISSION_DENIED    CALLER_NOT_ALLOWED; another platform's credential or task
+//	ErrTaskNotFound        NOT_FOUND            TASK_NOT_FOUND
+//	*QuotaError            RESOURCE_EXHAUSTED   QUOTA_EXCEEDED; RetryInfo until a place frees up
 //	ErrTaskCompleted       FAILED_PRECONDITION  TASK_COMPLETED
 //	ErrNotDelegable        FAILED_PRECONDITION  NOT_DELEGABLE; the subject credential is bound or use-limited
 //	ErrSubjectToken        UNAUTHENTICATED      SUBJECT_TOKEN_INACTIVE
@@ -243,6 +283,7 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		rules   *reqrules.Error
 		invalid *issuer.InvalidArgumentError
 		denied  *issuer.DeniedError
+		quota   *issuer.QuotaError
 	)
 	switch {
 	case errors.As(err, &rules):
@@ -273,6 +314,14 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	case errors.Is(err, issuer.ErrStoreUnavailable):
 		s.log.WarnContext(ctx, "credential store unavailable", "error", err)
 		return statusreason.Error(codes.Unavailable, MsgStoreUnavailable, statusreason.StoreUnavailable, nil)
+	case errors.Is(err, issuer.ErrCallerNotAllowed):
+		return statusreason.Error(codes.PermissionDenied, issuer.ErrCallerNotAllowed.Error(), statusreason.CallerNotAllowed, nil)
+	case errors.Is(err, issuer.ErrTaskNotFound):
+		return statusreason.Error(codes.NotFound, issuer.ErrTaskNotFound.Error(), statusreason.TaskNotFound, nil)
+	case errors.As(err, &quota):
+		return statusreason.Error(codes.ResourceExhausted, quota.Error(), statusreason.QuotaExceeded,
+			map[string]string{"delegator_id": quota.Delegator, "quota": strconv.Itoa(quota.Quota)},
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(quota.RetryAfter)})
 	case errors.Is(err, issuer.ErrTaskCompleted):
 		return statusreason.Error(codes.FailedPrecondition, "task already completed: no credential issued", statusreason.TaskCompleted, nil)
 	case errors.Is(err, issuer.ErrNotDelegable):

@@ -120,7 +120,7 @@ func newEnv(t *testing.T, redisAddr, policyAddr string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss, err := issuer.New(issuer.Config{Issuer: testIssuer, DefaultAudience: "jitid", MaxTTL: time.Hour}, pc, st, keys)
+	iss, err := issuer.New(issuer.Config{Issuer: testIssuer, DefaultAudience: "jitid", MaxTTL: time.Hour, Admins: []string{adminID}}, pc, st, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func newEnv(t *testing.T, redisAddr, policyAddr string) *env {
 		_ = pc.Close()
 		_ = rdb.Close()
 	})
-	srv := grpcserver.New(grpcserver.Options{Name: "issuer", GRPCAddr: "127.0.0.1:0"})
+	srv := grpcserver.New(grpcserver.Options{Name: "issuer", GRPCAddr: "127.0.0.1:0", Authenticate: testCaller})
 	grpcapi.New(iss, nil).Register(srv.GRPC())
 	conn := grpctest.Run(t, srv)
 	return &env{client: issuerv1.NewIssuerServiceClient(conn), rdb: rdb, store: st, prefix: ns}
@@ -497,5 +497,6 @@ func proto(c *issuerv1.Credential) *issuerv1.Credential {
 		AgentId: c.AgentId, DelegatorId: c.DelegatorId, TaskId: c.TaskId, Audience: c.Audience,
 		TaskPurpose: c.TaskPurpose, TaskSensitivity: c.TaskSensitivity, Profile: c.Profile,
 		PolicyVersion: c.PolicyVersion, Issuer: c.Issuer, AgentClass: c.AgentClass,
+		Owner: c.Owner, AssertedBy: c.AssertedBy,
 	}
 }

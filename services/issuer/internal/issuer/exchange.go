@@ -49,6 +49,12 @@ func (s *Issuer) Exchange(ctx context.Context, r *ExchangeRequest) (*Issued, err
 	if parent == nil {
 		return nil, ErrSubjectToken
 	}
+	// The child joins the parent's task, which belongs to the parent's
+	// owner: refused before policy is asked (the issue script checks it
+	// again, atomically).
+	if parent.Owner != r.Caller {
+		return nil, fmt.Errorf("exchange into task %q: %w", parent.Task.GetId(), ErrCallerNotAllowed)
+	}
 	// A derived credential would be a bearer, unlimited copy of the
 	// parent's authority: a stolen bound token, or a one-shot one, could be
 	// laundered through an exchange.
@@ -82,6 +88,10 @@ func (s *Issuer) Exchange(ctx context.Context, r *ExchangeRequest) (*Issued, err
 		ParentID:  parent.ID,
 		Chain:     chain,
 		CnfJKT:    r.CnfJKT,
+		// Owned by the exchange's caller; the store refuses it when the
+		// task belongs to another platform.
+		Owner:      r.Caller,
+		AssertedBy: parent.AssertedBy,
 	}
 
 	if reasons := s.narrowingViolations(r, parent, child); len(reasons) > 0 {
@@ -169,6 +179,7 @@ func (s *Issuer) exchangeDenial(r *ExchangeRequest, child *Credential, d *identi
 		Audience:           child.Audience,
 		Decision:           d,
 		Issuer:             s.cfg.Issuer,
+		Caller:             r.Caller,
 		ParentCredentialId: child.ParentID,
 		AgentChain:         child.AgentChain(),
 		RequestedScopes:    r.Scopes,

@@ -64,6 +64,7 @@ func (s *Issuer) Issue(ctx context.Context, r *IssueRequest) (*Issued, error) {
 		Task:      proto.CloneOf(r.Task),
 		Scopes:    granted,
 		CnfJKT:    r.CnfJKT,
+		Owner:     r.Caller,
 	}
 	return s.mint(ctx, c, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, decision, r.Scopes, r.TTL, ttl, now)
 }
@@ -132,11 +133,13 @@ func (s *Issuer) mint(ctx context.Context, c *Credential, t eventsv1.EventType, 
 		return nil, fmt.Errorf("%w: %v", ErrSigning, err) //nolint:errorlint // the sentinel is what callers match; the cause is detail, kept out of errors.As and status.FromError
 	}
 
-	ev := s.credentialEvent(t, c, now, "")
+	// The caller of an issuance or exchange is the platform that owns the
+	// new credential; the expiry is the issuer's own doing.
+	ev := s.credentialEvent(t, c, now, "", c.Owner)
 	ev.Decision = decision
 	ev.RequestedScopes = requestedScopes
 	ev.RequestedTtl = durationpb.New(requestedTTL)
-	expired := s.credentialEvent(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED, c, c.ExpiresAt, "expired")
+	expired := s.credentialEvent(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED, c, c.ExpiresAt, "expired", s.cfg.Self)
 	if err := s.store.Issue(ctx, c, ev, expired); err != nil {
 		return nil, fmt.Errorf("store credential %s: %w", c.ID, err)
 	}
@@ -217,6 +220,7 @@ func (s *Issuer) denialEvent(r *IssueRequest, audience string, d *identityv1.Dec
 		Audience:  audience,
 		Decision:  d,
 		Issuer:    s.cfg.Issuer,
+		Caller:    r.Caller,
 		// What was asked, so that the decision can be replayed.
 		RequestedScopes: r.Scopes,
 		RequestedTtl:    durationpb.New(r.TTL),
@@ -238,8 +242,9 @@ func (s *Issuer) recordDenial(ctx context.Context, ev *eventsv1.LifecycleEvent) 
 }
 
 // credentialEvent is the lifecycle event of one credential, with its
-// delegation context. It never carries the token.
-func (s *Issuer) credentialEvent(t eventsv1.EventType, c *Credential, at time.Time, reason string) *eventsv1.LifecycleEvent {
+// delegation context, its owner and the caller that caused it. It never
+// carries the token.
+func (s *Issuer) credentialEvent(t eventsv1.EventType, c *Credential, at time.Time, reason, caller string) *eventsv1.LifecycleEvent {
 	return &eventsv1.LifecycleEvent{
 		Id:           s.newID(),
 		Type:         t,
@@ -257,5 +262,8 @@ func (s *Issuer) credentialEvent(t eventsv1.EventType, c *Credential, at time.Ti
 		// A sub-agent's events name where its authority came from.
 		ParentCredentialId: c.ParentID,
 		AgentChain:         c.AgentChain(),
+		Caller:             caller,
+		Owner:              c.Owner,
+		AssertedBy:         c.AssertedBy,
 	}
 }

@@ -66,7 +66,21 @@ type Config struct {
 	// RecentAuthentication is how recent the delegator's authentication must
 	// be for the mfa_recent obligation; DefaultRecentAuthentication when zero.
 	RecentAuthentication time.Duration
+	// Admins are the callers that may act on every platform's credentials
+	// and tasks: list, revoke (by agent or delegator across platforms),
+	// complete and introspect.
+	Admins []string
+	// ResourceServers maps an audience to the callers that serve it, besides
+	// a caller whose id is the audience itself: they may introspect the
+	// credentials issued for that audience (RFC 7662 §4).
+	ResourceServers map[string][]string
+	// Self is the caller named by the events the issuer causes on its own
+	// (expired): its SPIFFE ID on TLS; DefaultSelf when empty.
+	Self string
 }
+
+// DefaultSelf is Config.Self when empty.
+const DefaultSelf = "issuer"
 
 // DefaultMaxChainDepth is Config.MaxChainDepth when zero.
 const DefaultMaxChainDepth = 4
@@ -114,6 +128,9 @@ func New(cfg Config, policy decider, st store, sg signer) (*Issuer, error) {
 	}
 	if cfg.NewID == nil {
 		cfg.NewID = NewUUIDv7
+	}
+	if cfg.Self == "" {
+		cfg.Self = DefaultSelf
 	}
 	return &Issuer{
 		cfg:    cfg,

@@ -27,6 +27,14 @@ import (
 
 const testIssuer = "https://jitid.test"
 
+// Callers of the tests: two platforms, an admin and a resource server.
+const (
+	platformA      = "spiffe://jitid.test/platform/a"
+	platformB      = "spiffe://jitid.test/platform/b"
+	adminID        = "spiffe://jitid.test/admin"
+	resourceServer = "spiffe://jitid.test/rs/tickets"
+)
+
 var t0 = time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 
 // policyFunc is a decider for tests; the real policy service is another
@@ -52,12 +60,15 @@ func allow(maxTTL time.Duration) policyFunc {
 type memStore struct {
 	mu       sync.Mutex
 	creds    map[string]*issuer.Credential
+	owners   map[string]string // task id → owner
 	events   []*eventsv1.LifecycleEvent
 	getErr   error
 	issueErr error
 }
 
-func newMemStore() *memStore { return &memStore{creds: map[string]*issuer.Credential{}} }
+func newMemStore() *memStore {
+	return &memStore{creds: map[string]*issuer.Credential{}, owners: map[string]string{}}
+}
 
 func (m *memStore) Issue(_ context.Context, c *issuer.Credential, issued, expired *eventsv1.LifecycleEvent) error {
 	m.mu.Lock()
@@ -65,6 +76,10 @@ func (m *memStore) Issue(_ context.Context, c *issuer.Credential, issued, expire
 	if m.issueErr != nil {
 		return m.issueErr
 	}
+	if o, ok := m.owners[c.Task.GetId()]; ok && o != c.Owner {
+		return issuer.ErrCallerNotAllowed
+	}
+	m.owners[c.Task.GetId()] = c.Owner
 	m.creds[c.ID] = c
 	m.events = append(m.events, issued, expired)
 	return nil
@@ -119,6 +134,9 @@ func (m *memStore) List(_ context.Context, sel issuer.Selector, _ int, _ string)
 }
 
 func matches(c *issuer.Credential, sel issuer.Selector) bool {
+	if sel.Owner != "" && c.Owner != sel.Owner {
+		return false
+	}
 	switch sel.Kind {
 	case issuer.ByCredential:
 		return c.ID == sel.ID
@@ -146,12 +164,25 @@ func (m *memStore) Revoke(_ context.Context, sel issuer.Selector, mk issuer.Even
 	return ids, nil
 }
 
-func (m *memStore) CompleteTask(ctx context.Context, taskID string, mk issuer.EventFunc, completed *eventsv1.LifecycleEvent) ([]string, error) {
+func (m *memStore) CompleteTask(ctx context.Context, taskID, caller string, admin bool, mk issuer.EventFunc, completed *eventsv1.LifecycleEvent) ([]string, error) {
+	owner, _ := m.TaskOwner(ctx, taskID)
+	switch {
+	case owner == "":
+		return nil, issuer.ErrTaskNotFound
+	case owner != caller && !admin:
+		return nil, issuer.ErrCallerNotAllowed
+	}
 	ids, err := m.Revoke(ctx, issuer.Selector{Kind: issuer.ByTask, ID: taskID}, mk)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.events = append(m.events, completed)
 	return ids, err
+}
+
+func (m *memStore) TaskOwner(_ context.Context, taskID string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.owners[taskID], nil
 }
 
 func (m *memStore) snapshot() (int, []*eventsv1.LifecycleEvent) {
@@ -226,6 +257,7 @@ func validRequest() *issuer.IssueRequest {
 		},
 		Scopes: []string{"tickets:read", "tickets:hold"},
 		TTL:    10 * time.Minute,
+		Caller: platformA,
 	}
 }
 
@@ -467,7 +499,7 @@ func TestIssueDenied(t *testing.T) {
 			want := []*eventsv1.LifecycleEvent{{
 				Id: "id-1", Type: eventsv1.EventType_EVENT_TYPE_CREDENTIAL_DENIED, Time: timestamppb.New(t0),
 				Agent: r.Agent, Delegator: r.Delegator, Task: r.Task, Scopes: r.Scopes, Audience: "jitid",
-				Decision: denied.Decision, Issuer: testIssuer,
+				Decision: denied.Decision, Issuer: testIssuer, Caller: platformA,
 				RequestedScopes: r.Scopes, RequestedTtl: durationpb.New(r.TTL),
 			}}
 			if diff := cmp.Diff(want, evs, protocmp.Transform()); diff != "" {
@@ -499,6 +531,7 @@ func TestIssue(t *testing.T) {
 		Agent: r.Agent, Delegator: r.Delegator, Task: r.Task,
 		Scopes: []string{"tickets:hold"}, IssuedAt: t0, ExpiresAt: t0.Add(10 * time.Minute),
 		Profile: identityv1.Profile_PROFILE_MINIMAL, PolicyVersion: "v1", DecisionID: "d-1",
+		Owner: platformA,
 	}
 	if diff := cmp.Diff(wantCred, got.Credential, protocmp.Transform()); diff != "" {
 		t.Errorf("credential (-want +got):\n%s", diff)
@@ -521,15 +554,19 @@ func TestIssue(t *testing.T) {
 			Id: id, Type: typ, Time: timestamppb.New(at), CredentialId: "id-1",
 			Agent: r.Agent, Delegator: r.Delegator, Task: r.Task, Scopes: []string{"tickets:hold"},
 			Audience: "tickets-api", IssueTime: timestamppb.New(t0), ExpireTime: timestamppb.New(t0.Add(10 * time.Minute)),
-			Issuer: testIssuer,
+			Issuer: testIssuer, Owner: platformA,
 		}
 	}
+	// Every event names its caller: the platform for the issuance, the
+	// issuer itself for the expiry.
 	issued := base("id-2", eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, now)
+	issued.Caller = platformA
 	issued.Decision = got.Decision
 	issued.RequestedScopes = r.Scopes
 	issued.RequestedTtl = durationpb.New(r.TTL)
 	expired := base("id-3", eventsv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRED, t0.Add(10*time.Minute))
 	expired.Reason = "expired"
+	expired.Caller = issuer.DefaultSelf
 	if diff := cmp.Diff([]*eventsv1.LifecycleEvent{issued, expired}, evs, protocmp.Transform()); diff != "" {
 		t.Errorf("events (-want +got):\n%s", diff)
 	}
@@ -592,7 +629,7 @@ func TestIntrospect(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c, err := f.iss.Introspect(t.Context(), tt.token, issuer.Proof{})
+			c, err := f.iss.Introspect(t.Context(), platformA, tt.token, issuer.Proof{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -609,11 +646,11 @@ func TestIntrospect(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids, err := f.iss.Revoke(t.Context(), issuer.Selector{Kind: issuer.ByCredential, ID: got.Credential.ID}, "leaked")
+		ids, err := f.iss.Revoke(t.Context(), platformA, issuer.Selector{Kind: issuer.ByCredential, ID: got.Credential.ID}, "leaked")
 		if err != nil || len(ids) != 1 {
 			t.Fatalf("Revoke() = %v, %v", ids, err)
 		}
-		if c, err := f.iss.Introspect(t.Context(), got.Token, issuer.Proof{}); c != nil || err != nil {
+		if c, err := f.iss.Introspect(t.Context(), platformA, got.Token, issuer.Proof{}); c != nil || err != nil {
 			t.Errorf("Introspect(revoked) = %v, %v; want inactive", c, err)
 		}
 		_, evs := f.store.snapshot()
@@ -622,7 +659,7 @@ func TestIntrospect(t *testing.T) {
 			last.CredentialId != got.Credential.ID || last.Delegator.GetId() != "user:alice@example.com" {
 			t.Errorf("revoked event = %v", last)
 		}
-		if _, err := f.iss.Revoke(t.Context(), issuer.Selector{Kind: issuer.ByCredential, ID: got.Credential.ID}, ""); !errors.Is(err, issuer.ErrNotFound) {
+		if _, err := f.iss.Revoke(t.Context(), platformA, issuer.Selector{Kind: issuer.ByCredential, ID: got.Credential.ID}, ""); !errors.Is(err, issuer.ErrNotFound) {
 			t.Errorf("second Revoke() error = %v, want ErrNotFound", err)
 		}
 	})
@@ -637,7 +674,7 @@ func TestIntrospect(t *testing.T) {
 		f.store.mu.Lock()
 		f.store.getErr = issuer.ErrStoreUnavailable
 		f.store.mu.Unlock()
-		if _, err := f.iss.Introspect(t.Context(), got.Token, issuer.Proof{}); !errors.Is(err, issuer.ErrStoreUnavailable) {
+		if _, err := f.iss.Introspect(t.Context(), platformA, got.Token, issuer.Proof{}); !errors.Is(err, issuer.ErrStoreUnavailable) {
 			t.Errorf("Introspect() error = %v, want ErrStoreUnavailable", err)
 		}
 	})
@@ -651,7 +688,7 @@ func TestCompleteTask(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ids, err := f.iss.CompleteTask(t.Context(), "task-42", "summary delivered")
+	ids, err := f.iss.CompleteTask(t.Context(), platformA, "task-42", "summary delivered")
 	if err != nil || len(ids) != 2 {
 		t.Fatalf("CompleteTask() = %v, %v; want two ids", ids, err)
 	}
@@ -674,7 +711,7 @@ func TestCompleteTask(t *testing.T) {
 	if completed.Task.GetId() != "task-42" || completed.Reason != "summary delivered" || completed.Issuer != testIssuer {
 		t.Errorf("completed event = %v", completed)
 	}
-	if _, err := f.iss.CompleteTask(t.Context(), "", ""); !errors.Is(err, issuer.ErrInvalidArgument) {
+	if _, err := f.iss.CompleteTask(t.Context(), platformA, "", ""); !errors.Is(err, issuer.ErrInvalidArgument) {
 		t.Errorf("CompleteTask(\"\") error = %v, want ErrInvalidArgument", err)
 	}
 }
@@ -696,7 +733,7 @@ func TestRevokeLogsTheCountAndFewIDs(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			ids, err := f.iss.Revoke(t.Context(), issuer.Selector{Kind: issuer.ByDelegator, ID: "user:alice@example.com"}, "left")
+			ids, err := f.iss.Revoke(t.Context(), platformA, issuer.Selector{Kind: issuer.ByDelegator, ID: "user:alice@example.com"}, "left")
 			if err != nil || len(ids) != n {
 				t.Fatalf("Revoke() = %d ids, %v; want %d", len(ids), err, n)
 			}
@@ -747,18 +784,18 @@ func TestSelectorValidation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := f.iss.Revoke(t.Context(), tt.sel, "")
+			_, err := f.iss.Revoke(t.Context(), platformA, tt.sel, "")
 			var ia *issuer.InvalidArgumentError
 			if !errors.As(err, &ia) || ia.Field != tt.field {
 				t.Errorf("Revoke() error = %v, want invalid %s", err, tt.field)
 			}
-			_, err = f.iss.List(t.Context(), tt.sel, 0, "")
+			_, err = f.iss.List(t.Context(), platformA, tt.sel, 0, "")
 			if !errors.As(err, &ia) || ia.Field != tt.field {
 				t.Errorf("List() error = %v, want invalid %s", err, tt.field)
 			}
 		})
 	}
-	if _, err := f.iss.List(t.Context(), issuer.Selector{Kind: issuer.ByTask, ID: "t"}, issuer.MaxPageSize+1, ""); !errors.Is(err, issuer.ErrInvalidArgument) {
+	if _, err := f.iss.List(t.Context(), platformA, issuer.Selector{Kind: issuer.ByTask, ID: "t"}, issuer.MaxPageSize+1, ""); !errors.Is(err, issuer.ErrInvalidArgument) {
 		t.Errorf("List(page size too big) error = %v", err)
 	}
 }

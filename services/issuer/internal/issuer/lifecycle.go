@@ -26,13 +26,18 @@ const (
 // is inactive (nil, nil), not an error; only a store failure is an error,
 // since then the answer is unknown.
 //
+// An active credential is reported active only to caller when it may
+// learn so (RFC 7662 §4): the credential's owner, an admin, or a resource
+// server of its audience. To anyone else it is inactive, and a
+// use-limited credential counts no use for them.
+//
 // Each presentation of a use-limited credential (max_uses above zero)
 // counts one use, in the same atomic step that checks its liveness; the
 // presentation past max_uses is inactive and recorded as a use_refused
-// event (a replay attempt). A presentation refused before the store is
-// asked (bad signature, bad proof) counts no use.
-func (s *Issuer) Introspect(ctx context.Context, token string, proof Proof) (*Credential, error) {
-	if token == "" {
+// event (a replay attempt) naming caller. A presentation refused before
+// the store is asked (bad signature, bad proof) counts no use.
+func (s *Issuer) Introspect(ctx context.Context, caller, token string, proof Proof) (*Credential, error) {
+	if token == "" || caller == "" {
 		return nil, nil
 	}
 	claimed, err := s.signer.Verify(token)
@@ -50,8 +55,21 @@ func (s *Issuer) Introspect(ctx context.Context, token string, proof Proof) (*Cr
 	}
 	var c *Credential
 	if claimed.MaxUses > 0 {
-		refused := s.credentialEvent(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_USE_REFUSED, claimed, s.now(),
-			fmt.Sprintf("presented past max_uses (%d): possible replay", claimed.MaxUses))
+		// The owner is only in the store: read first, both to check that
+		// caller may learn about the credential before a use is counted,
+		// and to name the owner in a use_refused event.
+		var stored *Credential
+		stored, err = s.store.Get(ctx, claimed.ID, claimed.Task.GetId())
+		if stored, err = s.matchStored(ctx, claimed, stored, err); stored == nil || err != nil {
+			return nil, err
+		}
+		if !s.mayIntrospect(caller, stored) {
+			s.log.InfoContext(ctx, "introspection: caller may not introspect the credential",
+				"credential_id", claimed.ID, "caller", caller)
+			return nil, nil
+		}
+		refused := s.credentialEvent(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_USE_REFUSED, stored, s.now(),
+			fmt.Sprintf("presented past max_uses (%d): possible replay", claimed.MaxUses), caller)
 		c, err = s.store.Use(ctx, claimed.ID, claimed.Task.GetId(), refused)
 		if errors.Is(err, ErrUsedUp) {
 			s.log.WarnContext(ctx, "introspection: credential used up, use refused", "credential_id", claimed.ID,
@@ -61,7 +79,16 @@ func (s *Issuer) Introspect(ctx context.Context, token string, proof Proof) (*Cr
 	} else {
 		c, err = s.store.Get(ctx, claimed.ID, claimed.Task.GetId())
 	}
-	return s.matchStored(ctx, claimed, c, err)
+	c, err = s.matchStored(ctx, claimed, c, err)
+	if c == nil || err != nil {
+		return nil, err
+	}
+	if !s.mayIntrospect(caller, c) {
+		s.log.InfoContext(ctx, "introspection: caller may not introspect the credential",
+			"credential_id", c.ID, "caller", caller)
+		return nil, nil
+	}
+	return c, nil
 }
 
 // active is Introspect without a proof and without counting a use: for
@@ -95,17 +122,24 @@ func (s *Issuer) matchStored(ctx context.Context, claimed, c *Credential, err er
 }
 
 // Revoke revokes every live credential sel names, writing one revoked event
-// per credential with its delegation context and reason. It returns the ids
-// revoked; revoking by credential id something not live is ErrNotFound.
-func (s *Issuer) Revoke(ctx context.Context, sel Selector, reason string) ([]string, error) {
+// per credential with its delegation context, reason and caller. It
+// returns the ids revoked; revoking by credential id something not live is
+// ErrNotFound. A credential or task that caller does not own is
+// ErrCallerNotAllowed; by agent or delegator, caller revokes only its own
+// credentials. An admin revokes across platforms.
+func (s *Issuer) Revoke(ctx context.Context, caller string, sel Selector, reason string) ([]string, error) {
 	if err := validateSelector(sel); err != nil {
 		return nil, err
 	}
 	if err := validateText("reason", reason, MaxReasonBytes); err != nil {
 		return nil, err
 	}
+	sel, err := s.authorizeRevoke(ctx, caller, sel)
+	if err != nil {
+		return nil, err
+	}
 	ids, err := s.store.Revoke(ctx, sel, func(c *Credential) *eventsv1.LifecycleEvent {
-		return s.credentialEvent(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_REVOKED, c, s.now(), reason)
+		return s.credentialEvent(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_REVOKED, c, s.now(), reason, caller)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("revoke by %s %q: %w", selectorField(sel.Kind), sel.ID, err)
@@ -114,7 +148,7 @@ func (s *Issuer) Revoke(ctx context.Context, sel Selector, reason string) ([]str
 		return nil, ErrNotFound
 	}
 	s.log.InfoContext(ctx, "credentials revoked", "by", selectorField(sel.Kind), "id", sel.ID,
-		"count", len(ids), loggedIDs(ids), "reason", reason)
+		"count", len(ids), loggedIDs(ids), "reason", reason, "caller", caller, "owner", sel.Owner)
 	return ids, nil
 }
 
@@ -135,13 +169,24 @@ func loggedIDs(ids []string) slog.Attr {
 
 // CompleteTask revokes every live credential of the task and records the
 // task's end; nothing more is issued for it (ErrTaskCompleted). It returns
-// the ids revoked.
-func (s *Issuer) CompleteTask(ctx context.Context, taskID, reason string) ([]string, error) {
+// the ids revoked. Only the task's owner or an admin may complete it
+// (ErrCallerNotAllowed); a task never issued for is ErrTaskNotFound, so
+// that nobody can block another platform's future task.
+func (s *Issuer) CompleteTask(ctx context.Context, caller, taskID, reason string) ([]string, error) {
 	if err := validateID("task_id", taskID); err != nil {
 		return nil, err
 	}
 	if err := validateText("reason", reason, MaxReasonBytes); err != nil {
 		return nil, err
+	}
+	if caller == "" {
+		return nil, ErrCallerNotAllowed
+	}
+	// The owner never changes while the task is remembered: read ahead of
+	// the script (which checks it again) for the completed event.
+	owner, err := s.store.TaskOwner(ctx, taskID)
+	if err != nil {
+		return nil, fmt.Errorf("complete task %q: %w", taskID, err)
 	}
 	now := s.now()
 	revokeReason := "task completed"
@@ -155,21 +200,24 @@ func (s *Issuer) CompleteTask(ctx context.Context, taskID, reason string) ([]str
 		Task:   &identityv1.Task{Id: taskID},
 		Reason: reason,
 		Issuer: s.cfg.Issuer,
+		Caller: caller,
+		Owner:  owner,
 	}
-	ids, err := s.store.CompleteTask(ctx, taskID, func(c *Credential) *eventsv1.LifecycleEvent {
-		return s.credentialEvent(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_REVOKED, c, s.now(), revokeReason)
+	ids, err := s.store.CompleteTask(ctx, taskID, caller, s.isAdmin(caller), func(c *Credential) *eventsv1.LifecycleEvent {
+		return s.credentialEvent(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_REVOKED, c, s.now(), revokeReason, caller)
 	}, completed)
 	if err != nil {
 		return nil, fmt.Errorf("complete task %q: %w", taskID, err)
 	}
-	s.log.InfoContext(ctx, "task completed", "task_id", taskID, "revoked", len(ids), loggedIDs(ids), "reason", reason)
+	s.log.InfoContext(ctx, "task completed", "task_id", taskID, "revoked", len(ids), loggedIDs(ids), "reason", reason, "caller", caller)
 	return ids, nil
 }
 
 // List returns live credentials of a task, an agent or a delegator, page
 // by page; metadata only, the store has no tokens. pageSize 0 means
-// DefaultPageSize.
-func (s *Issuer) List(ctx context.Context, sel Selector, pageSize int, pageToken string) (Page, error) {
+// DefaultPageSize. A platform sees only the credentials it owns; an admin
+// sees all.
+func (s *Issuer) List(ctx context.Context, caller string, sel Selector, pageSize int, pageToken string) (Page, error) {
 	if sel.Kind == ByCredential {
 		return Page{}, invalid("selector", "list by task_id, agent_id or delegator_id")
 	}
@@ -184,6 +232,13 @@ func (s *Issuer) List(ctx context.Context, sel Selector, pageSize int, pageToken
 	}
 	if err := validateText("page_token", pageToken, 4*MaxIDBytes); err != nil {
 		return Page{}, err
+	}
+	sel.Owner = ""
+	if caller == "" {
+		return Page{}, ErrCallerNotAllowed
+	}
+	if !s.isAdmin(caller) {
+		sel.Owner = caller
 	}
 	p, err := s.store.List(ctx, sel, pageSize, pageToken)
 	if errors.Is(err, ErrBadPageToken) {

@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
@@ -83,6 +84,10 @@ const (
 type Selector struct {
 	Kind SelectorKind
 	ID   string
+	// Owner, when set, narrows the set to the credentials that platform
+	// owns: a platform lists and revokes only its own. Empty: every owner
+	// (an admin's call).
+	Owner string
 }
 
 // Page is one page of a listing.
@@ -106,7 +111,33 @@ var (
 	// its max_uses allows (a replay attempt); the use_refused event was
 	// written.
 	ErrUsedUp = errors.New("credential used up (max_uses reached)")
+	// ErrTaskNotFound means no credential was ever issued for the task (or
+	// so long ago that its owner is forgotten): there is nothing to complete.
+	ErrTaskNotFound = errors.New("task not found: no credential was issued for it")
+	// ErrCallerNotAllowed means the caller is not the owner of the
+	// credential or task it acts on (nor an admin); nothing was written.
+	ErrCallerNotAllowed = errors.New("caller not allowed: the credential or task belongs to another platform")
+	// ErrQuotaExceeded is matched by every *QuotaError.
+	ErrQuotaExceeded = errors.New("delegator quota of live credentials exceeded")
 )
+
+// QuotaError says that the delegator holds as many live credentials as
+// its quota allows; nothing was written.
+type QuotaError struct {
+	Delegator string
+	Quota     int
+	// RetryAfter is the time until the delegator's earliest live
+	// credential expires, freeing a place.
+	RetryAfter time.Duration
+}
+
+func (e *QuotaError) Error() string {
+	return fmt.Sprintf("delegator %q holds %d live credentials, its quota: retry in %v or revoke one",
+		e.Delegator, e.Quota, e.RetryAfter.Round(time.Second))
+}
+
+// Is makes errors.Is(err, ErrQuotaExceeded) true.
+func (e *QuotaError) Is(target error) bool { return target == ErrQuotaExceeded }
 
 // EventFunc builds the lifecycle event of one credential (revoked), called
 // by the store with the credential as it was stored, possibly from several
@@ -121,7 +152,10 @@ type store interface {
 	// ExpiresAt), its task/agent/delegator indexes, its expiry schedule, the
 	// issued event, and the expired event kept for the sweeper to emit at
 	// ExpiresAt, in one atomic step. ErrTaskCompleted when the task was
-	// completed before. When c.ParentID is set (an exchange; issued is then
+	// completed before. The task's owner is recorded by its first issuance;
+	// an issuance (or exchange) into a task owned by another platform than
+	// c.Owner is ErrCallerNotAllowed. A delegator holding its quota of live
+	// credentials already is a *QuotaError. When c.ParentID is set (an exchange; issued is then
 	// the exchanged event), the parent must still be live, else ErrNotFound,
 	// and the credential is recorded as the parent's child in the same step,
 	// so that revoking the parent revokes it.
@@ -140,7 +174,9 @@ type store interface {
 	// List returns live credentials of a task, agent or delegator, page by page.
 	List(ctx context.Context, sel Selector, pageSize int, pageToken string) (Page, error)
 	// Revoke removes every live credential the selector names, and every
-	// live credential exchanged from them, down the chain. Each one is
+	// live credential exchanged from them, down the chain (of
+	// sel.Owner only, when set: then no revocation mark is written, since
+	// a mark would hide other owners' credentials too). Each one is
 	// deleted together with its indexes, its expiry schedule and the event
 	// mkEvent builds for it, atomically; a credential that expired or was
 	// revoked meanwhile yields no event. It returns the ids revoked. By
@@ -152,5 +188,11 @@ type store interface {
 	// CompleteTask revokes every live credential of the task (as Revoke), marks
 	// the task completed (Issue then fails with ErrTaskCompleted) and writes
 	// the completed event, in one atomic step. It returns the ids revoked.
-	CompleteTask(ctx context.Context, taskID string, mkEvent EventFunc, completed *eventsv1.LifecycleEvent) ([]string, error)
+	// A task never issued for is ErrTaskNotFound; a task owned by another
+	// platform than caller, unless admin, ErrCallerNotAllowed; nothing is
+	// written then.
+	CompleteTask(ctx context.Context, taskID, caller string, admin bool, mkEvent EventFunc, completed *eventsv1.LifecycleEvent) ([]string, error)
+	// TaskOwner returns the platform that owns a task; empty when no
+	// credential was issued for it.
+	TaskOwner(ctx context.Context, taskID string) (string, error)
 }

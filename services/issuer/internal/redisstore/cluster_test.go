@@ -108,7 +108,7 @@ func TestRunsOnRedisCluster(t *testing.T) {
 	if err != nil || len(revoked) != n/2 {
 		t.Fatalf("Revoke(agent-0) = %d ids, %v; want %d", len(revoked), err, n/2)
 	}
-	done, err := s.CompleteTask(ctx, creds[1].Task.GetId(), revokedEvent,
+	done, err := s.CompleteTask(ctx, creds[1].Task.GetId(), testOwner, false, revokedEvent,
 		&eventsv1.LifecycleEvent{Id: randID("ev-"), Type: eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED})
 	if err != nil || len(done) != 1 {
 		t.Fatalf("CompleteTask() = %v, %v; want one id", done, err)
@@ -160,7 +160,7 @@ func TestRunsOnRedisCluster(t *testing.T) {
 				if ttl := c.PTTL(ctx, k).Val(); ttl <= 0 || ttl > redisstore.DefaultMarkRetention {
 					return fmt.Errorf("revocation marks %s expire in %v, want within %v", k, ttl, redisstore.DefaultMarkRetention)
 				}
-			case !strings.HasSuffix(k, ":outbox") && !strings.Contains(k, ":done:"):
+			case !strings.HasSuffix(k, ":outbox") && !strings.Contains(k, ":done:") && !strings.Contains(k, ":owner:"):
 				return fmt.Errorf("key %s left behind", k)
 			}
 		}

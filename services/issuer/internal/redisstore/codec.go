@@ -88,6 +88,12 @@ func credentialFields(c *issuer.Credential) ([]any, error) {
 	if c.CnfJKT != "" {
 		args = append(args, redisscripts.FieldCnfJKT, c.CnfJKT)
 	}
+	if c.Owner != "" {
+		args = append(args, redisscripts.FieldOwner, c.Owner)
+	}
+	if c.AssertedBy != "" {
+		args = append(args, redisscripts.FieldAssertedBy, c.AssertedBy)
+	}
 	return args, nil
 }
 
@@ -135,6 +141,8 @@ func decodeCredential(id string, h map[string]string) (c *issuer.Credential, ok 
 	}
 	c.ParentID = h[redisscripts.FieldParent]
 	c.CnfJKT = h[redisscripts.FieldCnfJKT]
+	c.Owner = h[redisscripts.FieldOwner]
+	c.AssertedBy = h[redisscripts.FieldAssertedBy]
 	if v := h[redisscripts.FieldChain]; v != "" {
 		var links []chainLink
 		if err := json.Unmarshal([]byte(v), &links); err != nil {

@@ -34,6 +34,7 @@ func wrappers() []struct {
 		{redisscripts.Revoke, &revokeCall{}},
 		{redisscripts.Complete, &completeCall{}},
 		{redisscripts.Sweep, &sweepCall{}},
+		{redisscripts.Quota, &quotaCall{}},
 	}
 }
 

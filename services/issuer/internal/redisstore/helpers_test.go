@@ -69,8 +69,12 @@ func credential(taskID, agentID, delegatorID string, ttl time.Duration) *issuer.
 		Profile:       identityv1.Profile_PROFILE_MINIMAL,
 		PolicyVersion: "v1",
 		DecisionID:    "dec-1",
+		Owner:         testOwner,
 	}
 }
+
+// testOwner is the platform that issues the tests' credentials.
+const testOwner = "spiffe://jitid.test/platform/a"
 
 func event(typ eventsv1.EventType, c *issuer.Credential) *eventsv1.LifecycleEvent {
 	return &eventsv1.LifecycleEvent{

@@ -30,6 +30,7 @@ type issueCall struct {
 	Expired        string `key:"expired"`
 	Done           string `key:"done"`
 	Outbox         string `key:"outbox"`
+	Owner          string `key:"owner"`
 	Parent         string `key:"parent,optional"`
 	ParentChildren string `key:"parent_children,optional"`
 	Marks          string `key:"marks,optional"`
@@ -40,6 +41,8 @@ type issueCall struct {
 	Subject       string `arg:"subject"`
 	Payload       []byte `arg:"payload"`
 	ExpiredRecord []byte `arg:"expired_record"`
+	Caller        string `arg:"caller"`
+	OwnerTTLMS    int64  `arg:"owner_ttl_ms"`
 	// Fields is the credential hash as field, value pairs.
 	Fields []any `arg:"fields..."`
 }
@@ -52,15 +55,16 @@ const (
 	issueTaskCompleted issueResult = 0
 	issueIDLive        issueResult = -1
 	issueParentGone    issueResult = -2
+	issueNotOwner      issueResult = -3
 )
 
 func (c *issueCall) keysArgs() ([]string, []any) {
-	keys := []string{c.Cred, c.Task, c.Agent, c.Delegator, c.Expiry, c.Expired, c.Done, c.Outbox}
+	keys := []string{c.Cred, c.Task, c.Agent, c.Delegator, c.Expiry, c.Expired, c.Done, c.Outbox, c.Owner}
 	if c.Parent != "" {
 		keys = append(keys, c.Parent, c.ParentChildren, c.Marks)
 	}
-	args := make([]any, 0, 6+len(c.Fields))
-	args = append(args, c.ID, c.ExpireMS, c.EventID, c.Subject, c.Payload, c.ExpiredRecord)
+	args := make([]any, 0, 8+len(c.Fields))
+	args = append(args, c.ID, c.ExpireMS, c.EventID, c.Subject, c.Payload, c.ExpiredRecord, c.Caller, c.OwnerTTLMS)
 	return keys, append(args, c.Fields...)
 }
 
@@ -80,7 +84,7 @@ func decodeIssue(v any) (issueResult, error) {
 		return 0, err
 	}
 	switch r := issueResult(n); r {
-	case issueWritten, issueTaskCompleted, issueIDLive, issueParentGone:
+	case issueWritten, issueTaskCompleted, issueIDLive, issueParentGone, issueNotOwner:
 		return r, nil
 	}
 	return 0, fmt.Errorf("%w from issue: %d", errUnexpectedReply, n)
@@ -90,7 +94,10 @@ func decodeIssue(v any) (issueResult, error) {
 // (its key expiring at ExpiresAt), its indexes, its expiry schedule, the
 // issued event into the outbox and the expired event kept for the sweeper.
 // expired must be of type EVENT_TYPE_CREDENTIAL_EXPIRED; it is kept as
-// protobuf and encoded by the relay only if the credential expires.
+// protobuf and encoded by the relay only if the credential expires. The
+// task's owner is recorded (or checked) in the same script. With a
+// delegator quota, a place in it is held first (quota.lua) and released
+// when the script refuses the credential.
 func (s *Store) Issue(ctx context.Context, c *issuer.Credential, issued, expired *eventsv1.LifecycleEvent) error {
 	if c == nil || c.ID == "" {
 		return errors.New("redisstore: issue: credential without id")
@@ -116,8 +123,8 @@ func (s *Store) Issue(ctx context.Context, c *issuer.Credential, issued, expired
 	sh := s.shardOf(taskID)
 	call := issueCall{
 		Cred: sh.cred(c.ID), Task: sh.task(taskID), Agent: sh.agent(agentID), Delegator: sh.delegator(delegatorID),
-		Expiry: sh.expiry, Expired: sh.expired, Done: sh.done(taskID), Outbox: sh.outbox,
-		ID: c.ID, ExpireMS: c.ExpiresAt.UnixMilli(),
+		Expiry: sh.expiry, Expired: sh.expired, Done: sh.done(taskID), Outbox: sh.outbox, Owner: sh.owner(taskID),
+		ID: c.ID, ExpireMS: c.ExpiresAt.UnixMilli(), Caller: c.Owner, OwnerTTLMS: s.opts.DoneTTL.Milliseconds(),
 		EventID: issued.GetId(), Subject: s.opts.Events.Subject(issued.GetType()), Payload: issuedData,
 		ExpiredRecord: expiredRecord(expired.GetId(), expiredPB, taskID, agentID, delegatorID),
 		Fields:        fields,
@@ -125,9 +132,18 @@ func (s *Store) Issue(ctx context.Context, c *issuer.Credential, issued, expired
 	if c.ParentID != "" {
 		call.Parent, call.ParentChildren, call.Marks = sh.cred(c.ParentID), sh.children(c.ParentID), sh.marks
 	}
+	if err := s.holdQuota(ctx, c); err != nil {
+		return err
+	}
 	res, err := call.Run(ctx, s.rdb)
 	if err != nil {
+		// Whether the script ran is unknown: the place stays held until
+		// the credential would expire (counting one too many, never one
+		// too few).
 		return storeErr("issue "+c.ID, err)
+	}
+	if res != issueWritten {
+		s.releaseQuota(ctx, map[string]string{c.ID: delegatorID})
 	}
 	switch res {
 	case issueTaskCompleted:
@@ -136,6 +152,8 @@ func (s *Store) Issue(ctx context.Context, c *issuer.Credential, issued, expired
 		return fmt.Errorf("redisstore: issue %s: %w", c.ID, ErrIDInUse)
 	case issueParentGone:
 		return fmt.Errorf("redisstore: exchange %s: parent %s: %w", c.ID, c.ParentID, issuer.ErrNotFound)
+	case issueNotOwner:
+		return fmt.Errorf("redisstore: issue %s for task %s: %w", c.ID, taskID, issuer.ErrCallerNotAllowed)
 	}
 	s.notify()
 	return nil

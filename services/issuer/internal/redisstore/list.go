@@ -103,7 +103,9 @@ func (s *Store) List(ctx context.Context, sel issuer.Selector, pageSize int, pag
 			return issuer.Page{}, err
 		}
 		for i, c := range creds {
-			if c != nil {
+			// Another owner's credential is skipped like a dead one: the
+			// page token is a position in the index, so pages stay exact.
+			if c != nil && (sel.Owner == "" || c.Owner == sel.Owner) {
 				page.Credentials = append(page.Credentials, c)
 			}
 			if len(page.Credentials) == pageSize {

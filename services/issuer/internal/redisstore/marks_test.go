@@ -396,7 +396,7 @@ func TestRevokeCutShortLeavesCredentialsInactiveAndIsCompletedLater(t *testing.T
 		t.Errorf("List() after a revocation cut short = %d credentials", len(got))
 	}
 	// A task's completion revokes what is left of its credentials ...
-	done, err := e.store.CompleteTask(ctx, "task-cut-0", revokedEvent,
+	done, err := e.store.CompleteTask(ctx, "task-cut-0", testOwner, false, revokedEvent,
 		&eventsv1.LifecycleEvent{Id: randID("ev-"), Type: eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED})
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,10 @@
 //	<prefix>:{<shard>}:expired             hash, credential id → expired event (protobuf) and index ids
 //	<prefix>:{<shard>}:children:<id>       set, credentials exchanged from <id>; TTL = latest expiry
 //	<prefix>:{<shard>}:done:<task id>      string, the task was completed (DoneTTL)
+//	<prefix>:{<shard>}:owner:<task id>     string, the platform owning the task; TTL = latest
+//	                                       expiry + DoneTTL, at least DoneTTL after completion
+//	<prefix>:{<home>}:quota:<delegator>    sorted set, the delegator's live credentials by expiry
+//	                                       ms, in the shard of the delegator id's hash (quota.go)
 //	<prefix>:{<shard>}:outbox              stream of events: id, subject, data
 //	<prefix>:{<shard>}:revoked             sorted set, revocation marks: "delegator:<id>" or
 //	                                       "agent:<id>" by Redis time (µs); TTL MarkRetention
@@ -99,6 +103,10 @@ type Options struct {
 	// outbox, e.g. the relay's Notify, so events go out without waiting for
 	// the relay's next poll.
 	Notify func()
+	// DelegatorQuota, when above zero, is how many live credentials one
+	// delegator may hold at once, across every task and platform; an
+	// issuance or exchange past it is a *issuer.QuotaError. Zero: no quota.
+	DelegatorQuota int
 	// SweepClient, when set, is the client the sweeper uses instead of the
 	// store's: a client of its own (a small pool) keeps its round trips
 	// from queueing behind requests for a pooled connection when the store
@@ -128,6 +136,8 @@ func (s shard) agent(id string) string     { return s.prefix + redisscripts.KeyA
 func (s shard) delegator(id string) string { return s.prefix + redisscripts.KeyDelegator + id }
 func (s shard) done(taskID string) string  { return s.prefix + redisscripts.KeyDone + taskID }
 func (s shard) children(id string) string  { return s.prefix + redisscripts.KeyChildren + id }
+func (s shard) owner(taskID string) string { return s.prefix + redisscripts.KeyOwner + taskID }
+func (s shard) quota(id string) string     { return s.prefix + redisscripts.KeyQuota + id }
 
 func (o Options) withDefaults() Options {
 	if o.Prefix == "" {

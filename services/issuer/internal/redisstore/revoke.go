@@ -176,10 +176,21 @@ func (s *Store) targetOf(sh shard, c *issuer.Credential, mkEvent issuer.EventFun
 //     delegator's mark covers it too (same delegator); an agent's mark does
 //     not (another agent), but the parent's run reads it as a descendant
 //     and revokes it in the parent's script.
+//
+// With sel.Owner set (a platform revoking its own), no mark is written: a
+// mark would hide every owner's credentials of the agent or delegator.
+// Only the owner's credentials are revoked, with their descendants (of
+// the same task, hence the same owner); they become inactive one run at a
+// time.
 func (s *Store) Revoke(ctx context.Context, sel issuer.Selector, mkEvent issuer.EventFunc) ([]string, error) {
 	var shards []int
-	switch sel.Kind {
-	case issuer.ByAgent, issuer.ByDelegator:
+	switch {
+	case sel.Owner != "" && (sel.Kind == issuer.ByAgent || sel.Kind == issuer.ByDelegator):
+		shards = make([]int, len(s.shards))
+		for i := range shards {
+			shards[i] = i
+		}
+	case sel.Kind == issuer.ByAgent || sel.Kind == issuer.ByDelegator:
 		var err error
 		if shards, err = s.mark(ctx, sel); err != nil {
 			return nil, err
@@ -220,6 +231,8 @@ func revokeWorkers() int {
 type revokeRun struct {
 	shard int
 	ids   []string
+	// owner, when set, is the only owner whose credentials are revoked.
+	owner string
 }
 
 // revokeRuns revokes the candidates sel names, run by run, revokeWorkers()
@@ -286,7 +299,7 @@ func (s *Store) candidateRuns(ctx context.Context, sel issuer.Selector, shards [
 		}
 		for i, cmd := range cmds {
 			if cmd.Val() == 1 {
-				if err := send(revokeRun{i, []string{sel.ID}}); err != nil {
+				if err := send(revokeRun{i, []string{sel.ID}, sel.Owner}); err != nil {
 					return err
 				}
 			}
@@ -305,7 +318,7 @@ func (s *Store) candidateRuns(ctx context.Context, sel issuer.Selector, shards [
 		}
 		for len(ids) > 0 {
 			n := min(len(ids), revokeChunk)
-			if err := send(revokeRun{i, ids[:n:n]}); err != nil {
+			if err := send(revokeRun{i, ids[:n:n], sel.Owner}); err != nil {
 				return err
 			}
 			ids = ids[n:]
@@ -329,7 +342,9 @@ func (s *Store) revokeRun(ctx context.Context, r revokeRun, mkEvent issuer.Event
 		if err != nil {
 			return revoked, err
 		}
-		roots := slices.DeleteFunc(creds, func(c *issuer.Credential) bool { return c == nil })
+		roots := slices.DeleteFunc(creds, func(c *issuer.Credential) bool {
+			return c == nil || (r.owner != "" && c.Owner != r.owner)
+		})
 		ids, conflict, err := s.revokeTrees(ctx, r.shard, roots, mkEvent)
 		revoked = append(revoked, ids...)
 		if err != nil || !conflict {
@@ -379,6 +394,13 @@ func (s *Store) revokeTrees(ctx context.Context, shardIdx int, roots []*issuer.C
 		if res.conflict {
 			return revoked, true, nil
 		}
+		delegators := map[string]string{}
+		for _, tree := range trees[start:end] {
+			for _, c := range tree {
+				delegators[c.ID] = c.Delegator.GetId()
+			}
+		}
+		s.releaseQuota(ctx, revokedOf(res.revoked, delegators))
 		revoked = append(revoked, res.revoked...)
 		start = end
 	}

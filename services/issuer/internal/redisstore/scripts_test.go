@@ -35,9 +35,16 @@ func newScriptEnv(t *testing.T) scriptEnv {
 // a child of parent when parent is set.
 func (e scriptEnv) issue(t *testing.T, id, parent string, extra ...any) issueResult {
 	t.Helper()
+	return e.issueAs(t, "p-a", id, parent, extra...)
+}
+
+// issueAs is issue with caller as the platform asking.
+func (e scriptEnv) issueAs(t *testing.T, caller, id, parent string, extra ...any) issueResult {
+	t.Helper()
 	sh := e.sh
 	c := issueCall{Cred: sh.cred(id), Task: sh.task("task"), Agent: sh.agent("a"), Delegator: sh.delegator("d"),
-		Expiry: sh.expiry, Expired: sh.expired, Done: sh.done("task"), Outbox: sh.outbox,
+		Expiry: sh.expiry, Expired: sh.expired, Done: sh.done("task"), Outbox: sh.outbox, Owner: sh.owner("task"),
+		Caller: caller, OwnerTTLMS: 60000,
 		ID: id, ExpireMS: time.Now().Add(time.Minute).UnixMilli(), EventID: "ev-" + id, Subject: "s", Payload: []byte("{}"),
 		ExpiredRecord: expiredRecord("exp-"+id, []byte("pb"), "task", "a", "d"),
 		Fields:        append([]any{redisscripts.FieldDelegatorID, "d", redisscripts.FieldAgentID, "a"}, extra...)}
@@ -181,7 +188,7 @@ func TestCompleteScriptRefusesAStaleViewAndCompletesOnce(t *testing.T) {
 	complete := func(members []string, targets ...string) completeResult {
 		t.Helper()
 		c := completeCall{Expiry: e.sh.expiry, Expired: e.sh.expired, Outbox: e.sh.outbox, Done: e.sh.done("task"),
-			Task: e.sh.task("task"), DoneTTLMS: 60000, EventID: "done", Subject: "s", Payload: []byte("{}"), Members: members}
+			Task: e.sh.task("task"), Owner: e.sh.owner("task"), Caller: "p-a", Admin: "0", DoneTTLMS: 60000, EventID: "done", Subject: "s", Payload: []byte("{}"), Members: members}
 		for _, id := range targets {
 			c.Targets = append(c.Targets, e.target(id))
 		}
@@ -261,5 +268,94 @@ func TestDecodersRefuseRepliesOfAnotherShape(t *testing.T) {
 				t.Errorf("decode %s of %q = %v, want errUnexpectedReply", name, src, err)
 			}
 		}
+	}
+}
+
+func TestIssueScriptRefusesAnotherPlatformsTask(t *testing.T) {
+	t.Parallel()
+	e := newScriptEnv(t)
+	ctx := context.Background()
+	if got := e.issueAs(t, "p-a", "c1", ""); got != issueWritten {
+		t.Fatalf("first issue = %d, want written", got)
+	}
+	if got := e.issueAs(t, "p-b", "c2", ""); got != issueNotOwner {
+		t.Errorf("issue by another platform = %d, want not owner", got)
+	}
+	if got := e.issueAs(t, "p-b", "c3", "c1"); got != issueNotOwner {
+		t.Errorf("exchange by another platform = %d, want not owner", got)
+	}
+	if n := e.rdb.Exists(ctx, e.sh.cred("c2"), e.sh.cred("c3")).Val(); n != 0 {
+		t.Errorf("%d refused credentials written", n)
+	}
+	if o := e.rdb.Get(ctx, e.sh.owner("task")).Val(); o != "p-a" {
+		t.Errorf("task owner %q, want p-a", o)
+	}
+	if ttl := e.rdb.PTTL(ctx, e.sh.owner("task")).Val(); ttl < time.Minute {
+		t.Errorf("task owner TTL %v, want past the credential's expiry", ttl)
+	}
+	// A completed task refuses another platform as another platform's
+	// task, not as completed: it learns nothing of it.
+	e.rdb.Set(ctx, e.sh.done("task"), "1", time.Minute)
+	if got := e.issueAs(t, "p-b", "c4", ""); got != issueNotOwner {
+		t.Errorf("issue by another platform into a completed task = %d, want not owner", got)
+	}
+}
+
+func TestCompleteScriptChecksTheOwner(t *testing.T) {
+	t.Parallel()
+	e := newScriptEnv(t)
+	ctx := context.Background()
+	complete := func(task, caller, admin string) completeResult {
+		t.Helper()
+		c := completeCall{Expiry: e.sh.expiry, Expired: e.sh.expired, Outbox: e.sh.outbox, Done: e.sh.done(task),
+			Task: e.sh.task(task), Owner: e.sh.owner(task), Caller: caller, Admin: admin, DoneTTLMS: 60000,
+			EventID: "done", Subject: "s", Payload: []byte("{}")}
+		r, err := c.Run(ctx, e.rdb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := complete("never", "p-a", "1"); !r.noOwner {
+		t.Errorf("complete of a task never issued for = %+v, want no owner", r)
+	}
+	if e.rdb.Exists(ctx, e.sh.done("never")).Val() != 0 {
+		t.Error("a task never issued for was marked completed")
+	}
+	e.rdb.Set(ctx, e.sh.owner("t"), "p-a", time.Minute)
+	if r := complete("t", "p-b", "0"); !r.notOwner {
+		t.Errorf("complete by another platform = %+v, want not owner", r)
+	}
+	if r := complete("t", "p-b", "1"); r.notOwner || r.noOwner || r.conflict || r.alreadyDone {
+		t.Errorf("complete by an admin = %+v, want completed", r)
+	}
+}
+
+func TestQuotaScriptHoldsUpToTheLimit(t *testing.T) {
+	t.Parallel()
+	e := newScriptEnv(t)
+	ctx := context.Background()
+	now := time.Now().UnixMilli()
+	hold := func(id string, exp int64) quotaResult {
+		t.Helper()
+		r, err := (&quotaCall{Quota: e.sh.quota("d"), NowMS: now, Limit: 2, ID: id, ExpireMS: exp}).Run(ctx, e.rdb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// One already expired: dropped, not counted.
+	e.rdb.ZAdd(ctx, e.sh.quota("d"), redis.Z{Score: float64(now - 1), Member: "old"})
+	if r := hold("c1", now+5000); !r.held {
+		t.Fatalf("first = %+v, want held", r)
+	}
+	if r := hold("c2", now+3000); !r.held {
+		t.Fatalf("second = %+v, want held", r)
+	}
+	if r := hold("c3", now+9000); r.held || r.earliest != now+3000 {
+		t.Errorf("third = %+v, want full, earliest %d", r, now+3000)
+	}
+	if n := e.rdb.ZCard(ctx, e.sh.quota("d")).Val(); n != 2 {
+		t.Errorf("%d places held, want 2", n)
 	}
 }

@@ -88,11 +88,11 @@ func TestKeysOfOneTaskShareASlot(t *testing.T) {
 	e := newEnv(t)
 	c := credential("task-slot", "agent-slot", "user-slot", time.Minute)
 	e.issue(t, c)
-	keys := e.keys(t) // credential, three indexes, schedule, expired events, outbox
-	if len(keys) != 7 {
-		t.Errorf("Issue wrote %d keys, want 7: %v", len(keys), keys)
+	keys := e.keys(t) // credential, three indexes, schedule, expired events, outbox, task owner
+	if len(keys) != 8 {
+		t.Errorf("Issue wrote %d keys, want 8: %v", len(keys), keys)
 	}
-	if _, err := e.store.CompleteTask(context.Background(), "task-slot", revokedEvent,
+	if _, err := e.store.CompleteTask(context.Background(), "task-slot", testOwner, false, revokedEvent,
 		&eventsv1.LifecycleEvent{Id: randID("ev-"), Type: eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED}); err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestIssueAfterCompleteTask(t *testing.T) {
 	e.issue(t, c1)
 	e.issue(t, c2)
 	completed := &eventsv1.LifecycleEvent{Id: randID("ev-"), Type: eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED, Reason: "done"}
-	ids, err := e.store.CompleteTask(ctx, "task-done", revokedEvent, completed)
+	ids, err := e.store.CompleteTask(ctx, "task-done", testOwner, false, revokedEvent, completed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestIssueAfterCompleteTask(t *testing.T) {
 		t.Errorf("CompleteTask modified the caller's event")
 	}
 	// Completing again revokes nothing and records nothing new.
-	ids, err = e.store.CompleteTask(ctx, "task-done", revokedEvent,
+	ids, err = e.store.CompleteTask(ctx, "task-done", testOwner, false, revokedEvent,
 		&eventsv1.LifecycleEvent{Id: randID("ev-"), Type: eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED})
 	if err != nil || len(ids) != 0 {
 		t.Errorf("second CompleteTask = %v, %v; want none, nil", ids, err)
@@ -360,7 +360,9 @@ func TestRevokeRacingSweepYieldsOneEvent(t *testing.T) {
 		}
 	}
 	t.Logf("revoked %d, expired %d", len(revoked), len(expired))
-	if keys := e.keys(t); len(slices.DeleteFunc(keys, func(k string) bool { return strings.HasSuffix(k, ":outbox") })) != 0 {
+	if keys := e.keys(t); len(slices.DeleteFunc(keys, func(k string) bool {
+		return strings.HasSuffix(k, ":outbox") || strings.Contains(k, ":owner:")
+	})) != 0 {
 		t.Errorf("keys left besides outboxes: %v", keys)
 	}
 }
@@ -558,7 +560,7 @@ func TestRedisDownIsStoreUnavailable(t *testing.T) {
 	_, checks["Get"] = s.Get(ctx, c.ID, "")
 	_, checks["List"] = s.List(ctx, issuer.Selector{Kind: issuer.ByAgent, ID: "a"}, 10, "")
 	_, checks["Revoke"] = s.Revoke(ctx, issuer.Selector{Kind: issuer.ByTask, ID: "task-1"}, revokedEvent)
-	_, checks["CompleteTask"] = s.CompleteTask(ctx, "task-1", revokedEvent, &eventsv1.LifecycleEvent{Id: "x", Type: eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED})
+	_, checks["CompleteTask"] = s.CompleteTask(ctx, "task-1", testOwner, false, revokedEvent, &eventsv1.LifecycleEvent{Id: "x", Type: eventsv1.EventType_EVENT_TYPE_TASK_COMPLETED})
 	_, checks["SweepExpired"] = s.SweepExpired(ctx, time.Now(), 10)
 	checks["AppendEvent"] = s.AppendEvent(ctx, "task-1", event(eventsv1.EventType_EVENT_TYPE_CREDENTIAL_DENIED, c))
 	for name, err := range checks {
@@ -604,7 +606,7 @@ func TestCompleteTaskRereadsWhenIssuedMeanwhile(t *testing.T) {
 	first := credential("task-late", "agent-1", "user-1", time.Minute)
 	e.issue(t, first)
 	var late *issuer.Credential
-	ids, err := e.store.CompleteTask(ctx, "task-late", func(c *issuer.Credential) *eventsv1.LifecycleEvent {
+	ids, err := e.store.CompleteTask(ctx, "task-late", testOwner, false, func(c *issuer.Credential) *eventsv1.LifecycleEvent {
 		if late == nil {
 			late = credential("task-late", "agent-2", "user-1", time.Minute)
 			e.issue(t, late)
