@@ -16,6 +16,7 @@ import (
 	"github.com/jitid/jitid/pkg/mtls"
 	"github.com/jitid/jitid/pkg/servicecmd"
 	"github.com/jitid/jitid/pkg/storeauth"
+	"github.com/jitid/jitid/services/issuer/internal/subjecttoken"
 )
 
 // ErrInvalid is wrapped by every error that reports a setting that cannot
@@ -73,6 +74,14 @@ type Config struct {
 	PublicHTTPAddr string
 	// RedisCheckInterval is how often Redis is pinged for the health status.
 	RedisCheckInterval time.Duration
+
+	// IDPConfig is the -idp-config file (IDPFile) naming the identity
+	// providers whose subject tokens prove delegators; empty: none is
+	// trusted, and every delegator must be asserted by its platform.
+	IDPConfig string
+	// SubjectTokens is IDPConfig's content, read and checked by Load; nil
+	// without IDPConfig.
+	SubjectTokens *subjecttoken.Config
 }
 
 // JWKSMaxAge is the Cache-Control max-age of /.well-known/jwks.json
@@ -125,6 +134,7 @@ func Load(args []string, lookupEnv func(string) (string, bool), output io.Writer
 	fs.StringVar(&c.PublicGRPCURL, "public-grpc-url", "", "the gRPC API as clients reach it, named in the metadata; grpc://<grpc-addr> when empty")
 	fs.StringVar(&c.PublicHTTPAddr, "public-http-addr", "", "listener serving only /.well-known/*; empty: only the admin server serves them")
 	fs.DurationVar(&c.RedisCheckInterval, "redis-check-interval", time.Second, "how often Redis is pinged; IssuerService health is NOT_SERVING while it does not answer")
+	fs.StringVar(&c.IDPConfig, "idp-config", "", "JSON file of the identity providers whose subject tokens prove delegators (docs/configuration.md); none trusted when empty")
 	if err := common.Parse(args, lookupEnv); err != nil {
 		return Config{}, err
 	}
@@ -149,10 +159,32 @@ func Load(args []string, lookupEnv func(string) (string, bool), output io.Writer
 	if c.PublicGRPCURL == "" {
 		c.PublicGRPCURL = "grpc://" + c.GRPCAddr
 	}
+	if c.IDPConfig != "" {
+		st, err := LoadIDPConfig(c.IDPConfig)
+		if err != nil {
+			for _, e := range unjoin(err) {
+				envErrs = append(envErrs, servicecmd.Invalid("idp-config", "%s: %v", c.IDPConfig, e))
+			}
+		} else {
+			c.SubjectTokens = &st
+		}
+	}
 	if err := errors.Join(append(append(envErrs, common.Errors()...), c.validate()...)...); err != nil {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// unjoin returns the errors err joins, one per line of the report.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok { //nolint:errorlint // a joined error's parts, not a chain to search
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }
 
 // RemovedPasswordEnv is the variable that held the Redis password before it

@@ -102,7 +102,7 @@ func newFullEnv(t testing.TB, redisAddr, policyAddr string, depth int) *fullEnv 
 		_ = pc.Close()
 		_ = rdb.Close()
 	})
-	srv := grpcserver.New(grpcserver.Options{Name: "issuer", GRPCAddr: "127.0.0.1:0"})
+	srv := grpcserver.New(grpcserver.Options{Name: "issuer", GRPCAddr: "127.0.0.1:0", Authenticate: asPlatform})
 	grpcapi.New(iss, nil).Register(srv.GRPC())
 	conn := grpctest.Run(t, srv)
 	return &fullEnv{env: &env{client: issuerv1.NewIssuerServiceClient(conn), rdb: rdb, store: st, prefix: ns}, keys: keys, key: key}
@@ -341,6 +341,12 @@ func TestExchange(t *testing.T) {
 			last.GetDelegator().GetId() != root.GetDelegatorId() || last.GetTask().GetId() != root.GetTaskId() ||
 			len(last.GetAgentChainScopes()) != 2 || !cmp.Equal(last.GetAgentChainScopes()[0].GetScopes(), []string{"tickets:hold"}) {
 			t.Errorf("policy saw %v", last)
+		}
+		// The sub-agent's platform is the caller that asked for it; the
+		// decision's time is policy's own clock.
+		if last.GetPlatform() != testPlatform || last.GetDecisionTime() != nil || last.GetDelegatorAsserted() {
+			t.Errorf("policy saw platform %q, decision_time %v, delegator_asserted %v; want %q, none, false",
+				last.GetPlatform(), last.GetDecisionTime(), last.GetDelegatorAsserted(), testPlatform)
 		}
 
 		in := e.introspect(t, grand.GetToken())

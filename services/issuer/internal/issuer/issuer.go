@@ -66,6 +66,10 @@ type Config struct {
 	// RecentAuthentication is how recent the delegator's authentication must
 	// be for the mfa_recent obligation; DefaultRecentAuthentication when zero.
 	RecentAuthentication time.Duration
+	// SubjectTokens verifies the delegators' subject tokens; nil when no
+	// identity provider is trusted, and then a request with a subject token
+	// is refused (ErrSubjectTokenInvalid).
+	SubjectTokens SubjectTokenVerifier
 }
 
 // DefaultMaxChainDepth is Config.MaxChainDepth when zero.
