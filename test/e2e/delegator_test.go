@@ -201,15 +201,17 @@ func wantStatus(t testing.TB, err error, code codes.Code, reason string) {
 
 // A platform that policy does not permit to assert delegators, sending no
 // subject token, gets UNAUTHENTICATED DELEGATOR_UNPROVEN and nothing is
-// issued; the denial is in the audit trail.
+// issued; the denial is in the audit trail. Policy permits exactly the
+// stack's platform (platformID), not another one of the same trust domain.
 func TestNoSubjectTokenIsUnauthenticated(t *testing.T) {
 	t.Parallel()
 	if !policyEnforcesAssertion(t) {
 		t.Skip("the policy service of this tree does not judge delegator_asserted yet")
 	}
-	s, _ := delegatorStack(t, stackOptions{asserting: assertNone})
+	s, _ := delegatorStack(t, stackOptions{asserting: []string{platformID}})
 	p := s.party("unproven")
-	_, err := s.issuer.IssueCredential(ctxTimeout(t, 10*time.Second), p.request())
+	other := s.issuerAs("spiffe://jitid.test/platform/other")
+	_, err := other.IssueCredential(ctxTimeout(t, 10*time.Second), p.request())
 	wantStatus(t, err, codes.Unauthenticated, statusreason.DelegatorUnproven)
 	waitFor(t, 10*time.Second, "the denied event", func() bool {
 		recs := s.eventsNow(&auditv1.EventFilter{TaskId: p.task, Types: []eventsv1.EventType{eventsv1.EventType_EVENT_TYPE_CREDENTIAL_DENIED}})
@@ -218,6 +220,8 @@ func TestNoSubjectTokenIsUnauthenticated(t *testing.T) {
 	if keys := s.credKeys(t, "*"); len(keys) != 0 {
 		t.Errorf("credentials stored: %v", keys)
 	}
+	// The platform policy permits asserts the same delegator.
+	s.issue(t, s.party("asserted").request())
 }
 
 // A token whose payload was changed after the provider signed it (the

@@ -166,14 +166,11 @@ type stackOptions struct {
 	issuerArgs, policyArgs, auditArgs []string
 	// asserting are the platforms policy permits to assert a delegator
 	// without a subject token (assertionPolicyArgs): platformID when nil,
-	// so that tests issuing without a token keep working; assertNone
-	// permits none. Ignored when policyArgs names a -policy-file.
+	// so that tests issuing without a token keep working; an empty,
+	// non-nil list permits none. Ignored when policyArgs names a
+	// -policy-file.
 	asserting []string
 }
-
-// assertNone, as stackOptions.asserting, permits no platform to assert a
-// delegator.
-var assertNone = []string{}
 
 // stack is one test's own deployment of jitid: a Redis, an embedded NATS on
 // a fixed port (so it can be restarted), and the three services as

@@ -176,7 +176,7 @@ func TestDelegatorUnprovenIsRefused(t *testing.T) {
 // whatever policy says.
 func TestDelegatorFromTheTokenReachesTheCredential(t *testing.T) {
 	t.Parallel()
-	p := &recordingPolicy{decide: func(r *policyv1.EvaluateRequest) *identityv1.Decision {
+	p := &recordingPolicy{decide: func(*policyv1.EvaluateRequest) *identityv1.Decision {
 		return &identityv1.Decision{Allow: true, GrantedScopes: []string{"tickets:hold", "tickets:buy"}, DecisionId: "d-1"}
 	}}
 	f := newFixture(t, p.evaluate, t0, withVerifier(provedAs(alice())))
