@@ -342,10 +342,18 @@ func TestAssertedAgeVerifiedIsIgnored(t *testing.T) {
 		return true
 	})
 
+	// What needs no proof is issued, and says who asserted the delegator.
+	req.Scopes = []string{"tickets:read"}
+	if c := s.issue(t, req); c.GetAssertedBy() != platformID {
+		t.Errorf("asserted credential's asserted_by = %q, want %q", c.GetAssertedBy(), platformID)
+	}
+
 	idToken, _ := p.tokens(t, "alice")
 	proven := tokenRequest(s.party("proven-age"), idToken, typeIDToken)
 	proven.Scopes = []string{"tickets:purchase"}
-	s.issue(t, proven)
+	if c := s.issue(t, proven); c.GetAssertedBy() != "" {
+		t.Errorf("proven credential's asserted_by = %q, want none", c.GetAssertedBy())
+	}
 }
 
 // With a token, the delegator is the token's: its id on the credential,
@@ -388,8 +396,10 @@ func TestDelegatorFromTheTokenReachesTheCredential(t *testing.T) {
 	}
 }
 
-// A delegator time zone policy rejects as unknown reaches the caller as
-// INVALID_ARGUMENT naming the field, not as "policy unavailable".
+// An unknown delegator time zone reaches the caller as INVALID_ARGUMENT
+// naming the field, not as "policy unavailable". (The issuer checks zones
+// with the same rules as policy, so it refuses first;
+// TestPolicyInvalidArgumentIsInvalidArgument covers policy's refusal.)
 func TestUnknownTimeZoneIsInvalidArgument(t *testing.T) {
 	t.Parallel()
 	s := startStack(t, stackOptions{})
@@ -399,5 +409,25 @@ func TestUnknownTimeZoneIsInvalidArgument(t *testing.T) {
 	wantStatus(t, err, codes.InvalidArgument, statusreason.InvalidRequest)
 	if fvs := statusreason.BadRequest(err); len(fvs) == 0 || fvs[0].GetField() != "delegator.time_zone" {
 		t.Errorf("field violations %v, want delegator.time_zone", fvs)
+	}
+}
+
+// A request the issuer's own rules let through but policy refuses as
+// invalid (the scope reserved for the assertion check) reaches the caller
+// as INVALID_ARGUMENT naming policy's field, not as "policy unavailable".
+// Every other rule is checked by the issuer first (it shares
+// pkg/reqrules with policy), so this is the path over real processes.
+func TestPolicyInvalidArgumentIsInvalidArgument(t *testing.T) {
+	t.Parallel()
+	if !policyEnforcesAssertion(t) {
+		t.Skip("the policy service of this tree reserves no scope yet")
+	}
+	s := startStack(t, stackOptions{})
+	req := s.party("reserved").request()
+	req.Scopes = []string{"delegator:assert"}
+	_, err := s.issuer.IssueCredential(ctxTimeout(t, 10*time.Second), req)
+	wantStatus(t, err, codes.InvalidArgument, statusreason.InvalidRequest)
+	if fvs := statusreason.BadRequest(err); len(fvs) == 0 || fvs[0].GetField() != "scopes[0]" {
+		t.Errorf("field violations %v, want scopes[0]", fvs)
 	}
 }
