@@ -108,7 +108,8 @@ const idpUsers = `{"users": [
 // idp is a running jitid-idp process: a real OpenID Provider, with
 // discovery, JWKS and token endpoints over HTTP.
 type idp struct {
-	url string
+	url  string
+	proc *launch.Process
 }
 
 // startIDP builds and starts the demo OpenID Provider on a port the kernel
@@ -129,7 +130,7 @@ func startIDP(t testing.TB) *idp {
 	if err := p.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return &idp{url: "http://" + p.Addr("http")}
+	return &idp{url: "http://" + p.Addr("http"), proc: p}
 }
 
 // config writes the issuer's -idp-config trusting the provider.
@@ -429,5 +430,22 @@ func TestPolicyInvalidArgumentIsInvalidArgument(t *testing.T) {
 	wantStatus(t, err, codes.InvalidArgument, statusreason.InvalidRequest)
 	if fvs := statusreason.BadRequest(err); len(fvs) == 0 || fvs[0].GetField() != "scopes[0]" {
 		t.Errorf("field violations %v, want scopes[0]", fvs)
+	}
+}
+
+// While the identity provider cannot be reached, a subject token cannot be
+// checked: the issuer answers UNAVAILABLE IDENTITY_PROVIDER_UNAVAILABLE
+// (retry later), issues nothing, and says nothing about the token.
+func TestIdentityProviderDownIsUnavailable(t *testing.T) {
+	t.Parallel()
+	s, p := delegatorStack(t, stackOptions{})
+	idToken, _ := p.tokens(t, "alice")
+	if err := p.proc.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.issuer.IssueCredential(ctxTimeout(t, 30*time.Second), tokenRequest(s.party("idp-down"), idToken, typeIDToken))
+	wantStatus(t, err, codes.Unavailable, statusreason.IdentityProviderUnavailable)
+	if keys := s.credKeys(t, "*"); len(keys) != 0 {
+		t.Errorf("credentials stored: %v", keys)
 	}
 }
