@@ -56,6 +56,10 @@ const (
 	// DelegatorUnproven: no subject token, and policy does not let the
 	// calling platform assert delegators (UNAUTHENTICATED).
 	DelegatorUnproven = "DELEGATOR_UNPROVEN"
+	// IdentityProviderUnavailable: the identity provider of the delegator's
+	// subject token could not be reached to check it, so nothing was
+	// issued; it says nothing about the token (UNAVAILABLE).
+	IdentityProviderUnavailable = "IDENTITY_PROVIDER_UNAVAILABLE"
 	// RateLimited: the caller sent more calls than its rate allows
 	// (RESOURCE_EXHAUSTED, with a google.rpc.RetryInfo).
 	RateLimited = "RATE_LIMITED"

@@ -25,7 +25,7 @@ import (
 // credential behind.
 func TestDeniedRequest(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, stackOptions{})
+	s, idp := delegatorStack(t, stackOptions{})
 
 	tests := []struct {
 		name   string
@@ -120,13 +120,12 @@ func TestDeniedRequest(t *testing.T) {
 		t.Errorf("credential keys after denials only: %v; want none", keys)
 	}
 
-	// The positive side of the age rule: with the attribute the same
-	// request is granted, so the denial is the rule's doing and not a
-	// blanket refusal.
-	p := s.party("buy")
-	req := p.request()
+	// The positive side of the age rule: with the attribute, proven by
+	// the delegator's token, the same request is granted, so the denial is
+	// the rule's doing and not a blanket refusal.
+	idToken, _ := idp.tokens(t, "alice")
+	req := tokenRequest(s.party("buy"), idToken, typeIDToken)
 	req.Scopes = []string{"tickets:purchase"}
-	req.Delegator.Attributes = map[string]string{"age_verified": "true"}
 	cred := s.issue(t, req)
 	if diff := cmp.Diff([]string{"tickets:purchase"}, cred.GetScopes()); diff != "" {
 		t.Errorf("granted scopes (-want +got):\n%s", diff)

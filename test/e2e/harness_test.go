@@ -164,6 +164,12 @@ type stackOptions struct {
 	// issuerArgs, policyArgs and auditArgs are added to each service's
 	// flags.
 	issuerArgs, policyArgs, auditArgs []string
+	// asserting are the platforms policy permits to assert a delegator
+	// without a subject token (assertionPolicyArgs): platformID when nil,
+	// so that tests issuing without a token keep working; an empty,
+	// non-nil list permits none. Ignored when policyArgs names a
+	// -policy-file.
+	asserting []string
 }
 
 // stack is one test's own deployment of jitid: a Redis, an embedded NATS on
@@ -238,6 +244,12 @@ func startStack(t testing.TB, o stackOptions) *stack {
 		"-allowed-clients", "spiffe://" + e2eTrustDomain, "-admins", adminID}
 	// The AuthZEN endpoint (docs/configuration.md) defaults to a fixed
 	// port; off, so that parallel tests do not fight over it.
+	if o.asserting == nil {
+		o.asserting = []string{platformID}
+	}
+	if !slices.Contains(o.policyArgs, "-policy-file") {
+		o.policyArgs = append(assertionPolicyArgs(t, o.asserting), o.policyArgs...)
+	}
 	s.policy = newProc(t, svcPolicy, svcPolicy, s.creds(probeID), slices.Concat(common, s.tlsArgs(policyID), o.policyArgs, []string{"-authzen-addr", ""}))
 	s.audit = newProc(t, svcAudit, svcAudit, s.creds(probeID), slices.Concat(common, s.tlsArgs(auditID), o.auditArgs, []string{
 		"-audit-dsn", "sqlite://" + s.auditDB,

@@ -263,7 +263,11 @@ func (p *Provider) ClientCredentialsExchange(_ context.Context, r *op.ClientRequ
 
 	u := c.user
 	now := p.clock().UTC().Truncate(time.Second)
-	exp := now.Add(p.lifetime)
+	lifetime := p.lifetime
+	if u.lifetime != 0 {
+		lifetime = u.lifetime
+	}
+	exp := now.Add(lifetime)
 	base := oidc.TokenClaims{
 		Issuer:                              p.issuer,
 		Subject:                             u.ID,
@@ -286,7 +290,7 @@ func (p *Provider) ClientCredentialsExchange(_ context.Context, r *op.ClientRequ
 	resp := &oidc.AccessTokenResponse{
 		AccessToken: access,
 		TokenType:   oidc.BearerToken,
-		ExpiresIn:   uint64(p.lifetime / time.Second),
+		ExpiresIn:   uint64(max(lifetime, 0) / time.Second),
 		Scope:       r.Data.Scope,
 	}
 	if slices.Contains(r.Data.Scope, oidc.ScopeOpenID) {

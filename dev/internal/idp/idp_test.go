@@ -333,3 +333,29 @@ func TestMainLogsServingWithTheBoundAddress(t *testing.T) {
 		t.Errorf("the log holds a client secret")
 	}
 }
+
+// A user's token_lifetime replaces the provider's; a negative one issues
+// tokens that have already expired, for tests of relying parties.
+func TestUserTokenLifetime(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	stale := alice
+	stale.ClientID, stale.ClientSecret, stale.TokenLifetime = "stale", "stale-secret", "-1m"
+	_, issuer := serve(t, now, stale)
+	status, body := post(t, issuer, "stale", "stale-secret", url.Values{
+		"grant_type": {"client_credentials"}, "scope": {"openid"},
+	})
+	if status != http.StatusOK {
+		t.Fatalf("token endpoint: %d %v", status, body)
+	}
+	for _, field := range []string{"access_token", "id_token"} {
+		raw, _ := body[field].(string)
+		_, claims := decode(t, raw)
+		if claims["exp"] != float64(now.Add(-time.Minute).Unix()) {
+			t.Errorf("%s exp = %v, want a minute before it was issued", field, claims["exp"])
+		}
+	}
+	if e, ok := body["expires_in"]; ok && e != float64(0) {
+		t.Errorf("expires_in = %v, want 0 or none", e)
+	}
+}

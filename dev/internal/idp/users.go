@@ -38,13 +38,19 @@ type User struct {
 	// misbehaves that way is what relying parties must refuse, so the tests
 	// need one.
 	AuthAge string `json:"auth_age,omitempty"`
+	// TokenLifetime, when set, replaces the provider's token lifetime for
+	// this user's tokens, as a Go duration. A negative one issues tokens
+	// that have already expired: a provider's stale token is what relying
+	// parties must refuse, so the tests need one.
+	TokenLifetime string `json:"token_lifetime,omitempty"`
 	// Zoneinfo becomes the zoneinfo claim (an IANA time zone name).
 	Zoneinfo string `json:"zoneinfo,omitempty"`
 	// Claims are further claims copied into both tokens as they are, such
 	// as {"age_verified": true}. They cannot override a registered claim.
 	Claims map[string]any `json:"claims,omitempty"`
 
-	authAge time.Duration
+	authAge  time.Duration
+	lifetime time.Duration
 }
 
 // UsersFile is the JSON document LoadUsers reads.
@@ -98,6 +104,16 @@ func checkUsers(users []User) error {
 				errs = append(errs, fmt.Errorf("user %q: auth_age: %w", u.ID, err))
 			}
 			u.authAge = d
+		}
+		if u.TokenLifetime != "" {
+			d, err := time.ParseDuration(u.TokenLifetime)
+			switch {
+			case err != nil:
+				errs = append(errs, fmt.Errorf("user %q: token_lifetime: %w", u.ID, err))
+			case d == 0:
+				errs = append(errs, fmt.Errorf("user %q: token_lifetime: zero; leave it out for the provider's", u.ID))
+			}
+			u.lifetime = d
 		}
 		if u.Zoneinfo != "" {
 			if _, err := time.LoadLocation(u.Zoneinfo); err != nil {

@@ -31,6 +31,7 @@ import (
 	"github.com/jitid/jitid/services/issuer/internal/redisstore"
 	"github.com/jitid/jitid/services/issuer/internal/relay"
 	"github.com/jitid/jitid/services/issuer/internal/signing"
+	"github.com/jitid/jitid/services/issuer/internal/subjecttoken"
 	"github.com/jitid/jitid/services/issuer/internal/wellknown"
 )
 
@@ -185,7 +186,7 @@ func New(ctx context.Context, cfg config.Config, base *slog.Logger) (*App, error
 	if err != nil {
 		return nil, err
 	}
-	iss, err := issuer.New(issuer.Config{
+	icfg := issuer.Config{
 		Issuer:          cfg.Issuer,
 		DefaultAudience: cfg.DefaultAudience,
 		MaxTTL:          cfg.MaxTTL,
@@ -194,7 +195,24 @@ func New(ctx context.Context, cfg config.Config, base *slog.Logger) (*App, error
 		Admins:          cfg.Admins,
 		ResourceServers: cfg.ResourceServers,
 		Self:            self,
-	}, policy, a.store, a.keys)
+	}
+	if cfg.SubjectTokens != nil {
+		// No request is made here: each provider is discovered on its
+		// first token, so that the issuer starts while a provider is down.
+		v, err := subjecttoken.New(*cfg.SubjectTokens)
+		if err != nil {
+			return nil, err
+		}
+		icfg.SubjectTokens = v
+		issuers := make([]string, len(cfg.SubjectTokens.Providers))
+		for i, p := range cfg.SubjectTokens.Providers {
+			issuers[i] = p.Issuer
+		}
+		log.Info("subject tokens trusted", "providers", issuers)
+	} else {
+		log.Info("no identity provider trusted (-idp-config): every delegator must be asserted by a platform policy permits")
+	}
+	iss, err := issuer.New(icfg, policy, a.store, a.keys)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/jitid/jitid/pkg/mtls"
 	"github.com/jitid/jitid/pkg/servicecmd"
 	"github.com/jitid/jitid/pkg/storeauth"
+	"github.com/jitid/jitid/services/issuer/internal/subjecttoken"
 )
 
 // ErrInvalid is wrapped by every error that reports a setting that cannot
@@ -80,6 +81,13 @@ type Config struct {
 	// how many live credentials one delegator may hold; 0 turns it off.
 	ResourceServers map[string][]string
 	DelegatorQuota  int
+	// IDPConfig is the -idp-config file (IDPFile) naming the identity
+	// providers whose subject tokens prove delegators; empty: none is
+	// trusted, and every delegator must be asserted by its platform.
+	IDPConfig string
+	// SubjectTokens is IDPConfig's content, read and checked by Load; nil
+	// without IDPConfig.
+	SubjectTokens *subjecttoken.Config
 }
 
 // DefaultDelegatorQuota is -delegator-quota's default.
@@ -144,6 +152,7 @@ func Load(args []string, lookupEnv func(string) (string, bool), output io.Writer
 		return nil
 	})
 	fs.IntVar(&c.DelegatorQuota, "delegator-quota", DefaultDelegatorQuota, "live credentials one delegator may hold at once, across tasks and platforms; past it RESOURCE_EXHAUSTED with RetryInfo; 0 turns the quota off")
+	fs.StringVar(&c.IDPConfig, "idp-config", "", "JSON file of the identity providers whose subject tokens prove delegators (docs/configuration.md); none trusted when empty")
 	if err := common.Parse(args, lookupEnv); err != nil {
 		return Config{}, err
 	}
@@ -168,10 +177,32 @@ func Load(args []string, lookupEnv func(string) (string, bool), output io.Writer
 	if c.PublicGRPCURL == "" {
 		c.PublicGRPCURL = "grpc://" + c.GRPCAddr
 	}
+	if c.IDPConfig != "" {
+		st, err := LoadIDPConfig(c.IDPConfig)
+		if err != nil {
+			for _, e := range unjoin(err) {
+				envErrs = append(envErrs, servicecmd.Invalid("idp-config", "%s: %v", c.IDPConfig, e))
+			}
+		} else {
+			c.SubjectTokens = &st
+		}
+	}
 	if err := errors.Join(append(append(envErrs, common.Errors()...), c.validate()...)...); err != nil {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// unjoin returns the errors err joins, one per line of the report.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok { //nolint:errorlint // a joined error's parts, not a chain to search
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }
 
 // RemovedPasswordEnv is the variable that held the Redis password before it

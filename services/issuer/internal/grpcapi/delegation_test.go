@@ -342,6 +342,12 @@ func TestExchange(t *testing.T) {
 			len(last.GetAgentChainScopes()) != 2 || !cmp.Equal(last.GetAgentChainScopes()[0].GetScopes(), []string{"tickets:hold"}) {
 			t.Errorf("policy saw %v", last)
 		}
+		// The sub-agent's platform is the caller that asked for it; the
+		// decision's time is policy's own clock.
+		if last.GetPlatform() != testPlatform || last.GetDecisionTime() != nil || last.GetDelegatorAsserted() {
+			t.Errorf("policy saw platform %q, decision_time %v, delegator_asserted %v; want %q, none, false",
+				last.GetPlatform(), last.GetDecisionTime(), last.GetDelegatorAsserted(), testPlatform)
+		}
 
 		in := e.introspect(t, grand.GetToken())
 		if !in.GetActive() || in.GetCredential().GetParentId() != child.GetCredential().GetId() || len(in.GetCredential().GetAgentChain()) != 2 {

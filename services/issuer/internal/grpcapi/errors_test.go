@@ -129,6 +129,11 @@ func TestEveryErrorCarriesErrorInfoWithItsReason(t *testing.T) {
 	downAddr := lis.Addr().String()
 	_ = lis.Close()
 	down := newEnv(t, redisAddr, downAddr)
+	unproven := newEnv(t, redisAddr, startPolicy(t, func(*policyv1.EvaluateRequest) *identityv1.Decision {
+		return &identityv1.Decision{DelegatorUnproven: true, Reasons: []string{"platform may not assert delegators"}, DecisionId: "d-unproven"}
+	}))
+	// A server that authenticates nobody: every call lacks a caller.
+	anonymous := newEnvAs(t, redisAddr, startPolicy(t, allowAll), nil)
 
 	completed := request("task-completed")
 	if _, err := e.client.IssueCredential(t.Context(), completed); err != nil {
@@ -155,6 +160,24 @@ func TestEveryErrorCarriesErrorInfoWithItsReason(t *testing.T) {
 			_, err := down.client.IssueCredential(ctx, request("task-down"))
 			return err
 		}, codes.Unavailable, statusreason.PolicyUnavailable},
+		{"no caller", func(ctx context.Context) error {
+			_, err := anonymous.client.IssueCredential(ctx, request("task-anonymous"))
+			return err
+		}, codes.Unauthenticated, statusreason.Unauthenticated},
+		{"no caller for an exchange", func(ctx context.Context) error {
+			_, err := anonymous.client.ExchangeCredential(ctx, exchangeReq(&issuedCred{token: "a.b.c"}, "agent:x", "tickets:read"))
+			return err
+		}, codes.Unauthenticated, statusreason.Unauthenticated},
+		{"delegator unproven", func(ctx context.Context) error {
+			_, err := unproven.client.IssueCredential(ctx, request("task-unproven"))
+			return err
+		}, codes.Unauthenticated, statusreason.DelegatorUnproven},
+		{"subject token with no provider trusted", func(ctx context.Context) error {
+			req := request("task-token")
+			req.SubjectToken, req.SubjectTokenType = "a.b.c", "urn:ietf:params:oauth:token-type:id_token"
+			_, err := e.client.IssueCredential(ctx, req)
+			return err
+		}, codes.Unauthenticated, statusreason.SubjectTokenInvalid},
 		{"task completed", func(ctx context.Context) error {
 			_, err := e.client.IssueCredential(ctx, completed)
 			return err

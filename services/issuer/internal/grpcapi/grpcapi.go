@@ -32,7 +32,10 @@ const ErrorDomain = statusreason.Domain
 const (
 	MsgPolicyUnavailable = "policy service unavailable: no credential issued (fail closed)"
 	MsgStoreUnavailable  = "credential store unavailable"
-	MsgInternal          = "internal error"
+	// MsgIdentityProviderUnavailable: the subject token's provider could
+	// not be reached to check it; retrying later may succeed.
+	MsgIdentityProviderUnavailable = "identity provider unavailable: the subject token could not be checked, no credential issued"
+	MsgInternal                    = "internal error"
 )
 
 // Server implements issuerv1.IssuerServiceServer.
@@ -63,14 +66,21 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 
 // IssueCredential asks policy and, when it allows, mints a credential.
 func (s *Server) IssueCredential(ctx context.Context, req *issuerv1.IssueCredentialRequest) (*issuerv1.IssueCredentialResponse, error) {
+	caller, ok := grpcserver.Caller(ctx)
+	if !ok {
+		return nil, s.toStatus(ctx, issuer.ErrUnauthenticated)
+	}
 	// The domain checks the request with pkg/reqrules, on every path.
 	r := &issuer.IssueRequest{
-		Agent:     req.GetAgent(),
-		Delegator: req.GetDelegator(),
-		Task:      req.GetTask(),
-		Scopes:    req.GetScopes(),
-		Audience:  req.GetAudience(),
-		CnfJKT:    req.GetCnfJkt(),
+		Agent:            req.GetAgent(),
+		Delegator:        req.GetDelegator(),
+		Task:             req.GetTask(),
+		Scopes:           req.GetScopes(),
+		Audience:         req.GetAudience(),
+		CnfJKT:           req.GetCnfJkt(),
+		Caller:           caller,
+		SubjectToken:     req.GetSubjectToken(),
+		SubjectTokenType: req.GetSubjectTokenType(),
 	}
 	ttl, err := requestTTL(req.GetTtl())
 	if err != nil {
@@ -113,6 +123,10 @@ func (s *Server) IntrospectCredential(ctx context.Context, req *issuerv1.Introsp
 // (RFC 8693 semantics): narrower scopes, no longer life, no lower
 // sensitivity, policy asked again with the whole chain.
 func (s *Server) ExchangeCredential(ctx context.Context, req *issuerv1.ExchangeCredentialRequest) (*issuerv1.ExchangeCredentialResponse, error) {
+	caller, ok := grpcserver.Caller(ctx)
+	if !ok {
+		return nil, s.toStatus(ctx, issuer.ErrUnauthenticated)
+	}
 	// The domain checks the request with pkg/reqrules, on every path.
 	r := &issuer.ExchangeRequest{
 		SubjectToken: req.GetSubjectToken(),
@@ -121,6 +135,7 @@ func (s *Server) ExchangeCredential(ctx context.Context, req *issuerv1.ExchangeC
 		Sensitivity:  req.GetSensitivity(),
 		Audience:     req.GetAudience(),
 		CnfJKT:       req.GetCnfJkt(),
+		Caller:       caller,
 	}
 	ttl, err := requestTTL(req.GetTtl())
 	if err != nil {
@@ -266,6 +281,10 @@ func authenticated(ctx context.Context) (string, error) {
 //
 //	*reqrules.Error        INVALID_ARGUMENT     INVALID_REQUEST; BadRequest lists every field
 //	*InvalidArgumentError  INVALID_ARGUMENT     INVALID_REQUEST; BadRequest (policy's too)
+//	ErrUnauthenticated     UNAUTHENTICATED      UNAUTHENTICATED; no caller
+//	*SubjectTokenError     UNAUTHENTICATED      SUBJECT_TOKEN_INVALID; what failed, never the token
+//	ErrIdentityProviderUnavailable  UNAVAILABLE  IDENTITY_PROVIDER_UNAVAILABLE; the token was not judged
+//	ErrDelegatorUnproven   UNAUTHENTICATED      DELEGATOR_UNPROVEN; a denial: send the subject token
 //	*DeniedError           PERMISSION_DENIED    POLICY_DENIED; reasons in the metadata
 //	ErrPolicyUnavailable   UNAVAILABLE          POLICY_UNAVAILABLE; fail closed, said so
 //	ErrStoreUnavailable    UNAVAILABLE          STORE_UNAVAILABLE
@@ -280,10 +299,11 @@ func authenticated(ctx context.Context) (string, error) {
 //	anything else          INTERNAL             generic message
 func (s *Server) toStatus(ctx context.Context, err error) error {
 	var (
-		rules   *reqrules.Error
-		invalid *issuer.InvalidArgumentError
-		denied  *issuer.DeniedError
-		quota   *issuer.QuotaError
+		rules    *reqrules.Error
+		invalid  *issuer.InvalidArgumentError
+		denied   *issuer.DeniedError
+		quota    *issuer.QuotaError
+		badToken *issuer.SubjectTokenError
 	)
 	switch {
 	case errors.As(err, &rules):
@@ -300,6 +320,23 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 			msg += "; " + v.Field + ": " + v.Reason
 		}
 		return statusreason.Error(codes.InvalidArgument, msg, statusreason.InvalidRequest, nil, br)
+	case errors.Is(err, issuer.ErrUnauthenticated):
+		return statusreason.Error(codes.Unauthenticated, "no authenticated caller: call over mTLS with a client certificate", statusreason.Unauthenticated, nil)
+	case errors.As(err, &badToken):
+		return statusreason.Error(codes.Unauthenticated, badToken.Error(), statusreason.SubjectTokenInvalid, nil)
+	case errors.Is(err, issuer.ErrIdentityProviderUnavailable):
+		s.log.WarnContext(ctx, "no credential issued: identity provider unavailable", "error", err)
+		return statusreason.Error(codes.Unavailable, MsgIdentityProviderUnavailable, statusreason.IdentityProviderUnavailable, nil)
+	case errors.Is(err, issuer.ErrDelegatorUnproven):
+		errors.As(err, &denied)
+		d := denied.Decision
+		return statusreason.Error(codes.Unauthenticated,
+			"delegator not proven: this platform may not assert delegators; send the delegator's subject_token from a trusted identity provider",
+			statusreason.DelegatorUnproven, map[string]string{
+				"reasons":        strings.Join(d.GetReasons(), "; "),
+				"policy_version": d.GetPolicyVersion(),
+				"decision_id":    d.GetDecisionId(),
+			})
 	case errors.As(err, &denied):
 		d := denied.Decision
 		return statusreason.Error(codes.PermissionDenied, denied.Error(), statusreason.PolicyDenied, map[string]string{

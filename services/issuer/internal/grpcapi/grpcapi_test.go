@@ -100,6 +100,10 @@ func startHangingPolicy(t *testing.T) string {
 	return lis.Addr().String()
 }
 
+// testPlatform is the authenticated caller of every call of these tests,
+// as the mTLS peer's SPIFFE ID would be.
+const testPlatform = platformA
+
 type env struct {
 	client issuerv1.IssuerServiceClient
 	rdb    *redis.Client
@@ -108,6 +112,13 @@ type env struct {
 }
 
 func newEnv(t *testing.T, redisAddr, policyAddr string) *env {
+	t.Helper()
+	return newEnvAs(t, redisAddr, policyAddr, testCaller)
+}
+
+// newEnvAs is newEnv whose server authenticates calls with authn; none
+// (nil) leaves every call without a caller.
+func newEnvAs(t *testing.T, redisAddr, policyAddr string, authn grpcserver.Authenticator) *env {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
 	ns := testserver.Namespace(t)
@@ -129,7 +140,7 @@ func newEnv(t *testing.T, redisAddr, policyAddr string) *env {
 		_ = pc.Close()
 		_ = rdb.Close()
 	})
-	srv := grpcserver.New(grpcserver.Options{Name: "issuer", GRPCAddr: "127.0.0.1:0", Authenticate: testCaller})
+	srv := grpcserver.New(grpcserver.Options{Name: "issuer", GRPCAddr: "127.0.0.1:0", Authenticate: authn})
 	grpcapi.New(iss, nil).Register(srv.GRPC())
 	conn := grpctest.Run(t, srv)
 	return &env{client: issuerv1.NewIssuerServiceClient(conn), rdb: rdb, store: st, prefix: ns}

@@ -31,6 +31,22 @@ var (
 	// exchanged: it is bound to a key (cnf) or limited in uses (max_uses),
 	// and a derived credential would escape that limit.
 	ErrNotDelegable = errors.New("subject credential cannot be delegated")
+	// ErrUnauthenticated means the request names no authenticated caller:
+	// nothing is issued for nobody.
+	ErrUnauthenticated = errors.New("no authenticated caller")
+	// ErrSubjectTokenInvalid is matched by every *SubjectTokenError: the
+	// delegator's subject token failed verification (forged, expired, for
+	// another audience, from an untrusted provider, …). Nothing was asked
+	// or written.
+	ErrSubjectTokenInvalid = errors.New("subject token refused")
+	// ErrIdentityProviderUnavailable means the identity provider of a
+	// subject token could not be reached (discovery or key set), so the
+	// token could not be checked; it says nothing about the token.
+	ErrIdentityProviderUnavailable = errors.New("identity provider unavailable")
+	// ErrDelegatorUnproven is matched by a *DeniedError whose decision says
+	// delegator_unproven: the caller asserted the delegator without a
+	// subject token, and policy does not let it.
+	ErrDelegatorUnproven = errors.New("delegator not proven: send the delegator's subject_token")
 )
 
 // InvalidArgumentError names the request field that was refused and why.
@@ -75,5 +91,8 @@ func (e *DeniedError) Error() string {
 	return "credential denied"
 }
 
-// Is makes errors.Is(err, ErrDenied) true.
-func (e *DeniedError) Is(target error) bool { return target == ErrDenied }
+// Is makes errors.Is(err, ErrDenied) true, and errors.Is(err,
+// ErrDelegatorUnproven) when the decision says the delegator is unproven.
+func (e *DeniedError) Is(target error) bool {
+	return target == ErrDenied || (target == ErrDelegatorUnproven && e.Decision.GetDelegatorUnproven())
+}

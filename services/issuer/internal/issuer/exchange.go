@@ -32,13 +32,16 @@ const DelegationPolicy = "jitid:delegation-narrowing"
 // otherwise policy is asked again with the whole chain. The child's
 // delegator and task are the parent's; its act claim nests the parent's.
 //
-// Errors: *InvalidArgumentError; ErrSubjectToken (the subject token is not
+// Errors: ErrUnauthenticated (no caller); *InvalidArgumentError; ErrSubjectToken (the subject token is not
 // an active credential, or stopped being one before the child was
 // stored); ErrNotDelegable (the parent is key-bound or use-limited);
 // *DeniedError; ErrPolicyUnavailable; ErrTaskCompleted;
 // ErrStoreUnavailable; ErrSigning.
 func (s *Issuer) Exchange(ctx context.Context, r *ExchangeRequest) (*Issued, error) {
 	now := s.now()
+	if r.Caller == "" {
+		return nil, ErrUnauthenticated
+	}
 	if err := validateExchange(r); err != nil {
 		return nil, err
 	}
@@ -91,6 +94,7 @@ func (s *Issuer) Exchange(ctx context.Context, r *ExchangeRequest) (*Issued, err
 		// Owned by the exchange's caller; the store refuses it when the
 		// task belongs to another platform.
 		Owner:      r.Caller,
+		// An asserted delegator stays asserted, by the platform that did.
 		AssertedBy: parent.AssertedBy,
 	}
 
@@ -100,14 +104,17 @@ func (s *Issuer) Exchange(ctx context.Context, r *ExchangeRequest) (*Issued, err
 		return nil, &DeniedError{Decision: d}
 	}
 
+	// The sub-agent's platform is the caller that asks for it, whoever
+	// owns the parent. The delegator stands as the parent's credential
+	// proved it: no new assertion is made here.
 	req := &policyv1.EvaluateRequest{
-		Agent:        child.Agent,
-		Delegator:    child.Delegator,
-		Task:         child.Task,
-		Scopes:       r.Scopes,
-		Ttl:          durationpb.New(r.TTL),
-		DecisionTime: timestamppb.New(now),
-		Audience:     audience,
+		Agent:     child.Agent,
+		Delegator: child.Delegator,
+		Task:      child.Task,
+		Scopes:    r.Scopes,
+		Ttl:       durationpb.New(r.TTL),
+		Audience:  audience,
+		Platform:  r.Caller,
 	}
 	for _, l := range chain {
 		req.AgentChain = append(req.AgentChain, l.Agent)

@@ -28,14 +28,39 @@ type Issued struct {
 // credential and stores it with its issued event (and the expired event
 // the sweeper emits later) in one step.
 //
-// Errors: *InvalidArgumentError (nothing asked, nothing written);
+// The delegator is proven by r.SubjectToken, or asserted by r.Caller
+// (see delegator): the credential, its events and policy's request carry
+// the delegator as proven, never as the request described it.
+//
+// Errors: ErrUnauthenticated (no caller); *InvalidArgumentError (nothing
+// asked, nothing written; also a delegator field that disagrees with the
+// subject token); *SubjectTokenError (ErrSubjectTokenInvalid) and
+// ErrIdentityProviderUnavailable (nothing asked, nothing written);
 // *DeniedError (a denied event written, no credential; also when an
-// obligation of the decision is not met);
+// obligation of the decision is not met; errors.Is ErrDelegatorUnproven
+// when the caller may not assert the delegator);
 // ErrPolicyUnavailable (fail closed: nothing written); ErrTaskCompleted;
 // ErrStoreUnavailable; ErrSigning.
 func (s *Issuer) Issue(ctx context.Context, r *IssueRequest) (*Issued, error) {
 	now := s.now()
+	if r.Caller == "" {
+		return nil, ErrUnauthenticated
+	}
 	if err := s.validateIssue(r, now); err != nil {
+		return nil, err
+	}
+	proven, err := s.delegator(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	// From here on the request is for the delegator as proven (or as the
+	// caller may assert it), never as the request described it.
+	proved := *r
+	r = &proved
+	r.Delegator = proven.delegator
+	if err := s.validateIssue(r, now); err != nil {
+		// A token whose claims break a field's rule (an entitlement with a
+		// space, too many attributes) cannot describe a delegator.
 		return nil, err
 	}
 	audience := r.Audience
@@ -43,11 +68,11 @@ func (s *Issuer) Issue(ctx context.Context, r *IssueRequest) (*Issued, error) {
 		audience = s.cfg.DefaultAudience
 	}
 
-	decision, err := s.decide(ctx, r, audience, now)
+	decision, err := s.decide(ctx, r, audience, proven.assertedBy != "")
 	if err != nil {
 		return nil, err
 	}
-	granted, refusal := s.grant(decision, r.Scopes, nil, r.Delegator, now)
+	granted, refusal := s.grant(decision, r.Scopes, proven.held, r.Delegator, now)
 	if refusal != nil {
 		s.recordDenial(ctx, s.denialEvent(r, audience, refusal, now))
 		return nil, &DeniedError{Decision: refusal}
@@ -65,6 +90,8 @@ func (s *Issuer) Issue(ctx context.Context, r *IssueRequest) (*Issued, error) {
 		Scopes:    granted,
 		CnfJKT:    r.CnfJKT,
 		Owner:     r.Caller,
+		// Who vouched for the delegator, when no token proved it.
+		AssertedBy: proven.assertedBy,
 	}
 	return s.mint(ctx, c, eventsv1.EventType_EVENT_TYPE_CREDENTIAL_ISSUED, decision, r.Scopes, r.TTL, ttl, now)
 }
@@ -157,17 +184,20 @@ func eventVerb(t eventsv1.EventType) string {
 	return "issued"
 }
 
-// decide asks policy. Every failure, including a missing or malformed
-// decision, is ErrPolicyUnavailable: without a decision there is no credential.
-func (s *Issuer) decide(ctx context.Context, r *IssueRequest, audience string, now time.Time) (*identityv1.Decision, error) {
+// decide asks policy, for the caller as the platform. Every failure,
+// including a missing or malformed decision, is ErrPolicyUnavailable:
+// without a decision there is no credential. The decision's time is
+// policy's own clock: only an admin may set it.
+func (s *Issuer) decide(ctx context.Context, r *IssueRequest, audience string, asserted bool) (*identityv1.Decision, error) {
 	return s.evaluate(ctx, &policyv1.EvaluateRequest{
-		Agent:        r.Agent,
-		Delegator:    r.Delegator,
-		Task:         r.Task,
-		Scopes:       r.Scopes,
-		Ttl:          durationpb.New(r.TTL),
-		DecisionTime: timestamppb.New(now),
-		Audience:     audience,
+		Agent:             r.Agent,
+		Delegator:         r.Delegator,
+		Task:              r.Task,
+		Scopes:            r.Scopes,
+		Ttl:               durationpb.New(r.TTL),
+		Audience:          audience,
+		Platform:          r.Caller,
+		DelegatorAsserted: asserted,
 	})
 }
 

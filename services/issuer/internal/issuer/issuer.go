@@ -77,6 +77,10 @@ type Config struct {
 	// Self is the caller named by the events the issuer causes on its own
 	// (expired): its SPIFFE ID on TLS; DefaultSelf when empty.
 	Self string
+	// SubjectTokens verifies the delegators' subject tokens; nil when no
+	// identity provider is trusted, and then a request with a subject token
+	// is refused (ErrSubjectTokenInvalid).
+	SubjectTokens SubjectTokenVerifier
 }
 
 // DefaultSelf is Config.Self when empty.

@@ -247,10 +247,13 @@ func (f *fixture) policyCalls() int {
 	return *f.calls
 }
 
+// testPlatform is the authenticated caller of the tests' requests.
+const testPlatform = platformA
+
 func validRequest() *issuer.IssueRequest {
 	return &issuer.IssueRequest{
 		Agent:     &identityv1.Agent{Id: "agent:research-7f3a", Class: identityv1.AgentClass_AGENT_CLASS_EPHEMERAL, Platform: "langgraph"},
-		Delegator: &identityv1.Delegator{Id: "user:alice@example.com", Attributes: map[string]string{"age_verified": "true"}},
+		Delegator: &identityv1.Delegator{Id: "user:alice@example.com"},
 		Task: &identityv1.Task{
 			Id: "task-42", Purpose: "book two tickets", Sensitivity: identityv1.Sensitivity_SENSITIVITY_MEDIUM,
 			DeadlineTime: timestamppb.New(t0.Add(2 * time.Hour)),
@@ -532,6 +535,7 @@ func TestIssue(t *testing.T) {
 		Scopes: []string{"tickets:hold"}, IssuedAt: t0, ExpiresAt: t0.Add(10 * time.Minute),
 		Profile: identityv1.Profile_PROFILE_MINIMAL, PolicyVersion: "v1", DecisionID: "d-1",
 		Owner: platformA,
+		AssertedBy: testPlatform,
 	}
 	if diff := cmp.Diff(wantCred, got.Credential, protocmp.Transform()); diff != "" {
 		t.Errorf("credential (-want +got):\n%s", diff)

@@ -15,7 +15,7 @@ import (
 // checks would be a silent grant).
 const (
 	// ObligationAgeVerified: the delegator's attribute age_verified is "true",
-	// as asserted by the agent platform that authenticated the delegator.
+	// as its subject token proves (a platform cannot assert attributes).
 	ObligationAgeVerified = "age_verified"
 	// ObligationMFARecent: the delegator authenticated within
 	// Config.RecentAuthentication (DefaultRecentAuthentication when zero).

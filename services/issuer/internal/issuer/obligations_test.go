@@ -13,6 +13,7 @@ import (
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	policyv1 "github.com/jitid/jitid/proto/jitid/policy/v1"
 	"github.com/jitid/jitid/services/issuer/internal/issuer"
+	"github.com/jitid/jitid/services/issuer/internal/subjecttoken"
 )
 
 func allowWith(obligations ...string) policyFunc {
@@ -55,9 +56,12 @@ func TestIssueObligations(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(t, allowWith(tt.obligations...), t0)
+			// Proven by a subject token: a platform cannot assert the
+			// attributes and times obligations look at.
+			f := newFixture(t, allowWith(tt.obligations...), t0, withVerifier(provedAs(tt.delegator)))
 			r := validRequest()
-			r.Delegator = tt.delegator
+			r.Delegator = nil
+			r.SubjectToken, r.SubjectTokenType = testSubjectToken, string(subjecttoken.TypeIDToken)
 			_, err := f.iss.Issue(t.Context(), r)
 			n, evs := f.store.snapshot()
 			if !tt.wantDenied {

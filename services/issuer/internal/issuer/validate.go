@@ -85,17 +85,29 @@ func validateExchange(r *ExchangeRequest) error {
 // validateIssue checks r against the rules of IssueCredentialRequest, then
 // the one rule that needs the clock: a deadline already past.
 func (s *Issuer) validateIssue(r *IssueRequest, now time.Time) error {
+	if r.Delegator == nil && r.SubjectToken == "" {
+		// The proto's message rule says the same, without a field to name.
+		return invalid("delegator", "is required without a subject_token: send the delegator's subject_token (or, where policy lets this platform assert delegators, the delegator)")
+	}
 	err := checkRules(&issuerv1.IssueCredentialRequest{
-		Agent:     r.Agent,
-		Delegator: r.Delegator,
-		Task:      r.Task,
-		Scopes:    r.Scopes,
-		Ttl:       ttlProto(r.TTL),
-		Audience:  r.Audience,
-		CnfJkt:    r.CnfJKT,
+		Agent:            r.Agent,
+		Delegator:        r.Delegator,
+		Task:             r.Task,
+		Scopes:           r.Scopes,
+		Ttl:              ttlProto(r.TTL),
+		Audience:         r.Audience,
+		CnfJkt:           r.CnfJKT,
+		SubjectToken:     r.SubjectToken,
+		SubjectTokenType: r.SubjectTokenType,
 	})
 	if err != nil {
 		return err
+	}
+	switch {
+	case r.SubjectToken != "" && r.SubjectTokenType == "":
+		return invalid("subject_token_type", "is required with subject_token")
+	case r.SubjectToken == "" && r.SubjectTokenType != "":
+		return invalid("subject_token", "is required with subject_token_type")
 	}
 	if d := r.Task.GetDeadlineTime(); d != nil && !d.AsTime().After(now) {
 		return invalid("task.deadline_time", "is in the past")
