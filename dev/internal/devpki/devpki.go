@@ -32,9 +32,11 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -48,16 +50,22 @@ const (
 type Identity struct {
 	Name string
 	ID   string
+	// Hosts are DNS names and IP addresses added as further SANs, so that
+	// a client that checks the host name (grpcurl, curl) accepts a
+	// service's certificate; jitid itself checks only the SPIFFE ID.
+	Hosts []string
 }
 
 // Identities returns the identities of the demo set-up in trust domain td:
-// the three services, a demo platform, an admin and an auditor.
+// the three services (valid for localhost and their compose host name), a
+// demo platform, an admin and an auditor.
 func Identities(td string) []Identity {
 	id := func(path string) string { return "spiffe://" + td + "/" + path }
+	hosts := func(name string) []string { return []string{name, "localhost", "127.0.0.1", "::1"} }
 	return []Identity{
-		{Name: "issuer", ID: id("issuer")},
-		{Name: "policy", ID: id("policy")},
-		{Name: "audit", ID: id("audit")},
+		{Name: "issuer", ID: id("issuer"), Hosts: hosts("issuer")},
+		{Name: "policy", ID: id("policy"), Hosts: hosts("policy")},
+		{Name: "audit", ID: id("audit"), Hosts: hosts("audit")},
 		{Name: "platform", ID: id("platform/demo")},
 		{Name: "admin", ID: id("admin")},
 		{Name: "auditor", ID: id("auditor")},
@@ -154,10 +162,10 @@ func Ensure(o Options) (Result, error) {
 	for _, id := range o.Identities {
 		p := Paths{Cert: CertPath(o.Dir, id.Name), Key: KeyPath(o.Dir, id.Name)}
 		res.SVIDs[id.Name] = p
-		if checkSVID(p, ca, id.ID, now) == nil {
+		if checkSVID(p, ca, id, now) == nil {
 			continue
 		}
-		cert, key, err := ca.issue(id.ID, now, o.SVIDValidity)
+		cert, key, err := ca.issue(id, now, o.SVIDValidity)
 		if err != nil {
 			return Result{}, err
 		}
@@ -200,8 +208,8 @@ func newCA(td *url.URL, now time.Time, validity time.Duration) (*authority, erro
 	return &authority{cert: cert, key: key}, nil
 }
 
-func (ca *authority) issue(id string, now time.Time, validity time.Duration) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	u, err := url.Parse(id)
+func (ca *authority) issue(id Identity, now time.Time, validity time.Duration) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	u, err := url.Parse(id.ID)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -221,9 +229,10 @@ func (ca *authority) issue(id string, now time.Time, validity time.Duration) (*x
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
+	tmpl.DNSNames, tmpl.IPAddresses = splitHosts(id.Hosts)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("devpki: issue %s: %w", id, err)
+		return nil, nil, fmt.Errorf("devpki: issue %s: %w", id.ID, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
@@ -248,15 +257,30 @@ func loadCA(dir string, td *url.URL, now time.Time) (*authority, error) {
 	return &authority{cert: cert, key: key}, nil
 }
 
+func splitHosts(hosts []string) (dns []string, ips []net.IP) {
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, h)
+		}
+	}
+	return dns, ips
+}
+
 // checkSVID returns nil when the files at p hold a fresh SVID for id signed
 // by ca, with its key.
-func checkSVID(p Paths, ca *authority, id string, now time.Time) error {
+func checkSVID(p Paths, ca *authority, id Identity, now time.Time) error {
 	cert, _, err := readPair(p.Cert, p.Key)
 	if err != nil {
 		return err
 	}
-	if len(cert.URIs) != 1 || cert.URIs[0].String() != id {
+	if len(cert.URIs) != 1 || cert.URIs[0].String() != id.ID {
 		return errors.New("another SPIFFE ID")
+	}
+	dns, ips := splitHosts(id.Hosts)
+	if !slices.Equal(cert.DNSNames, dns) || !slices.EqualFunc(cert.IPAddresses, ips, net.IP.Equal) {
+		return errors.New("other host names")
 	}
 	if err := cert.CheckSignatureFrom(ca.cert); err != nil {
 		return err

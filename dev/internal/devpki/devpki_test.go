@@ -70,6 +70,14 @@ func TestEnsureWritesAnSVIDPerIdentityThatVerifiesForServerAndClient(t *testing.
 				t.Errorf("%s does not verify for %v: %v", name, usage, err)
 			}
 		}
+		if name == "issuer" {
+			if err := c.VerifyHostname("127.0.0.1"); err != nil {
+				t.Errorf("issuer's SVID is not valid for 127.0.0.1 (grpcurl checks it): %v", err)
+			}
+			if err := c.VerifyHostname("issuer"); err != nil {
+				t.Errorf("issuer's SVID is not valid for its compose host name: %v", err)
+			}
+		}
 		fi, err := os.Stat(p.Key)
 		if err != nil {
 			t.Fatal(err)
