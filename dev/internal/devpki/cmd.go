@@ -19,6 +19,7 @@ func Main(args []string, out io.Writer) error {
 		fmt.Fprintf(out, "Usage: jitid-dev pki [flags]\n\n"+
 			"Writes a development CA and X.509 SVIDs (ECDSA P-256, one spiffe:// URI SAN,\n"+
 			"server and client auth) for issuer, policy, audit, platform (the demo platform),\n"+
+			"platform-b (a second platform), "+
 			"admin and auditor; keeps valid files and renews those near expiry.\n\n")
 		fs.PrintDefaults()
 	}

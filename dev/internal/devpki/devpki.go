@@ -58,7 +58,9 @@ type Identity struct {
 
 // Identities returns the identities of the demo set-up in trust domain td:
 // the three services (valid for localhost and their compose host name), a
-// demo platform, an admin and an auditor.
+// demo platform, a second platform (to show what one platform cannot do to
+// another's credentials, and for the benchmarks' flood test), an admin and
+// an auditor.
 func Identities(td string) []Identity {
 	id := func(path string) string { return "spiffe://" + td + "/" + path }
 	hosts := func(name string) []string { return []string{name, "localhost", "127.0.0.1", "::1"} }
@@ -67,6 +69,7 @@ func Identities(td string) []Identity {
 		{Name: "policy", ID: id("policy"), Hosts: hosts("policy")},
 		{Name: "audit", ID: id("audit"), Hosts: hosts("audit")},
 		{Name: "platform", ID: id("platform/demo")},
+		{Name: "platform-b", ID: id("platform/other")},
 		{Name: "admin", ID: id("admin")},
 		{Name: "auditor", ID: id("auditor")},
 	}

@@ -43,7 +43,8 @@ func TestEnsureWritesAnSVIDPerIdentityThatVerifiesForServerAndClient(t *testing.
 	want := map[string]string{
 		"issuer": "spiffe://jitid.local/issuer", "policy": "spiffe://jitid.local/policy",
 		"audit": "spiffe://jitid.local/audit", "platform": "spiffe://jitid.local/platform/demo",
-		"admin": "spiffe://jitid.local/admin", "auditor": "spiffe://jitid.local/auditor",
+		"platform-b": "spiffe://jitid.local/platform/other",
+		"admin":      "spiffe://jitid.local/admin", "auditor": "spiffe://jitid.local/auditor",
 	}
 	if len(res.SVIDs) != len(want) {
 		t.Errorf("SVIDs = %v, want %d", res.SVIDs, len(want))
@@ -120,8 +121,8 @@ func TestEnsureKeepsValidFilesAndRenewsNearExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.Contains(res.Issued, "ca") || len(res.Issued) != 6 {
-		t.Errorf("near SVID expiry issued %v, want the six SVIDs and not the CA", res.Issued)
+	if slices.Contains(res.Issued, "ca") || len(res.Issued) != 7 {
+		t.Errorf("near SVID expiry issued %v, want the seven SVIDs and not the CA", res.Issued)
 	}
 	if c := readCert(t, devpki.CertPath(dir, "issuer")); c.NotAfter.Before(now.Add(29 * 24 * time.Hour)) {
 		t.Errorf("renewed SVID ends %v, want 30 days after %v", c.NotAfter, now)
