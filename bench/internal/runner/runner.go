@@ -52,6 +52,9 @@ type Config struct {
 	// Plaintext runs the suite without TLS and caller authentication,
 	// for comparison with the default (mutual TLS, allow-lists).
 	Plaintext bool
+	// RateLimit and RateBurst are the issuer's per-caller limit: far above
+	// what the load reaches, except in the flood test.
+	RateLimit, RateBurst int
 }
 
 // Main parses args and runs.
@@ -69,7 +72,7 @@ func Main(ctx context.Context, args []string, out io.Writer) error {
 	fs.Float64Var(&c.IntrospectRate, "introspect-rate", 5000, "open-loop IntrospectCredential rate, per second")
 	fs.IntVar(&c.Mass, "mass", 100000, "credentials in the mass-expiry and revoke scenarios, events in the audit backlog")
 	fs.IntVar(&c.HeavyRuns, "heavy-runs", 1, "runs of the mass scenarios (backlog, revoke, mass expiry)")
-	fs.StringVar(&c.Only, "only", "", "comma-separated workloads to run (echo,policy,issue,introspect,mix,verify,redis,catchup,revoke,expiry,security); all when empty")
+	fs.StringVar(&c.Only, "only", "", "comma-separated workloads to run (echo,policy,issue,introspect,mix,verify,redis,catchup,revoke,expiry,security,flood); all when empty")
 	fs.Float64Var(&c.ExpiryRate, "expiry-rate", 0, "open-loop issue rate during the mass expiry (half the measured closed-loop issue rate when 0)")
 	fs.StringVar(&c.Profile, "profile", "", "write CPU and allocation profiles of issuer, policy and audit, taken during the first run of each workload, into this directory (that run's figures then include the profiler's cost)")
 	fs.BoolVar(&c.Plaintext, "plaintext", false, "run the suite in plaintext without caller authentication (the default is mutual TLS with allow-lists, as make run), to compare")
@@ -86,6 +89,9 @@ func Main(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("run too long: -duration at most 10m, -soak at most 24h, -mass at most 1,000,000")
 	}
 	cleanup := func() {}
+	// The load is one caller: the issuer's default per-caller limit would
+	// measure the limiter, not the suite.
+	c.RateLimit, c.RateBurst = 1_000_000, 1_000_000
 	if c.WorkDir == "" {
 		dir, err := os.MkdirTemp("", "jitid-bench-*")
 		if err != nil {
@@ -148,7 +154,8 @@ func startSuite(ctx context.Context, c Config, out io.Writer, rep *report.Report
 		return nil, err
 	}
 	r.say("starting the suite (binaries in %s, data and logs in %s)", bin, c.WorkDir)
-	r.s, err = suite.Start(ctx, suite.Options{BinDir: bin, WorkDir: c.WorkDir, Pprof: c.Profile != "", MTLS: !c.Plaintext})
+	r.s, err = suite.Start(ctx, suite.Options{BinDir: bin, WorkDir: c.WorkDir, Pprof: c.Profile != "", MTLS: !c.Plaintext,
+		RateLimit: c.RateLimit, RateBurst: c.RateBurst})
 	if err != nil {
 		r.s.Stop()
 		return nil, err
@@ -420,6 +427,11 @@ func bench(ctx context.Context, c Config, out io.Writer) error {
 	}
 	if !c.Plaintext && r.wants("security") {
 		if err := r.securityCost(ctx, issueRate, introspectRate); err != nil {
+			return err
+		}
+	}
+	if !c.Plaintext && r.wants("flood") {
+		if err := r.flood(ctx); err != nil {
 			return err
 		}
 	}

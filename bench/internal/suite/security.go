@@ -22,8 +22,11 @@ const TrustDomain = "jitid.local"
 // ID returns the SPIFFE ID of one identity of the suite (the names of
 // `jitid-dev pki`: issuer, policy, audit, platform, admin, auditor).
 func ID(name string) string {
-	if name == "platform" {
+	switch name {
+	case "platform":
 		return "spiffe://" + TrustDomain + "/platform/demo"
+	case "platform-b":
+		return "spiffe://" + TrustDomain + "/platform/other"
 	}
 	return "spiffe://" + TrustDomain + "/" + name
 }
@@ -39,16 +42,20 @@ func (s *Suite) writePKI(ctx context.Context) error {
 	return nil
 }
 
-// tlsArgs returns a service's certificate flags, its allow-list of two
-// callers and extra (flags naming identities); nothing when the suite runs
-// in plaintext.
-func (s *Suite) tlsArgs(name, client, admin string, extra ...string) []string {
+// tlsArgs returns a service's certificate flags, its allow-list of
+// callers (and the admin) and extra (flags naming identities); nothing
+// when the suite runs in plaintext.
+func (s *Suite) tlsArgs(name string, clients []string, extra ...string) []string {
 	if !s.opts.MTLS {
 		return nil
 	}
+	allowed := ID("admin")
+	for _, c := range clients {
+		allowed += "," + ID(c)
+	}
 	return append([]string{
 		"-tls-cert", filepath.Join(s.pkiDir, name+".pem"), "-tls-key", filepath.Join(s.pkiDir, name+"-key.pem"),
-		"-tls-bundle", filepath.Join(s.pkiDir, "ca.pem"), "-allowed-clients", ID(client) + "," + ID(admin), "-admins", ID(admin),
+		"-tls-bundle", filepath.Join(s.pkiDir, "ca.pem"), "-allowed-clients", allowed, "-admins", ID("admin"),
 	}, extra...)
 }
 

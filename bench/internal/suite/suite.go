@@ -34,6 +34,9 @@ type Options struct {
 	// make run does; Creds gives the clients' credentials. Without it the
 	// services speak plaintext on loopback.
 	MTLS bool
+	// RateLimit and RateBurst, when RateLimit is positive, are the
+	// issuer's per-caller -rate-limit (calls per second) and -rate-burst.
+	RateLimit, RateBurst int
 }
 
 // Suite is a running jitid deployment.
@@ -88,14 +91,14 @@ func Start(ctx context.Context, o Options) (*Suite, error) {
 	// nothing here calls it.
 	pprof := "-pprof=" + strconv.FormatBool(o.Pprof)
 	s.Policy = s.service("policy", append([]string{"-grpc-addr", anyPort, "-admin-addr", anyPort, pprof, "-authzen-addr", ""},
-		s.tlsArgs("policy", "issuer", "admin", "-evaluators", ID("issuer"))...)...)
+		s.tlsArgs("policy", []string{"issuer"}, "-evaluators", ID("issuer"))...)...)
 	if err := s.startService(ctx, s.Policy); err != nil {
 		return s, err
 	}
 	s.PolicyAddr, s.PolicyAdmin = s.Policy.Addr("grpc"), s.Policy.Addr("admin")
 	s.Audit = s.service("audit", append([]string{"-grpc-addr", anyPort, "-admin-addr", anyPort, pprof,
 		"-nats-url", s.NATSURL, "-audit-dsn", "sqlite://" + filepath.Join(o.WorkDir, "audit.db")},
-		s.tlsArgs("audit", "auditor", "admin", "-auditors", ID("auditor"))...)...)
+		s.tlsArgs("audit", []string{"auditor"}, "-auditors", ID("auditor"))...)...)
 	if err := s.startService(ctx, s.Audit); err != nil {
 		return s, err
 	}
@@ -105,7 +108,10 @@ func Start(ctx context.Context, o Options) (*Suite, error) {
 	if o.SweepInterval > 0 {
 		issuerArgs = append(issuerArgs, "-sweep-interval", o.SweepInterval.String())
 	}
-	issuerArgs = append(issuerArgs, s.tlsArgs("issuer", "platform", "admin", "-policy-id", ID("policy"))...)
+	issuerArgs = append(issuerArgs, s.tlsArgs("issuer", []string{"platform", "platform-b"}, "-policy-id", ID("policy"))...)
+	if o.RateLimit > 0 {
+		issuerArgs = append(issuerArgs, "-rate-limit", strconv.Itoa(o.RateLimit), "-rate-burst", strconv.Itoa(max(o.RateBurst, 1)))
+	}
 	s.Issuer = s.service("issuer", issuerArgs...)
 	if err := s.startService(ctx, s.Issuer); err != nil {
 		return s, err
