@@ -1,7 +1,9 @@
 // Package devstack starts the jitid suite for a developer or an operator
-// trying it out: infrastructure first (reusing what the environment names),
-// then the three services as child processes, then a summary of where each
-// part listens and what to try.
+// trying it out, set up as production runs it: infrastructure first
+// (reusing what the environment names), the local CA's SVIDs (devpki) and
+// the demo OpenID Provider, then the three services as child processes on
+// mutual TLS with their allow-lists, then a summary of where each part
+// listens and the exact client flags.
 package devstack
 
 import (
@@ -32,8 +34,8 @@ const (
 	AuditAddr  = "127.0.0.1:50053"
 )
 
-// IdPAddr is where the demo OpenID Provider listens when the port is free.
-const IdPAddr = "127.0.0.1:9400"
+// IDPAddr is where the demo OpenID Provider listens when the port is free.
+const IDPAddr = "127.0.0.1:9400"
 
 type options struct {
 	binDir      string
@@ -130,7 +132,7 @@ func Main(ctx context.Context, args []string, out io.Writer, getenv func(string)
 	// stack valid, and the services pick the new files up without a restart.
 	go renewPKI(ctx, o, say)
 
-	idpProc, err := startIdP(ctx, o, out)
+	idpProc, err := startIDP(ctx, o, out)
 	if err != nil {
 		return err
 	}
@@ -141,7 +143,7 @@ func Main(ctx context.Context, args []string, out io.Writer, getenv func(string)
 	})
 	idpURL := "http://" + idpProc.Addr("http")
 	idpConfig := filepath.Join(o.dataDir, "idp.json")
-	if err := WriteIdPConfig(idpConfig, idpURL); err != nil {
+	if err := WriteIDPConfig(idpConfig, idpURL); err != nil {
 		return err
 	}
 
@@ -257,14 +259,14 @@ func service(name string, o options, common, tls []string, args ...string) launc
 	return s
 }
 
-// startIdP starts the demo OpenID Provider on its usual port when that is
+// startIDP starts the demo OpenID Provider on its usual port when that is
 // free, on another otherwise.
-func startIdP(ctx context.Context, o options, out io.Writer) (*launch.Process, error) {
+func startIDP(ctx context.Context, o options, out io.Writer) (*launch.Process, error) {
 	path := filepath.Join(o.binDir, "jitid-idp")
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("jitid-idp binary not found at %s (run make build): %w", path, err)
 	}
-	addr := IdPAddr
+	addr := IDPAddr
 	if l, err := net.Listen("tcp", addr); err == nil && !o.anyPort {
 		_ = l.Close()
 	} else {

@@ -12,13 +12,13 @@ import (
 
 var update = flag.Bool("update", false, "rewrite dev/compose/idp.json")
 
-// TestComposeIdPConfigIsTheDemoConfiguration: docker-compose.yml mounts
+// TestComposeIDPConfigIsTheDemoConfiguration: docker-compose.yml mounts
 // dev/compose/idp.json as the issuer's -idp-config; it is what make run
 // writes, for the provider's compose address.
-func TestComposeIdPConfigIsTheDemoConfiguration(t *testing.T) {
+func TestComposeIDPConfigIsTheDemoConfiguration(t *testing.T) {
 	t.Parallel()
 	const path = "../../compose/idp.json"
-	want, err := devstack.MarshalIdPConfig(devstack.DemoIdPConfig("http://idp:9400"))
+	want, err := devstack.MarshalIDPConfig(devstack.DemoIDPConfig("http://idp:9400"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,11 +36,11 @@ func TestComposeIdPConfigIsTheDemoConfiguration(t *testing.T) {
 	}
 }
 
-// TestDemoIdPConfigHasTheIssuersShape: the keys the issuer's -idp-config
+// TestDemoIDPConfigHasTheIssuersShape: the keys the issuer's -idp-config
 // parses (snake_case of its Provider and Mapping fields).
-func TestDemoIdPConfigHasTheIssuersShape(t *testing.T) {
+func TestDemoIDPConfigHasTheIssuersShape(t *testing.T) {
 	t.Parallel()
-	b, err := devstack.MarshalIdPConfig(devstack.DemoIdPConfig("http://127.0.0.1:9400"))
+	b, err := devstack.MarshalIDPConfig(devstack.DemoIDPConfig("http://127.0.0.1:9400"))
 	if err != nil {
 		t.Fatal(err)
 	}

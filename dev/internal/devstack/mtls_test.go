@@ -109,7 +109,7 @@ func stack(t *testing.T) (env map[string]string, dataDir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer f.Close() //nolint:errcheck // read only
 	env = map[string]string{}
 	for sc := bufio.NewScanner(f); sc.Scan(); {
 		k, v, _ := strings.Cut(sc.Text(), "=")
@@ -178,7 +178,7 @@ func healthCode(t *testing.T, addr string, creds credentials.TransportCredential
 func TestMakeRun(t *testing.T) {
 	env, dataDir := stack(t)
 	t.Run("ServesOnlyMutualTLSToItsAllowLists", func(t *testing.T) { servesOnlyMutualTLS(t, env) })
-	t.Run("TrustsItsDemoIdentityProvider", func(t *testing.T) { trustsItsDemoIdP(t, env, dataDir) })
+	t.Run("TrustsItsDemoIdentityProvider", func(t *testing.T) { trustsItsDemoIDP(t, env, dataDir) })
 }
 
 // servesOnlyMutualTLS checks each link from outside: the admin's
@@ -250,15 +250,15 @@ func foreignCreds(t *testing.T, ca string) credentials.TransportCredentials {
 	})
 }
 
-// trustsItsDemoIdP: the issuer's -idp-config names the demo provider by
+// trustsItsDemoIDP: the issuer's -idp-config names the demo provider by
 // the issuer its discovery document states and its tokens carry, for the
 // audience they are issued to.
-func trustsItsDemoIdP(t *testing.T, env map[string]string, dataDir string) {
+func trustsItsDemoIDP(t *testing.T, env map[string]string, dataDir string) {
 	b, err := os.ReadFile(filepath.Join(dataDir, "idp.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cfg devstack.IdPConfig
+	var cfg devstack.IDPConfig
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -12,30 +12,30 @@ import (
 )
 
 // Subject token types of RFC 8693 that the demo provider's tokens are
-// accepted as.
+// accepted as: type identifiers, not credentials.
 const (
-	TokenTypeIDToken     = "urn:ietf:params:oauth:token-type:id_token"
-	TokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token"
-	TokenTypeJWT         = "urn:ietf:params:oauth:token-type:jwt"
+	TokenTypeIDToken     = "urn:ietf:params:oauth:token-type:id_token"     //nolint:gosec // G101: a token type URN
+	TokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token" //nolint:gosec // G101: a token type URN
+	TokenTypeJWT         = "urn:ietf:params:oauth:token-type:jwt"          //nolint:gosec // G101: a token type URN
 )
 
-// IdPConfig is the file the issuer's -idp-config reads: the trusted OpenID
+// IDPConfig is the file the issuer's -idp-config reads: the trusted OpenID
 // Providers and how their claims map to a delegator.
-type IdPConfig struct {
-	Providers []IdPProvider `json:"providers"`
+type IDPConfig struct {
+	Providers []IDPProvider `json:"providers"`
 }
 
-// IdPProvider is one trusted OpenID Provider.
-type IdPProvider struct {
+// IDPProvider is one trusted OpenID Provider.
+type IDPProvider struct {
 	Issuer     string     `json:"issuer"`
 	Audiences  []string   `json:"audiences"`
 	TokenTypes []string   `json:"token_types"`
-	Mapping    IdPMapping `json:"mapping"`
+	Mapping    IDPMapping `json:"mapping"`
 }
 
-// IdPMapping says which claims hold the delegator's id, entitlements and
+// IDPMapping says which claims hold the delegator's id, entitlements and
 // attributes.
-type IdPMapping struct {
+type IDPMapping struct {
 	IDPrefix          string              `json:"id_prefix"`
 	EntitlementsClaim string              `json:"entitlements_claim"`
 	Entitlements      map[string][]string `json:"entitlements"`
@@ -43,16 +43,16 @@ type IdPMapping struct {
 	MFAAttribute      string              `json:"mfa_attribute"`
 }
 
-// DemoIdPConfig returns the configuration that trusts the demo provider at
+// DemoIDPConfig returns the configuration that trusts the demo provider at
 // issuer: its tokens for the audience "jitid" name delegators "user:<sub>";
 // the group finance grants the payment scopes and staff the ticket scopes;
 // the claim age_verified and the MFA outcome become delegator attributes.
-func DemoIdPConfig(issuer string) IdPConfig {
-	return IdPConfig{Providers: []IdPProvider{{
+func DemoIDPConfig(issuer string) IDPConfig {
+	return IDPConfig{Providers: []IDPProvider{{
 		Issuer:     issuer,
 		Audiences:  []string{"jitid"},
 		TokenTypes: []string{TokenTypeIDToken, TokenTypeAccessToken, TokenTypeJWT},
-		Mapping: IdPMapping{
+		Mapping: IDPMapping{
 			IDPrefix:          "user:",
 			EntitlementsClaim: "groups",
 			Entitlements: map[string][]string{
@@ -65,17 +65,17 @@ func DemoIdPConfig(issuer string) IdPConfig {
 	}}}
 }
 
-// WriteIdPConfig writes DemoIdPConfig(issuer) to path as indented JSON.
-func WriteIdPConfig(path, issuer string) error {
-	b, err := MarshalIdPConfig(DemoIdPConfig(issuer))
+// WriteIDPConfig writes DemoIDPConfig(issuer) to path as indented JSON.
+func WriteIDPConfig(path, issuer string) error {
+	b, err := MarshalIDPConfig(DemoIDPConfig(issuer))
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(path, b, 0o600)
 }
 
-// MarshalIdPConfig returns c as the indented JSON written to files.
-func MarshalIdPConfig(c IdPConfig) ([]byte, error) {
+// MarshalIDPConfig returns c as the indented JSON written to files.
+func MarshalIDPConfig(c IDPConfig) ([]byte, error) {
 	b, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {
 		return nil, err
