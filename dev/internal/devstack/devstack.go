@@ -180,7 +180,7 @@ func Main(ctx context.Context, args []string, out io.Writer, getenv func(string)
 				"-grpc-addr", addr(IssuerAddr), "-admin-addr", addr("127.0.0.1:9091"),
 				"-nats-url", o.nats, "-redis-addr", o.redis,
 				"-policy-addr", procs["policy"].Addr("grpc"), "-policy-id", ids["policy"],
-				"-allowed-clients", ids["platform"]+","+ids["admin"],
+				"-allowed-clients", ids["platform"]+","+ids["platform-b"]+","+ids["admin"],
 				"-idp-config", absPath(idpConfig))
 		},
 	}

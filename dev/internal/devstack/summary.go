@@ -127,7 +127,7 @@ func writeSummary(w io.Writer, s summary) {
 jitid is running, every link on mutual TLS. Ctrl-C stops everything.
 
   issuer  grpc %-16s admin %s
-          accepts %s, %s; talks to policy as %s
+          accepts %s, %s, %s; talks to policy as %s
   policy  grpc %-16s admin %s
           accepts %s, %s
   audit   grpc %-16s admin %s
@@ -159,7 +159,7 @@ Try:
 Watch events: nats --server %s sub 'jitid.events.>'
 
 `,
-		grpc("issuer"), admin("issuer"), s.ids["platform"], s.ids["admin"], s.ids["policy"],
+		grpc("issuer"), admin("issuer"), s.ids["platform"], s.ids["platform-b"], s.ids["admin"], s.ids["policy"],
 		grpc("policy"), admin("policy"), s.ids["issuer"], s.ids["admin"],
 		grpc("audit"), admin("audit"), s.ids["auditor"], s.ids["admin"],
 		s.idpURL, s.idpUsers, s.nats, s.natsNote, s.redis, s.redisNote,
