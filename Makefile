@@ -14,7 +14,7 @@ MODULE_DIRS = $(shell go list -m -f '{{.Dir}}')
 MODULE_PKGS = $(shell go list -m -f '{{.Dir}}/...')
 # The tool modules are outside go.work: tidied and checked on their own.
 TOOL_DIRS := $(CURDIR)/tools/buf $(CURDIR)/tools/golangci-lint
-BINARIES := issuer policy audit jitid-dev
+BINARIES := issuer policy audit jitid-dev jitid-idp
 
 .PHONY: all
 all: build test
@@ -113,6 +113,7 @@ build:
 	cd services/policy && go build -o ../../bin/policy ./cmd/policy
 	cd services/audit && go build -o ../../bin/audit ./cmd/audit
 	cd dev && go build -o ../bin/jitid-dev ./cmd/jitid-dev
+	cd dev && go build -o ../bin/jitid-idp ./cmd/jitid-idp
 
 ## run: the whole suite in the foreground (Ctrl-C stops it)
 .PHONY: run

@@ -8,7 +8,10 @@ require (
 	github.com/zitadel/oidc/v3 v3.52.0
 )
 
-require github.com/jitid/jitid/testkit v0.0.0
+require (
+	github.com/jitid/jitid/testkit v0.0.0
+	google.golang.org/grpc v1.85.0
+)
 
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
@@ -40,7 +43,6 @@ require (
 	golang.org/x/text v0.43.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
-	google.golang.org/grpc v1.85.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 

@@ -49,6 +49,12 @@ type Config struct {
 	// profiles of issuer, policy and audit during the first run of each
 	// workload.
 	Profile string
+	// Plaintext runs the suite without TLS and caller authentication,
+	// for comparison with the default (mutual TLS, allow-lists).
+	Plaintext bool
+	// RateLimit and RateBurst are the issuer's per-caller limit: far above
+	// what the load reaches, except in the flood test.
+	RateLimit, RateBurst int
 }
 
 // Main parses args and runs.
@@ -66,9 +72,10 @@ func Main(ctx context.Context, args []string, out io.Writer) error {
 	fs.Float64Var(&c.IntrospectRate, "introspect-rate", 5000, "open-loop IntrospectCredential rate, per second")
 	fs.IntVar(&c.Mass, "mass", 100000, "credentials in the mass-expiry and revoke scenarios, events in the audit backlog")
 	fs.IntVar(&c.HeavyRuns, "heavy-runs", 1, "runs of the mass scenarios (backlog, revoke, mass expiry)")
-	fs.StringVar(&c.Only, "only", "", "comma-separated workloads to run (echo,policy,issue,introspect,mix,verify,redis,catchup,revoke,expiry); all when empty")
+	fs.StringVar(&c.Only, "only", "", "comma-separated workloads to run (echo,policy,issue,introspect,mix,verify,redis,catchup,revoke,expiry,security,flood); all when empty")
 	fs.Float64Var(&c.ExpiryRate, "expiry-rate", 0, "open-loop issue rate during the mass expiry (half the measured closed-loop issue rate when 0)")
 	fs.StringVar(&c.Profile, "profile", "", "write CPU and allocation profiles of issuer, policy and audit, taken during the first run of each workload, into this directory (that run's figures then include the profiler's cost)")
+	fs.BoolVar(&c.Plaintext, "plaintext", false, "run the suite in plaintext without caller authentication (the default is mutual TLS with allow-lists, as make run), to compare")
 	fs.DurationVar(&c.Soak, "soak", 0, "run the soak for this long instead of the benchmark (make soak: 10m)")
 	fs.Float64Var(&c.SoakRate, "soak-rate", 1000, "open-loop rate of the soak's mix, per second")
 	if err := fs.Parse(args); err != nil {
@@ -82,6 +89,9 @@ func Main(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("run too long: -duration at most 10m, -soak at most 24h, -mass at most 1,000,000")
 	}
 	cleanup := func() {}
+	// The load is one caller: the issuer's default per-caller limit would
+	// measure the limiter, not the suite.
+	c.RateLimit, c.RateBurst = 1_000_000, 1_000_000
 	if c.WorkDir == "" {
 		dir, err := os.MkdirTemp("", "jitid-bench-*")
 		if err != nil {
@@ -144,18 +154,29 @@ func startSuite(ctx context.Context, c Config, out io.Writer, rep *report.Report
 		return nil, err
 	}
 	r.say("starting the suite (binaries in %s, data and logs in %s)", bin, c.WorkDir)
-	r.s, err = suite.Start(ctx, suite.Options{BinDir: bin, WorkDir: c.WorkDir, Pprof: c.Profile != ""})
+	r.s, err = suite.Start(ctx, suite.Options{BinDir: bin, WorkDir: c.WorkDir, Pprof: c.Profile != "", MTLS: !c.Plaintext,
+		RateLimit: c.RateLimit, RateBurst: c.RateBurst})
 	if err != nil {
 		r.s.Stop()
 		return nil, err
 	}
-	if r.iss, err = workload.Dial(r.s.IssuerAddr, c.Conns); err != nil {
+	// The load calls the issuer as the demo platform and policy as the
+	// issuer does.
+	platform, err := r.s.Creds("platform")
+	if err != nil {
 		return r, err
 	}
-	if r.pol, err = workload.Dial(r.s.PolicyAddr, c.Conns); err != nil {
+	issuer, err := r.s.Creds("issuer")
+	if err != nil {
 		return r, err
 	}
-	if r.echo, err = workload.Dial(r.s.EchoAddr, c.Conns); err != nil {
+	if r.iss, err = workload.Dial(r.s.IssuerAddr, c.Conns, platform); err != nil {
+		return r, err
+	}
+	if r.pol, err = workload.Dial(r.s.PolicyAddr, c.Conns, issuer); err != nil {
+		return r, err
+	}
+	if r.echo, err = workload.Dial(r.s.EchoAddr, c.Conns, nil); err != nil {
 		return r, err
 	}
 	if r.aud, err = workload.NewAuditor(ctx, r.s); err != nil {
@@ -174,7 +195,12 @@ func (r *run) stop() {
 	if r.aud != nil {
 		r.aud.Close()
 	}
-	r.s.Stop()
+	if r.s != nil {
+		r.s.Stop()
+	}
+	// Stopped once: the security comparison stops the suite before the
+	// deferred stop runs.
+	r.iss, r.pol, r.echo, r.aud, r.s = nil, nil, nil, nil, nil
 }
 
 // memory records every process's RSS now.
@@ -396,6 +422,16 @@ func bench(ctx context.Context, c Config, out io.Writer) error {
 	}
 	for range c.HeavyRuns {
 		if err := r.heavy(ctx); err != nil {
+			return err
+		}
+	}
+	if !c.Plaintext && r.wants("security") {
+		if err := r.securityCost(ctx, issueRate, introspectRate); err != nil {
+			return err
+		}
+	}
+	if !c.Plaintext && r.wants("flood") {
+		if err := r.flood(ctx); err != nil {
 			return err
 		}
 	}

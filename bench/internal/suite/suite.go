@@ -29,11 +29,20 @@ type Options struct {
 	// Pprof starts policy, audit and issuer with -pprof, so that Profile
 	// can read their runtime profiles.
 	Pprof bool
+	// MTLS runs every link on mutual TLS with SVIDs from `jitid-dev pki`
+	// (BinDir holds it), each service with its allow-list of callers, as
+	// make run does; Creds gives the clients' credentials. Without it the
+	// services speak plaintext on loopback.
+	MTLS bool
+	// RateLimit and RateBurst, when RateLimit is positive, are the
+	// issuer's per-caller -rate-limit (calls per second) and -rate-burst.
+	RateLimit, RateBurst int
 }
 
 // Suite is a running jitid deployment.
 type Suite struct {
-	opts Options
+	opts   Options
+	pkiDir string
 
 	Redis   *localinfra.Redis
 	NATSURL string
@@ -58,6 +67,11 @@ func Start(ctx context.Context, o Options) (*Suite, error) {
 	}
 	s := &Suite{opts: o}
 	var err error
+	if o.MTLS {
+		if err := s.writePKI(ctx); err != nil {
+			return s, err
+		}
+	}
 	s.Redis, err = localinfra.StartRedis(ctx, localinfra.RedisOptions{Dir: filepath.Join(o.WorkDir, "redis"), AppendOnly: true})
 	if err != nil {
 		return s, err
@@ -76,14 +90,16 @@ func Start(ctx context.Context, o Options) (*Suite, error) {
 	// The AuthZEN endpoint is off: its fixed default port may be taken, and
 	// nothing here calls it.
 	pprof := "-pprof=" + strconv.FormatBool(o.Pprof)
-	s.Policy = s.service("policy", "-grpc-addr", anyPort, "-admin-addr", anyPort, pprof, "-authzen-addr", "")
-	if err := s.Policy.Start(ctx); err != nil {
+	s.Policy = s.service("policy", append([]string{"-grpc-addr", anyPort, "-admin-addr", anyPort, pprof, "-authzen-addr", ""},
+		s.tlsArgs("policy", []string{"issuer"}, "-evaluators", ID("issuer"))...)...)
+	if err := s.startService(ctx, s.Policy); err != nil {
 		return s, err
 	}
 	s.PolicyAddr, s.PolicyAdmin = s.Policy.Addr("grpc"), s.Policy.Addr("admin")
-	s.Audit = s.service("audit", "-grpc-addr", anyPort, "-admin-addr", anyPort, pprof,
-		"-nats-url", s.NATSURL, "-audit-dsn", "sqlite://"+filepath.Join(o.WorkDir, "audit.db"))
-	if err := s.Audit.Start(ctx); err != nil {
+	s.Audit = s.service("audit", append([]string{"-grpc-addr", anyPort, "-admin-addr", anyPort, pprof,
+		"-nats-url", s.NATSURL, "-audit-dsn", "sqlite://" + filepath.Join(o.WorkDir, "audit.db")},
+		s.tlsArgs("audit", []string{"auditor"}, "-auditors", ID("auditor"))...)...)
+	if err := s.startService(ctx, s.Audit); err != nil {
 		return s, err
 	}
 	s.AuditAddr, s.AuditAdmin = s.Audit.Addr("grpc"), s.Audit.Addr("admin")
@@ -96,8 +112,12 @@ func Start(ctx context.Context, o Options) (*Suite, error) {
 	if o.SweepInterval > 0 {
 		issuerArgs = append(issuerArgs, "-sweep-interval", o.SweepInterval.String())
 	}
+	issuerArgs = append(issuerArgs, s.tlsArgs("issuer", []string{"platform", "platform-b"}, "-policy-id", ID("policy"))...)
+	if o.RateLimit > 0 {
+		issuerArgs = append(issuerArgs, "-rate-limit", strconv.Itoa(o.RateLimit), "-rate-burst", strconv.Itoa(max(o.RateBurst, 1)))
+	}
 	s.Issuer = s.service("issuer", issuerArgs...)
-	if err := s.Issuer.Start(ctx); err != nil {
+	if err := s.startService(ctx, s.Issuer); err != nil {
 		return s, err
 	}
 	s.IssuerAddr, s.IssuerAdmin = s.Issuer.Addr("grpc"), s.Issuer.Addr("admin")
@@ -128,7 +148,22 @@ func (s *Suite) proc(spec launch.Spec) *Proc {
 }
 
 func (s *Suite) service(name string, args ...string) *Proc {
-	return s.proc(launch.Service(name, "", "", args...))
+	spec := launch.Service(name, "", "", args...)
+	// On mTLS the launcher's plaintext health probe is refused;
+	// startService waits for /readyz instead.
+	spec.Health = !s.opts.MTLS
+	return s.proc(spec)
+}
+
+// startService starts a service and, on mTLS, waits until it is ready.
+func (s *Suite) startService(ctx context.Context, p *Proc) error {
+	if err := p.Start(ctx); err != nil {
+		return err
+	}
+	if s.opts.MTLS {
+		return waitReady(ctx, p)
+	}
+	return nil
 }
 
 // Proc is one child process; its output goes to LogPath.

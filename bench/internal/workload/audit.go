@@ -244,7 +244,11 @@ func issuedEvent(reqs *Requests, i int, now time.Time) *eventsv1.LifecycleEvent 
 // CountEvents counts the audit records of a delegator's events of one type,
 // through AuditService.QueryEvents.
 func (a *Auditor) CountEvents(ctx context.Context, delegator string, t eventsv1.EventType) (int, error) {
-	conn, err := Dial(a.s.AuditAddr, 1)
+	creds, err := a.s.Creds("auditor")
+	if err != nil {
+		return 0, err
+	}
+	conn, err := Dial(a.s.AuditAddr, 1, creds)
 	if err != nil {
 		return 0, err
 	}

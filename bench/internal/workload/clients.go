@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -28,11 +29,14 @@ type Pool struct {
 	conns []*grpc.ClientConn
 }
 
-// Dial opens n connections to addr.
-func Dial(addr string, n int) (*Pool, error) {
+// Dial opens n connections to addr with creds (plaintext when nil).
+func Dial(addr string, n int, creds credentials.TransportCredentials) (*Pool, error) {
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
 	p := &Pool{}
 	for range max(n, 1) {
-		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 		if err != nil {
 			p.Close()

@@ -1,7 +1,9 @@
 // Package devstack starts the jitid suite for a developer or an operator
-// trying it out: infrastructure first (reusing what the environment names),
-// then the three services as child processes, then a summary of where each
-// part listens and what to try.
+// trying it out, set up as production runs it: infrastructure first
+// (reusing what the environment names), the local CA's SVIDs (devpki) and
+// the demo OpenID Provider, then the three services as child processes on
+// mutual TLS with their allow-lists, then a summary of where each part
+// listens and the exact client flags.
 package devstack
 
 import (
@@ -10,13 +12,16 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/jitid/jitid/dev/internal/devpki"
 	"github.com/jitid/jitid/testkit/embeddednats"
 	"github.com/jitid/jitid/testkit/launch"
 	"github.com/jitid/jitid/testkit/localinfra"
@@ -29,19 +34,30 @@ const (
 	AuditAddr  = "127.0.0.1:50053"
 )
 
+// IDPAddr is where the demo OpenID Provider listens when the port is free.
+const IDPAddr = "127.0.0.1:9400"
+
 type options struct {
-	binDir  string
-	dataDir string
-	redis   string
-	nats    string
+	binDir      string
+	dataDir     string
+	trustDomain string
+	idpUsers    string
+	anyPort     bool
+	redis       string
+	nats        string
 }
+
+func (o options) pkiDir() string { return filepath.Join(o.dataDir, "pki") }
 
 // Main parses args, starts everything and blocks until ctx ends.
 func Main(ctx context.Context, args []string, out io.Writer, getenv func(string) string) error {
 	fs := flag.NewFlagSet("jitid-dev", flag.ContinueOnError)
 	var o options
 	fs.StringVar(&o.binDir, "bin-dir", "bin", "directory holding the issuer, policy and audit binaries")
-	fs.StringVar(&o.dataDir, "data-dir", ".jitid", "directory for NATS, Redis and audit data")
+	fs.StringVar(&o.dataDir, "data-dir", ".jitid", "directory for NATS, Redis and audit data, the CA and SVIDs (pki/) and the IdP configuration")
+	fs.StringVar(&o.trustDomain, "trust-domain", "jitid.local", "SPIFFE trust domain of the local CA")
+	fs.StringVar(&o.idpUsers, "idp-users", "dev/cmd/jitid-idp/demo-users.json", "users of the demo OpenID Provider")
+	fs.BoolVar(&o.anyPort, "any-port", false, "listen on free ports chosen by the kernel instead of the default ones (the summary and addrs.env say which)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,7 +91,9 @@ func Main(ctx context.Context, args []string, out io.Writer, getenv func(string)
 		port := -1
 		if l, err := net.Listen("tcp", "127.0.0.1:4222"); err == nil {
 			_ = l.Close()
-			port = 4222
+			if !o.anyPort {
+				port = 4222
+			}
 		}
 		ns, err := embeddednats.Start(embeddednats.Options{Port: port, StoreDir: filepath.Join(o.dataDir, "nats")})
 		if err != nil {
@@ -87,8 +105,12 @@ func Main(ctx context.Context, args []string, out io.Writer, getenv func(string)
 	}
 	redisNote := "from JITID_REDIS_ADDR"
 	if o.redis == "" {
+		port := 6379
+		if o.anyPort {
+			port = 0
+		}
 		r, err := localinfra.StartRedis(ctx, localinfra.RedisOptions{
-			Dir: absPath(filepath.Join(o.dataDir, "redis")), Port: 6379, AppendOnly: true,
+			Dir: absPath(filepath.Join(o.dataDir, "redis")), Port: port, AppendOnly: true,
 		})
 		if err != nil {
 			return err
@@ -98,20 +120,80 @@ func Main(ctx context.Context, args []string, out io.Writer, getenv func(string)
 		redisNote = "redis-server, AOF in " + filepath.Join(o.dataDir, "redis")
 	}
 
-	common := []string{"-log-format", "text"}
-	specs := []launch.Spec{
-		launch.Service("policy", filepath.Join(o.binDir, "policy"), filepath.Join(o.dataDir, "policy.log"),
-			append([]string{"-grpc-addr", PolicyAddr, "-admin-addr", "127.0.0.1:9092"}, common...)...),
-		launch.Service("audit", filepath.Join(o.binDir, "audit"), filepath.Join(o.dataDir, "audit.log"),
-			append([]string{"-grpc-addr", AuditAddr, "-admin-addr", "127.0.0.1:9093",
-				"-nats-url", o.nats, "-audit-dsn", "sqlite://" + absPath(filepath.Join(o.dataDir, "audit.db"))}, common...)...),
-		launch.Service("issuer", filepath.Join(o.binDir, "issuer"), filepath.Join(o.dataDir, "issuer.log"),
-			append([]string{"-grpc-addr", IssuerAddr, "-admin-addr", "127.0.0.1:9091",
-				"-nats-url", o.nats, "-redis-addr", o.redis, "-policy-addr", PolicyAddr}, common...)...),
+	pki, err := devpki.Ensure(devpki.Options{Dir: o.pkiDir(), TrustDomain: o.trustDomain})
+	if err != nil {
+		return err
+	}
+	ids := map[string]string{}
+	for _, id := range devpki.Identities(o.trustDomain) {
+		ids[id.Name] = id.ID
+	}
+	// The SVIDs live 30 days; renewing every hour keeps a long-running
+	// stack valid, and the services pick the new files up without a restart.
+	go renewPKI(ctx, o, say)
+
+	idpProc, err := startIDP(ctx, o, out)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func() {
+		if err := idpProc.Stop(); err != nil {
+			say("%v", err)
+		}
+	})
+	idpURL := "http://" + idpProc.Addr("http")
+	idpConfig := filepath.Join(o.dataDir, "idp.json")
+	if err := WriteIDPConfig(idpConfig, idpURL); err != nil {
+		return err
+	}
+
+	tlsFlags := func(name string) []string {
+		p := pki.SVIDs[name]
+		return []string{"-tls-cert", absPath(p.Cert), "-tls-key", absPath(p.Key), "-tls-bundle", absPath(pki.CA)}
+	}
+	common := []string{"-log-format", "text", "-admins", ids["admin"]}
+	addr := func(def string) string {
+		if o.anyPort {
+			return "127.0.0.1:0"
+		}
+		return def
 	}
 	procs := map[string]*launch.Process{}
-	exited := make(chan string, len(specs))
-	for _, s := range specs {
+	// Each service's flags may name one started before it (the issuer
+	// names policy's bound address).
+	specs := []func() launch.Spec{
+		func() launch.Spec {
+			return service("policy", o, common, tlsFlags("policy"),
+				"-grpc-addr", addr(PolicyAddr), "-admin-addr", addr("127.0.0.1:9092"), "-authzen-addr", addr("127.0.0.1:8092"),
+				"-allowed-clients", ids["issuer"]+","+ids["admin"],
+				"-evaluators", ids["issuer"])
+		},
+		func() launch.Spec {
+			return service("audit", o, common, tlsFlags("audit"),
+				"-grpc-addr", addr(AuditAddr), "-admin-addr", addr("127.0.0.1:9093"),
+				"-nats-url", o.nats, "-audit-dsn", "sqlite://"+absPath(filepath.Join(o.dataDir, "audit.db")),
+				"-allowed-clients", ids["auditor"]+","+ids["admin"],
+				"-auditors", ids["auditor"])
+		},
+		func() launch.Spec {
+			return service("issuer", o, common, tlsFlags("issuer"),
+				"-grpc-addr", addr(IssuerAddr), "-admin-addr", addr("127.0.0.1:9091"),
+				"-nats-url", o.nats, "-redis-addr", o.redis,
+				"-policy-addr", procs["policy"].Addr("grpc"), "-policy-id", ids["policy"],
+				"-allowed-clients", ids["platform"]+","+ids["platform-b"]+","+ids["admin"],
+				"-idp-config", absPath(idpConfig))
+		},
+	}
+	exited := make(chan string, len(specs)+1)
+	watch := func(p *launch.Process) {
+		if done := p.Exited(); done != nil {
+			<-done
+			exited <- p.Name()
+		}
+	}
+	go watch(idpProc)
+	for _, spec := range specs {
+		s := spec()
 		if _, err := os.Stat(s.Path); err != nil {
 			return fmt.Errorf("%s binary not found at %s (run make build): %w", s.Name, s.Path, err)
 		}
@@ -126,47 +208,37 @@ func Main(ctx context.Context, args []string, out io.Writer, getenv func(string)
 				say("%v", err)
 			}
 		})
-		go func() {
-			if done := p.Exited(); done != nil {
-				<-done
-				exited <- p.Name()
-			}
-		}()
+		go watch(p)
+		if err := waitReady(ctx, p); err != nil {
+			return err
+		}
 	}
-	admin := func(name string) string { return "http://" + procs[name].Addr("admin") + "/metrics" }
+	procs["idp"] = idpProc
 
-	fmt.Fprintf(out, `
-jitid is running. Ctrl-C stops everything.
-
-  issuer  grpc %s   admin %s
-  policy  grpc %s   admin %s
-  audit   grpc %s   admin %s
-  NATS    %s (%s)
-  Redis   %s (%s)
-
-Try (grpcurl: go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3):
-
-  grpcurl -plaintext -d '{"agent":{"id":"agent:research-1","class":"AGENT_CLASS_EPHEMERAL","platform":"demo"},"delegator":{"id":"user:alice"},"task":{"id":"task-42","purpose":"summarise Q3 tickets","sensitivity":"SENSITIVITY_MEDIUM"},"scopes":["tickets:read"],"ttl":"600s"}' %s jitid.issuer.v1.IssuerService/IssueCredential
-
-  grpcurl -plaintext -d '{"task_id":"task-42","reason":"done"}' %s jitid.issuer.v1.IssuerService/CompleteTask
-
-  grpcurl -plaintext -d '{"filter":{"task_id":"task-42"}}' %s jitid.audit.v1.AuditService/QueryEvents
-
-Watch events: nats --server %s sub 'jitid.events.>'
-
-`, procs["issuer"].Addr("grpc"), admin("issuer"), procs["policy"].Addr("grpc"), admin("policy"),
-		procs["audit"].Addr("grpc"), admin("audit"), o.nats, natsNote, o.redis, redisNote, IssuerAddr, IssuerAddr, AuditAddr, o.nats)
-
-	if err := writeAddrs(filepath.Join(o.dataDir, "addrs.env"), map[string]string{
-		"JITID_ISSUER_ADDR": procs["issuer"].Addr("grpc"),
-		"JITID_POLICY_ADDR": procs["policy"].Addr("grpc"),
-		"JITID_AUDIT_ADDR":  procs["audit"].Addr("grpc"),
-		"JITID_NATS_URL":    o.nats,
-		"JITID_REDIS_ADDR":  o.redis,
-	}); err != nil {
+	files := clientFiles(pki)
+	addrs := map[string]string{
+		"JITID_ISSUER_ADDR":   procs["issuer"].Addr("grpc"),
+		"JITID_POLICY_ADDR":   procs["policy"].Addr("grpc"),
+		"JITID_AUDIT_ADDR":    procs["audit"].Addr("grpc"),
+		"JITID_NATS_URL":      o.nats,
+		"JITID_REDIS_ADDR":    o.redis,
+		"JITID_IDP_URL":       idpURL,
+		"JITID_CA_FILE":       files.ca,
+		"JITID_PLATFORM_CERT": files.cert["platform"],
+		"JITID_PLATFORM_KEY":  files.key["platform"],
+		"JITID_AUDITOR_CERT":  files.cert["auditor"],
+		"JITID_AUDITOR_KEY":   files.key["auditor"],
+		"JITID_ADMIN_CERT":    files.cert["admin"],
+		"JITID_ADMIN_KEY":     files.key["admin"],
+	}
+	writeSummary(out, summary{
+		procs: procs, ids: ids, files: files, trustDomain: o.trustDomain, pkiDir: o.pkiDir(),
+		nats: o.nats, natsNote: natsNote, redis: o.redis, redisNote: redisNote, idpURL: idpURL, idpUsers: o.idpUsers,
+	})
+	if err := writeAddrs(filepath.Join(o.dataDir, "addrs.env"), addrs); err != nil {
 		return err
 	}
-	say("addresses written to %s (. %s)", filepath.Join(o.dataDir, "addrs.env"), filepath.Join(o.dataDir, "addrs.env"))
+	say("addresses and client certificate paths written to %s (. %s)", filepath.Join(o.dataDir, "addrs.env"), filepath.Join(o.dataDir, "addrs.env"))
 
 	select {
 	case <-ctx.Done():
@@ -174,6 +246,97 @@ Watch events: nats --server %s sub 'jitid.events.>'
 		return nil
 	case name := <-exited:
 		return fmt.Errorf("%s exited (log %s); stopping the suite", name, procs[name].LogPath())
+	}
+}
+
+// service returns the Spec of one jitid service of the stack.
+func service(name string, o options, common, tls []string, args ...string) launch.Spec {
+	args = append(append(args, tls...), common...)
+	s := launch.Service(name, filepath.Join(o.binDir, name), filepath.Join(o.dataDir, name+".log"), args...)
+	// The launcher's health probe is plaintext, which an mTLS server
+	// refuses; waitReady asks the admin listener's /readyz instead.
+	s.Health = false
+	return s
+}
+
+// startIDP starts the demo OpenID Provider on its usual port when that is
+// free, on another otherwise.
+func startIDP(ctx context.Context, o options, out io.Writer) (*launch.Process, error) {
+	path := filepath.Join(o.binDir, "jitid-idp")
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("jitid-idp binary not found at %s (run make build): %w", path, err)
+	}
+	addr := IDPAddr
+	if l, err := net.Listen("tcp", addr); err == nil && !o.anyPort {
+		_ = l.Close()
+	} else {
+		if err == nil {
+			_ = l.Close()
+		}
+		addr = "127.0.0.1:0"
+	}
+	p := launch.New(launch.Spec{
+		Name: "idp", Path: path, LogPath: filepath.Join(o.dataDir, "idp.log"),
+		Args:   []string{"-http", addr, "-users", o.idpUsers},
+		Output: &prefixWriter{w: out, prefix: fmt.Sprintf("%-6s | ", "idp")},
+	})
+	if err := p.Start(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// waitReady polls the admin listener's /readyz until the service is ready
+// (its stores connected), the process exits or ctx ends.
+func waitReady(ctx context.Context, p *launch.Process) error {
+	url := "http://" + p.Addr("admin") + "/readyz"
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	var last string
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-p.Exited():
+			return fmt.Errorf("%s exited before it was ready (log %s):\n%s", p.Name(), p.LogPath(), launch.Tail(p.LogPath(), 20))
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready at %s (last: %s); log %s", p.Name(), url, last, p.LogPath())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+const readyTimeout = 30 * time.Second
+
+func renewPKI(ctx context.Context, o options, say func(string, ...any)) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			res, err := devpki.Ensure(devpki.Options{Dir: o.pkiDir(), TrustDomain: o.trustDomain})
+			switch {
+			case err != nil:
+				say("renewing certificates: %v", err)
+			case len(res.Issued) > 0:
+				say("renewed certificates: %s", strings.Join(res.Issued, ", "))
+			}
+		}
 	}
 }
 

@@ -12,11 +12,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/jitid/jitid/pkg/eventbus"
+	"github.com/jitid/jitid/pkg/mtls"
 	auditv1 "github.com/jitid/jitid/proto/jitid/audit/v1"
 	eventsv1 "github.com/jitid/jitid/proto/jitid/events/v1"
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
@@ -26,6 +26,7 @@ import (
 	"github.com/jitid/jitid/testkit"
 	"github.com/jitid/jitid/testkit/gobin"
 	"github.com/jitid/jitid/testkit/launch"
+	"github.com/jitid/jitid/testkit/testca"
 	"github.com/jitid/jitid/testkit/testserver"
 )
 
@@ -35,7 +36,15 @@ type auditService struct {
 	client auditv1.AuditServiceClient
 	js     jetstream.JetStream
 	bus    eventbus.Config
+	// tlsArgs are the flags of `policy replay` to reach it as its auditor.
+	tlsArgs []string
 }
+
+// The SPIFFE IDs of the audit service and of the replay tool, its auditor.
+const (
+	auditSvcID     = "spiffe://jitid.test/audit"
+	replayCallerID = "spiffe://jitid.test/policy-replay"
+)
 
 // startAuditService runs the audit binary (built once per test binary) on
 // an embedded NATS with a stream and subjects of its own and a SQLite log
@@ -44,19 +53,38 @@ type auditService struct {
 func startAuditService(t *testing.T) *auditService {
 	t.Helper()
 	dir := t.TempDir()
+	// Audit serves mutual TLS only, and reads only to its auditors: the
+	// replay tool holds an SVID of a test CA and is both.
+	ca := testca.New(t, "jitid.test")
+	srvDir, cliDir := filepath.Join(dir, "audit-svid"), filepath.Join(dir, "replay-svid")
+	for _, d := range []string{srvDir, cliDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, own := ca.WriteSVID(t, srvDir, auditSvcID), ca.WriteSVID(t, cliDir, replayCallerID)
 	bin := gobin.Build(t, gobin.Target{Module: "github.com/jitid/jitid/services/audit", Package: "./cmd/audit"})
 	natsURL := testserver.NATSURL(t)
 	ns := testserver.Namespace(t)
 	bus := eventbus.Config{Stream: "EVENTS_" + ns, SubjectPrefix: ns + ".events"}
-	p := launch.ForTest(t, launch.Service("audit", bin, filepath.Join(dir, "audit.log"),
+	spec := launch.Service("audit", bin, filepath.Join(dir, "audit.log"),
 		"-grpc-addr", "127.0.0.1:0", "-admin-addr", "",
 		"-audit-dsn", "sqlite://"+filepath.Join(dir, "audit.db"),
 		"-nats-url", natsURL, "-stream", bus.Stream, "-subject-prefix", bus.SubjectPrefix,
-		"-consumer", "audit-"+ns, "-log-format", "text"))
+		"-consumer", "audit-"+ns, "-log-format", "text",
+		"-tls-cert", srv.Cert, "-tls-key", srv.Key, "-tls-bundle", srv.Bundle,
+		"-allowed-clients", replayCallerID, "-auditors", replayCallerID)
+	// The launcher's health probe is plaintext, which an mTLS server
+	// refuses: the serving line is enough, and waitForEvents waits for the
+	// store.
+	spec.Health = false
+	p := launch.ForTest(t, spec)
 	if err := p.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	a := &auditService{addr: p.Addr("grpc"), bus: bus}
+	a := &auditService{addr: p.Addr("grpc"), bus: bus, tlsArgs: []string{
+		"-tls-cert", own.Cert, "-tls-key", own.Key, "-tls-bundle", own.Bundle, "-audit-id", auditSvcID,
+	}}
 
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
@@ -73,7 +101,16 @@ func startAuditService(t *testing.T) *auditService {
 	if _, err := eventbus.EnsureStream(ctx, a.js, bus); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	src, err := mtls.NewFileSource(mtls.FileConfig{CertFile: own.Cert, KeyFile: own.Key, BundleFile: own.Bundle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = src.Close() })
+	server, err := mtls.ParseAllowList([]string{auditSvcID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(mtls.ClientCredentials(src, server)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +265,7 @@ forbid (principal, action == Jitid::Action::"reports:write", resource);
 	})
 
 	t.Run("CLI", func(t *testing.T) {
-		window := []string{"-audit-addr", a.addr, "-start", replayDay.Format(time.RFC3339), "-end", replayDay.Add(24 * time.Hour).Format(time.RFC3339)}
+		window := append([]string{"-audit-addr", a.addr, "-start", replayDay.Format(time.RFC3339), "-end", replayDay.Add(24 * time.Hour).Format(time.RFC3339)}, a.tlsArgs...)
 		tests := []struct {
 			name string
 			args []string

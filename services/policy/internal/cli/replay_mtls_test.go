@@ -38,7 +38,8 @@ func TestReplayTalksOnlyToTheConfiguredAuditIDOverMTLS(t *testing.T) {
 		"-audit-dsn", "sqlite://"+filepath.Join(dir, "audit.db"),
 		"-nats-url", testserver.NATSURL(t), "-stream", "EVENTS_"+ns, "-subject-prefix", ns+".events",
 		"-consumer", "audit-"+ns, "-log-format", "text",
-		"-tls-cert", srv.Cert, "-tls-key", srv.Key, "-tls-bundle", srv.Bundle, "-allowed-clients", replayID)
+		"-tls-cert", srv.Cert, "-tls-key", srv.Key, "-tls-bundle", srv.Bundle, "-allowed-clients", replayID,
+		"-auditors", replayID)
 	// The launcher's health probe is plaintext, which an mTLS server
 	// refuses: the serving line is enough here.
 	spec.Health = false
