@@ -165,7 +165,8 @@ type stackOptions struct {
 	// flags.
 	issuerArgs, policyArgs, auditArgs []string
 	// asserting are the platforms policy permits to assert a delegator
-	// without a subject token (assertionPolicyArgs): platformID when nil,
+	// without a subject token (assertionPolicyArgs): platformID and
+	// platformB (the second platform of the authorization tests) when nil,
 	// so that tests issuing without a token keep working; an empty,
 	// non-nil list permits none. Ignored when policyArgs names a
 	// -policy-file.
@@ -245,13 +246,14 @@ func startStack(t testing.TB, o stackOptions) *stack {
 	// The AuthZEN endpoint (docs/configuration.md) defaults to a fixed
 	// port; off, so that parallel tests do not fight over it.
 	if o.asserting == nil {
-		o.asserting = []string{platformID}
+		o.asserting = []string{platformID, platformB}
 	}
 	if !slices.Contains(o.policyArgs, "-policy-file") {
 		o.policyArgs = append(assertionPolicyArgs(t, o.asserting), o.policyArgs...)
 	}
-	s.policy = newProc(t, svcPolicy, svcPolicy, s.creds(probeID), slices.Concat(common, s.tlsArgs(policyID), o.policyArgs, []string{"-authzen-addr", ""}))
+	s.policy = newProc(t, svcPolicy, svcPolicy, s.creds(probeID), slices.Concat(common, s.tlsArgs(policyID), o.policyArgs, []string{"-authzen-addr", "", "-evaluators", issuerID}))
 	s.audit = newProc(t, svcAudit, svcAudit, s.creds(probeID), slices.Concat(common, s.tlsArgs(auditID), o.auditArgs, []string{
+		"-auditors", auditorID,
 		"-audit-dsn", "sqlite://" + s.auditDB,
 		"-nats-url", s.natsURL,
 		"-stream", s.stream,

@@ -50,10 +50,14 @@ func (s *stack) party(suffix string) party {
 }
 
 // request returns a valid request: MEDIUM task, one scope, ten minutes.
+// partyEntitlements are what the stack's platform asserts its delegators
+// hold: the ticket scopes the tests ask for (an absent list grants none).
+var partyEntitlements = []string{"tickets:read", "tickets:hold", "tickets:purchase"}
+
 func (p party) request() *issuerv1.IssueCredentialRequest {
 	return &issuerv1.IssueCredentialRequest{
 		Agent:     &identityv1.Agent{Id: p.agent, Class: ephemeral, Platform: "e2e"},
-		Delegator: &identityv1.Delegator{Id: p.delegator},
+		Delegator: &identityv1.Delegator{Id: p.delegator, Entitlements: partyEntitlements},
 		Task:      &identityv1.Task{Id: p.task, Purpose: "summarise the Q3 support tickets", Sensitivity: medium},
 		Scopes:    []string{"tickets:read"},
 		Ttl:       durationpb.New(10 * time.Minute),

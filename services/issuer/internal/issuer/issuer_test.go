@@ -558,7 +558,7 @@ func TestIssue(t *testing.T) {
 			Id: id, Type: typ, Time: timestamppb.New(at), CredentialId: "id-1",
 			Agent: r.Agent, Delegator: r.Delegator, Task: r.Task, Scopes: []string{"tickets:hold"},
 			Audience: "tickets-api", IssueTime: timestamppb.New(t0), ExpireTime: timestamppb.New(t0.Add(10 * time.Minute)),
-			Issuer: testIssuer, Owner: platformA,
+			Issuer: testIssuer, Owner: platformA, AssertedBy: platformA,
 		}
 	}
 	// Every event names its caller: the platform for the issuance, the

@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -10,14 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-
 	"github.com/jitid/jitid/pkg/envflag"
 	"github.com/jitid/jitid/pkg/mtls"
-	policyv1 "github.com/jitid/jitid/proto/jitid/policy/v1"
+	"github.com/jitid/jitid/pkg/servicecmd"
 	"github.com/jitid/jitid/services/policy/internal/app"
 	"github.com/jitid/jitid/services/policy/internal/authzen"
 	"github.com/jitid/jitid/services/policy/internal/config"
@@ -130,44 +126,17 @@ func TestAuthZENServesOnlyEvaluatorsOverMTLS(t *testing.T) {
 	}
 }
 
-// TestPolicyWithoutTLSDecidesForNobody: without TLS no call has a caller,
-// so both gRPC and the loopback AuthZEN endpoint refuse to decide.
-func TestPolicyWithoutTLSDecidesForNobody(t *testing.T) {
+// TestPolicyThatCanAuthenticateNobodyRefusesToStart: without TLS and
+// without -caller-jwks no call could have a caller, so policy does not
+// start (rather than serve decisions to nobody, or to anybody).
+func TestPolicyThatCanAuthenticateNobodyRefusesToStart(t *testing.T) {
 	t.Parallel()
 	cfg, err := config.Load([]string{"-grpc-addr", "127.0.0.1:0", "-admin-addr", "", "-authzen-addr", "127.0.0.1:0"},
 		envflag.MapLookup(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := app.New(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run() = %v after cancel", err)
-		}
-	})
-	conn, err := grpc.NewClient(a.Server().GRPCAddress(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer ccancel()
-	if _, err := policyv1.NewPolicyServiceClient(conn).GetPolicySet(cctx, &policyv1.GetPolicySetRequest{}); status.Code(err) != codes.Unauthenticated {
-		t.Errorf("GetPolicySet without TLS = %v, want Unauthenticated", err)
-	}
-	resp, err := http.Post("http://"+a.Server().HTTPAddress(app.AuthZENListener)+authzen.EvaluationPath, "application/json", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Errorf("AuthZEN without TLS = %d, want 401", resp.StatusCode)
+	if _, err := app.New(cfg, slog.New(slog.DiscardHandler)); !errors.Is(err, servicecmd.ErrNoCallerAuthentication) {
+		t.Fatalf("app.New without TLS or -caller-jwks = %v, want ErrNoCallerAuthentication", err)
 	}
 }

@@ -270,9 +270,12 @@ func TestServePortTakenFailsAtOnceWithTheBindError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
+	ca := testca.New(t, "jitid.test")
+	srv := ca.WriteSVID(t, t.TempDir(), "spiffe://jitid.test/policy")
 	var out bytes.Buffer
 	code := cli.Main(context.Background(), cli.Env{
-		Args:   []string{"serve", "-grpc-addr", "127.0.0.1:0", "-admin-addr", "", "-authzen-addr", taken.Addr().String()},
+		Args: []string{"serve", "-grpc-addr", "127.0.0.1:0", "-admin-addr", "", "-authzen-addr", taken.Addr().String(),
+			"-tls-cert", srv.Cert, "-tls-key", srv.Key, "-tls-bundle", srv.Bundle, "-allowed-clients", "spiffe://jitid.test/admin"},
 		Stdout: &out, Stderr: &out, LookupEnv: func(string) (string, bool) { return "", false },
 	})
 	if code == cli.ExitOK || !strings.Contains(out.String(), "address already in use") {
