@@ -20,6 +20,7 @@ require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-jose/go-jose/v4 v4.1.9 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
+	github.com/jitid/jitid/services/policy v0.0.0
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
@@ -41,3 +42,5 @@ replace (
 	github.com/jitid/jitid/services/issuer => ../services/issuer
 	github.com/jitid/jitid/testkit => ../testkit
 )
+
+replace github.com/jitid/jitid/services/policy => ../services/policy

@@ -75,6 +75,13 @@ func Prepare() error {
 	return nil
 }
 
+// messageRuleFields names the field a message-level rule of the protos (by
+// its id) is about, so that its violation names a field like the others.
+var messageRuleFields = map[string]string{
+	// IssueCredentialRequest: a delegator, or the token that proves one.
+	"delegator_or_subject_token": "delegator",
+}
+
 // Check returns nil when m keeps every rule, an *Error listing every
 // violation otherwise, or another error when the rules themselves cannot
 // be compiled (a bug).
@@ -89,10 +96,12 @@ func Check(m proto.Message) error {
 			return fmt.Errorf("reqrules: %w", err)
 		}
 		for _, v := range ve.Violations {
-			out = append(out, Violation{
-				Field:       protovalidate.FieldPathString(v.Proto.GetField()),
-				Description: v.Proto.GetMessage(),
-			})
+			field := protovalidate.FieldPathString(v.Proto.GetField())
+			if field == "" {
+				// A rule of the whole message names the field it is about.
+				field = messageRuleFields[v.Proto.GetRuleId()]
+			}
+			out = append(out, Violation{Field: field, Description: v.Proto.GetMessage()})
 		}
 	}
 	out = append(out, goRules(m)...)

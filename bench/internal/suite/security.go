@@ -6,14 +6,18 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/jitid/jitid/services/policy/policies"
 )
 
 // TrustDomain is the SPIFFE trust domain of the suite's CA.
@@ -109,4 +113,34 @@ func waitReady(ctx context.Context, p *Proc) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// writePolicySet writes the built-in policy set and its scope catalogue
+// into WorkDir/policy, with one more policy: the load's platforms may
+// assert their delegators (the load sends no subject tokens, so that the
+// figures are the issuer's and not an identity provider's).
+func writePolicySet(workDir string) (string, error) {
+	dir := filepath.Join(workDir, "policy")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", err
+	}
+	err := fs.WalkDir(policies.Default(), ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(policies.Default(), path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, filepath.Base(path)), b, 0o600)
+	})
+	if err != nil {
+		return "", err
+	}
+	var cedar strings.Builder
+	for _, p := range []string{"platform", "platform-b"} {
+		fmt.Fprintf(&cedar, "@id(%q)\npermit (principal == Jitid::Platform::%q, action == Jitid::Action::\"delegator:assert\", resource is Jitid::Delegator);\n",
+			"bench-"+p+"-may-assert", ID(p))
+	}
+	return dir, os.WriteFile(filepath.Join(dir, "bench-assert.cedar"), []byte(cedar.String()), 0o600)
 }

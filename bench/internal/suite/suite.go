@@ -90,7 +90,11 @@ func Start(ctx context.Context, o Options) (*Suite, error) {
 	// The AuthZEN endpoint is off: its fixed default port may be taken, and
 	// nothing here calls it.
 	pprof := "-pprof=" + strconv.FormatBool(o.Pprof)
-	s.Policy = s.service("policy", append([]string{"-grpc-addr", anyPort, "-admin-addr", anyPort, pprof, "-authzen-addr", ""},
+	policyDir, err := writePolicySet(o.WorkDir)
+	if err != nil {
+		return s, err
+	}
+	s.Policy = s.service("policy", append([]string{"-grpc-addr", anyPort, "-admin-addr", anyPort, pprof, "-authzen-addr", "", "-policy-file", policyDir},
 		s.tlsArgs("policy", []string{"issuer"}, "-evaluators", ID("issuer"))...)...)
 	if err := s.startService(ctx, s.Policy); err != nil {
 		return s, err

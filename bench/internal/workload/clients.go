@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	identityv1 "github.com/jitid/jitid/proto/jitid/identity/v1"
 	issuerv1 "github.com/jitid/jitid/proto/jitid/issuer/v1"
@@ -109,7 +108,7 @@ func (r *Requests) parties(worker int, seq uint64) (*identityv1.Agent, *identity
 			Attributes: map[string]string{"model": "gpt-class-large", "runtime": "sandbox-v2"},
 		}, &identityv1.Delegator{
 			Id: delegator, Attributes: map[string]string{"department": "support", "region": "eu-west"},
-			TimeZone: "Europe/Paris",
+			TimeZone: "Europe/Paris", Entitlements: []string{"tickets:read", "tickets:comment"},
 		}, &identityv1.Task{
 			Id: "task-" + id, Purpose: "summarise the open Q3 support tickets of the premium customers and draft replies",
 			Sensitivity: identityv1.Sensitivity_SENSITIVITY_MEDIUM,
@@ -135,9 +134,9 @@ func (r *Requests) Evaluate(worker int, seq uint64) *policyv1.EvaluateRequest {
 	agent, delegator, task := r.parties(worker, seq)
 	return &policyv1.EvaluateRequest{
 		Agent: agent, Delegator: delegator, Task: task,
-		Scopes:       []string{"tickets:read", "tickets:comment"},
-		Ttl:          durationpb.New(10 * time.Minute),
-		DecisionTime: timestamppb.Now(),
-		Audience:     "jitid",
+		Scopes:   []string{"tickets:read", "tickets:comment"},
+		Ttl:      durationpb.New(10 * time.Minute),
+		Platform: "spiffe://jitid.local/platform/demo",
+		Audience: "jitid",
 	}
 }
