@@ -319,12 +319,6 @@ func (s *stack) issuerAs(id string) issuerv1.IssuerServiceClient {
 	return issuerv1.NewIssuerServiceClient(s.conn(s.issuers[0].grpc, id))
 }
 
-// auditAs returns a client of audit calling as the SPIFFE ID id.
-func (s *stack) auditAs(id string) auditv1.AuditServiceClient {
-	s.t.Helper()
-	return auditv1.NewAuditServiceClient(s.conn(s.audit.grpc, id))
-}
-
 // conn opens a client of addr calling as the SPIFFE ID id.
 func (s *stack) conn(addr, id string) *grpc.ClientConn {
 	s.t.Helper()

@@ -534,7 +534,7 @@ func TestIssue(t *testing.T) {
 		Agent: r.Agent, Delegator: r.Delegator, Task: r.Task,
 		Scopes: []string{"tickets:hold"}, IssuedAt: t0, ExpiresAt: t0.Add(10 * time.Minute),
 		Profile: identityv1.Profile_PROFILE_MINIMAL, PolicyVersion: "v1", DecisionID: "d-1",
-		Owner: platformA,
+		Owner:      platformA,
 		AssertedBy: testPlatform,
 	}
 	if diff := cmp.Diff(wantCred, got.Credential, protocmp.Transform()); diff != "" {
