@@ -93,7 +93,7 @@ func (s *Issuer) Exchange(ctx context.Context, r *ExchangeRequest) (*Issued, err
 		CnfJKT:    r.CnfJKT,
 		// Owned by the exchange's caller; the store refuses it when the
 		// task belongs to another platform.
-		Owner:      r.Caller,
+		Owner: r.Caller,
 		// An asserted delegator stays asserted, by the platform that did.
 		AssertedBy: parent.AssertedBy,
 	}
