@@ -47,13 +47,24 @@ type IssuerServiceClient interface {
 	// Errors (ErrorInfo reason in brackets):
 	//
 	//	INVALID_ARGUMENT     a field breaks a rule, here or at policy (an
-	//	                     unknown time zone) [INVALID_REQUEST]
+	//	                     unknown time zone), or a delegator field
+	//	                     disagrees with the subject token [INVALID_REQUEST]
+	//	UNAUTHENTICATED      no authenticated caller [UNAUTHENTICATED]; the
+	//	                     subject token failed verification
+	//	                     [SUBJECT_TOKEN_INVALID]; no subject token and
+	//	                     policy does not let this platform assert the
+	//	                     delegator [DELEGATOR_UNPROVEN]
 	//	PERMISSION_DENIED    policy denied; the reasons are in the metadata
-	//	                     [POLICY_DENIED]
+	//	                     [POLICY_DENIED]; the task belongs to another
+	//	                     platform [CALLER_NOT_ALLOWED]
+	//	RESOURCE_EXHAUSTED   the caller's rate [RATE_LIMITED] or the
+	//	                     delegator's live-credential quota
+	//	                     [QUOTA_EXCEEDED] is spent; RetryInfo says when
 	//	FAILED_PRECONDITION  the task is completed [TASK_COMPLETED]
 	//	UNAVAILABLE          no decision could be had, nothing issued
 	//	                     [POLICY_UNAVAILABLE]; the store failed
-	//	                     [STORE_UNAVAILABLE]
+	//	                     [STORE_UNAVAILABLE]; the identity provider
+	//	                     could not be reached [IDENTITY_PROVIDER_UNAVAILABLE]
 	//	DEADLINE_EXCEEDED, CANCELED  the call ended first [DEADLINE_EXCEEDED,
 	//	                     CANCELED]
 	//	INTERNAL             a bug [INTERNAL]
@@ -67,16 +78,26 @@ type IssuerServiceClient interface {
 	IntrospectCredential(ctx context.Context, in *IntrospectCredentialRequest, opts ...grpc.CallOption) (*IntrospectCredentialResponse, error)
 	// RevokeCredentials revokes by credential, task, agent or delegator.
 	//
-	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; NOT_FOUND no live
+	// A platform revokes only what it owns; by agent or delegator across
+	// platforms needs an admin.
+	//
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAUTHENTICATED
+	// [UNAUTHENTICATED]; PERMISSION_DENIED another platform's credential or
+	// task [CALLER_NOT_ALLOWED]; NOT_FOUND no live
 	// credential matched a credential_id [CREDENTIAL_NOT_FOUND]; UNAVAILABLE
 	// [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED, CANCELED; INTERNAL.
 	RevokeCredentials(ctx context.Context, in *RevokeCredentialsRequest, opts ...grpc.CallOption) (*RevokeCredentialsResponse, error)
 	// CompleteTask revokes every credential of a task and records its end.
+	// Only the task's owner (its first issuing platform) or an admin.
 	//
-	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAVAILABLE
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAUTHENTICATED
+	// [UNAUTHENTICATED]; PERMISSION_DENIED another platform's task
+	// [CALLER_NOT_ALLOWED]; NOT_FOUND no credential was ever issued for the
+	// task [TASK_NOT_FOUND]; UNAVAILABLE
 	// [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED, CANCELED; INTERNAL.
 	CompleteTask(ctx context.Context, in *CompleteTaskRequest, opts ...grpc.CallOption) (*CompleteTaskResponse, error)
 	// ListCredentials lists live credentials; metadata only, never tokens.
+	// A platform sees only its own; an admin sees all.
 	//
 	// Errors: INVALID_ARGUMENT (also a page_token from another query)
 	// [INVALID_REQUEST]; UNAVAILABLE [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED,
@@ -189,13 +210,24 @@ type IssuerServiceServer interface {
 	// Errors (ErrorInfo reason in brackets):
 	//
 	//	INVALID_ARGUMENT     a field breaks a rule, here or at policy (an
-	//	                     unknown time zone) [INVALID_REQUEST]
+	//	                     unknown time zone), or a delegator field
+	//	                     disagrees with the subject token [INVALID_REQUEST]
+	//	UNAUTHENTICATED      no authenticated caller [UNAUTHENTICATED]; the
+	//	                     subject token failed verification
+	//	                     [SUBJECT_TOKEN_INVALID]; no subject token and
+	//	                     policy does not let this platform assert the
+	//	                     delegator [DELEGATOR_UNPROVEN]
 	//	PERMISSION_DENIED    policy denied; the reasons are in the metadata
-	//	                     [POLICY_DENIED]
+	//	                     [POLICY_DENIED]; the task belongs to another
+	//	                     platform [CALLER_NOT_ALLOWED]
+	//	RESOURCE_EXHAUSTED   the caller's rate [RATE_LIMITED] or the
+	//	                     delegator's live-credential quota
+	//	                     [QUOTA_EXCEEDED] is spent; RetryInfo says when
 	//	FAILED_PRECONDITION  the task is completed [TASK_COMPLETED]
 	//	UNAVAILABLE          no decision could be had, nothing issued
 	//	                     [POLICY_UNAVAILABLE]; the store failed
-	//	                     [STORE_UNAVAILABLE]
+	//	                     [STORE_UNAVAILABLE]; the identity provider
+	//	                     could not be reached [IDENTITY_PROVIDER_UNAVAILABLE]
 	//	DEADLINE_EXCEEDED, CANCELED  the call ended first [DEADLINE_EXCEEDED,
 	//	                     CANCELED]
 	//	INTERNAL             a bug [INTERNAL]
@@ -209,16 +241,26 @@ type IssuerServiceServer interface {
 	IntrospectCredential(context.Context, *IntrospectCredentialRequest) (*IntrospectCredentialResponse, error)
 	// RevokeCredentials revokes by credential, task, agent or delegator.
 	//
-	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; NOT_FOUND no live
+	// A platform revokes only what it owns; by agent or delegator across
+	// platforms needs an admin.
+	//
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAUTHENTICATED
+	// [UNAUTHENTICATED]; PERMISSION_DENIED another platform's credential or
+	// task [CALLER_NOT_ALLOWED]; NOT_FOUND no live
 	// credential matched a credential_id [CREDENTIAL_NOT_FOUND]; UNAVAILABLE
 	// [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED, CANCELED; INTERNAL.
 	RevokeCredentials(context.Context, *RevokeCredentialsRequest) (*RevokeCredentialsResponse, error)
 	// CompleteTask revokes every credential of a task and records its end.
+	// Only the task's owner (its first issuing platform) or an admin.
 	//
-	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAVAILABLE
+	// Errors: INVALID_ARGUMENT [INVALID_REQUEST]; UNAUTHENTICATED
+	// [UNAUTHENTICATED]; PERMISSION_DENIED another platform's task
+	// [CALLER_NOT_ALLOWED]; NOT_FOUND no credential was ever issued for the
+	// task [TASK_NOT_FOUND]; UNAVAILABLE
 	// [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED, CANCELED; INTERNAL.
 	CompleteTask(context.Context, *CompleteTaskRequest) (*CompleteTaskResponse, error)
 	// ListCredentials lists live credentials; metadata only, never tokens.
+	// A platform sees only its own; an admin sees all.
 	//
 	// Errors: INVALID_ARGUMENT (also a page_token from another query)
 	// [INVALID_REQUEST]; UNAVAILABLE [STORE_UNAVAILABLE]; DEADLINE_EXCEEDED,

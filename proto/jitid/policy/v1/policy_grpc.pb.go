@@ -40,8 +40,13 @@ type PolicyServiceClient interface {
 	// time of execution together, for every requested scope. A denial is a
 	// decision, not an error.
 	//
+	// Only the issuers (-evaluators) and admins may call it.
+	//
 	// Errors (ErrorInfo reason in brackets): INVALID_ARGUMENT a field breaks
-	// a rule, e.g. an unknown time zone [INVALID_REQUEST]; DEADLINE_EXCEEDED,
+	// a rule, e.g. an unknown time zone [INVALID_REQUEST]; UNAUTHENTICATED no
+	// authenticated caller [UNAUTHENTICATED]; PERMISSION_DENIED the caller is
+	// no evaluator, or sets decision_time without being an admin
+	// [CALLER_NOT_ALLOWED]; RESOURCE_EXHAUSTED [RATE_LIMITED]; DEADLINE_EXCEEDED,
 	// CANCELED the call ended first [DEADLINE_EXCEEDED, CANCELED]; INTERNAL
 	// [INTERNAL].
 	Evaluate(ctx context.Context, in *EvaluateRequest, opts ...grpc.CallOption) (*EvaluateResponse, error)
@@ -103,8 +108,13 @@ type PolicyServiceServer interface {
 	// time of execution together, for every requested scope. A denial is a
 	// decision, not an error.
 	//
+	// Only the issuers (-evaluators) and admins may call it.
+	//
 	// Errors (ErrorInfo reason in brackets): INVALID_ARGUMENT a field breaks
-	// a rule, e.g. an unknown time zone [INVALID_REQUEST]; DEADLINE_EXCEEDED,
+	// a rule, e.g. an unknown time zone [INVALID_REQUEST]; UNAUTHENTICATED no
+	// authenticated caller [UNAUTHENTICATED]; PERMISSION_DENIED the caller is
+	// no evaluator, or sets decision_time without being an admin
+	// [CALLER_NOT_ALLOWED]; RESOURCE_EXHAUSTED [RATE_LIMITED]; DEADLINE_EXCEEDED,
 	// CANCELED the call ended first [DEADLINE_EXCEEDED, CANCELED]; INTERNAL
 	// [INTERNAL].
 	Evaluate(context.Context, *EvaluateRequest) (*EvaluateResponse, error)
